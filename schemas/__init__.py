@@ -1,0 +1,1 @@
+"""The contract: msgspec types for every request, response and log record."""

@@ -1,0 +1,112 @@
+"""Telemetry events: what producers send, what the log carries and what queries return.
+
+The ingest types are the validation contract of `POST /api/v1/telemetry/events`.
+`WarehouseRow` is the shape of one line of a `crucible.telemetry` log record
+(JSONEachRow, the warehouse's row shape) so the writer only concatenates records.
+Schema evolution: new fields get defaults, existing types never change.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+# Names: dot-joined event names are stored and filtered, so no segment may contain a dot.
+NameSegment = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-:/]+$")]
+EventName = Annotated[list[NameSegment], Meta(min_length=1, max_length=16)]
+MeasurementKey = Annotated[str, Meta(min_length=1, max_length=128)]
+# JSON has no NaN or Infinity literal, but 1e999 decodes to inf: the bounds reject it.
+FiniteFloat = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=128)]
+MetadataValue = Annotated[str, Meta(max_length=4096)]
+ClientEventId = Annotated[str, Meta(min_length=1, max_length=128)]
+
+MAX_MEASUREMENTS = 256
+MAX_METADATA = 256
+
+
+class TelemetryEvent(msgspec.Struct, kw_only=True):
+    """One event as a producer sends it."""
+
+    event_name: EventName
+    measurements: Annotated[dict[MeasurementKey, FiniteFloat], Meta(max_length=MAX_MEASUREMENTS)] = {}
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=MAX_METADATA)] = {}
+    timestamp: dt.datetime | None = None
+    id: ClientEventId | None = None
+    data: dict[str, Any] | None = None
+
+
+class IngestBatch(msgspec.Struct, kw_only=True):
+    """The whole body, validated in one call: the fast path when every event is valid."""
+
+    events: list[TelemetryEvent]
+
+
+class RawIngestBatch(msgspec.Struct, kw_only=True):
+    """The body with events left undecoded, so each one can be validated on its own."""
+
+    events: list[msgspec.Raw]
+
+
+class IngestError(msgspec.Struct, kw_only=True):
+    index: int
+    message: str
+    path: str
+
+
+class IngestResult(msgspec.Struct, kw_only=True):
+    accepted: int
+    rejected: int
+    errors: list[IngestError]
+
+
+class IngestResponse(msgspec.Struct, kw_only=True):
+    data: IngestResult
+
+
+class WarehouseRow(msgspec.Struct, kw_only=True):
+    """One event in the warehouse's row shape; a log record is these as JSON lines.
+
+    `log_partition`/`log_offset` are not here: the writer appends them to each
+    line, since the position is only known once the record is in the log.
+    """
+
+    id: str
+    event_name: str
+    experiment_id: str
+    run_id: str
+    model: str
+    timestamp: dt.datetime
+    received_at: dt.datetime
+    measurements: dict[str, float]
+    metadata: dict[str, str]
+    data: str
+    batch_id: str
+
+
+class StoredEvent(msgspec.Struct, kw_only=True):
+    """An event as `GET /telemetry/events` and live channels return it."""
+
+    id: str
+    event_name: list[str]
+    measurements: dict[str, float]
+    metadata: dict[str, str]
+    timestamp: dt.datetime
+    received_at: dt.datetime
+    data: dict[str, Any] | None = None
+
+
+AggFunction = Literal["count", "avg", "sum", "min", "max", "p50", "p95", "p99"]
+
+
+class AggregatePoint(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One point of an aggregate series; `count` is how many values it used."""
+
+    timestamp: dt.datetime | None
+    value: float | None
+    count: int
+    group: str | None = None

@@ -1,0 +1,94 @@
+"""The aiohttp application: `create_app(settings)`, its resources as cleanup contexts."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service import health_api, telemetry_api
+from service.appkeys import INGESTOR, LOG, SETTINGS, WAREHOUSE, WRITER
+from service.errors import error_middleware
+from service.ingest import Ingestor
+from service.log import EventLog
+from service.log_kafka import KafkaLog
+from service.log_sqlite import SqliteLog
+from service.migrations import migrate
+from service.settings import Settings
+from service.warehouse import Warehouse
+from service.writer import WarehouseWriter
+
+logger = logging.getLogger(__name__)
+
+# Room for headers and multipart framing beyond the largest accepted body.
+BODY_SLACK_BYTES = 64 * 1024
+
+
+def make_log(settings: Settings) -> EventLog:
+    """The configured event log: Kafka when `--kafka` is set, else the embedded one."""
+    if settings.kafka is not None:
+        return KafkaLog(
+            settings.kafka,
+            telemetry_partitions=settings.kafka_partitions,
+            replication_factor=settings.kafka_replication_factor,
+            idempotence=settings.kafka_idempotence,
+            request_timeout=settings.kafka_request_timeout,
+            idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        )
+    return SqliteLog(
+        settings.data_path, max_bytes=settings.log_max_bytes, idempotency_ttl_seconds=settings.idempotency_ttl_seconds
+    )
+
+
+async def _log_context(app: web.Application) -> AsyncIterator[None]:
+    log = app[LOG]
+    await log.start()
+    yield
+    await log.stop()
+
+
+async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
+    warehouse = app[WAREHOUSE]
+    await warehouse.start()
+    await migrate(warehouse)
+    yield
+    await warehouse.stop()
+
+
+async def _writer_context(app: web.Application) -> AsyncIterator[None]:
+    writer = app[WRITER]
+    task = None
+    if writer is not None:
+        task = asyncio.create_task(writer.run(), name="warehouse-writer")
+        task.add_done_callback(_report_crash)
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the warehouse writer stopped", exc_info=task.exception())
+
+
+def create_app(settings: Settings, api: bool = True) -> web.Application:
+    """The service for one process: the API unless `api` is False (`crucible writer`),
+    and the warehouse writer when `settings.writer` is set. Health and metrics always."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES)
+    log = make_log(settings)
+    warehouse = Warehouse(settings)
+    app[SETTINGS] = settings
+    app[LOG] = log
+    app[WAREHOUSE] = warehouse
+    app[INGESTOR] = Ingestor(log, settings.max_batch_events)
+    app[WRITER] = WarehouseWriter(log, warehouse, settings) if settings.writer else None
+    app.cleanup_ctx.extend([_log_context, _warehouse_context, _writer_context])
+    if api:
+        app.add_routes(telemetry_api.routes)
+    app.add_routes(health_api.routes)
+    return app

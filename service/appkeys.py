@@ -1,0 +1,21 @@
+"""Every `web.AppKey` of the application, in one place."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.ingest import Ingestor
+    from service.log import EventLog
+    from service.warehouse import Warehouse
+    from service.writer import WarehouseWriter
+
+SETTINGS = web.AppKey("settings", Settings)
+LOG: web.AppKey[EventLog] = web.AppKey("log")
+WAREHOUSE: web.AppKey[Warehouse] = web.AppKey("warehouse")
+INGESTOR: web.AppKey[Ingestor] = web.AppKey("ingestor")
+WRITER: web.AppKey[WarehouseWriter | None] = web.AppKey("writer")

@@ -1,0 +1,86 @@
+"""The one error shape of API.md, and the middleware that gives it to every failure."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from schemas.common import ErrorBody, ErrorResponse
+from service.appkeys import SETTINGS
+
+logger = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+
+# aiohttp's own refusals, named in API.md's vocabulary.
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success; raised anywhere below a handler."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def validation_error(message: str, details: dict[str, Any] | None = None) -> ApiError:
+    return ApiError(422, "validation_error", message, details)
+
+
+def bad_parameter(name: str, problem: str) -> ApiError:
+    """422 for one query parameter, in API.md's `details` shape: field → list of problems."""
+    return validation_error(f"{name} {problem}", {name: [problem]})
+
+
+def error_response(error: ApiError) -> web.Response:
+    body = ErrorResponse(error=ErrorBody(code=error.code, message=error.message, details=error.details))
+    return web.Response(status=error.status, body=_encode(body), content_type="application/json", headers=error.headers)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return error_response(error)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        message = exc.reason
+        if exc.status == 413:
+            message = f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
+        return error_response(ApiError(exc.status, code, message))
+    except Exception:
+        logger.exception("unexpected error in %s %s", request.method, request.path)
+        return error_response(ApiError(500, "internal_error", "internal server error"))

@@ -1,0 +1,115 @@
+"""The event log: the interface both logs implement, and the topic names.
+
+The embedded log (`log_sqlite`) and Apache Kafka (`log_kafka`) offer the same
+operations, so nothing above this module knows which one runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+TELEMETRY_TOPIC = "crucible.telemetry"
+TELEMETRY_DLQ_TOPIC = "crucible.telemetry.dlq"
+WAREHOUSE_GROUP = "crucible-warehouse"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to append: `key` routes it to a partition (same key, same partition)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    """A record read back from the log, with its position."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+class LogUnavailable(Exception):
+    """The log cannot take the append now; nothing of it was written (answer 503)."""
+
+
+class LogConsumer(Protocol):
+    """A member of a consumer group with manual commits."""
+
+    async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
+        """Records after the current position, or {} once `timeout` seconds pass with none."""
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit, for each partition, the offset of the next record to read."""
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        """The group's committed offset for a partition, or None."""
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Read `partition` from `offset` on."""
+
+    def assignment(self) -> set[TopicPartition]:
+        """Partitions this member owns now."""
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        """Stop fetching these partitions (backpressure) until `resume`."""
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None: ...
+
+    async def lag(self) -> int | None:
+        """Records in owned partitions not yet committed by the group; None if unknown."""
+
+    async def stop(self) -> None: ...
+
+
+class PartitionListener(Protocol):
+    """Told by a consumer when it gains or loses partitions (Kafka rebalances)."""
+
+    async def on_assigned(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None: ...
+
+    async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None: ...
+
+
+class EventLog(Protocol):
+    """Durable, ordered, partitioned topics."""
+
+    async def start(self) -> None:
+        """Connect and create missing topics."""
+
+    async def stop(self) -> None: ...
+
+    async def append(
+        self, records: Sequence[Record], remember: tuple[str, bytes] | None = None
+    ) -> list[tuple[int, int]]:
+        """Append records; returns (partition, offset) of each once all are durable.
+
+        `remember` is an (idempotency key, answer) pair stored with the same write,
+        so a retry finds the answer exactly when the records are in the log.
+        Raises `LogUnavailable` when the log cannot take them; then nothing was written.
+        """
+
+    async def recall(self, idempotency_key: str) -> bytes | None:
+        """The answer remembered for an idempotency key, if it is still kept."""
+
+    async def consumer(
+        self, group: str, topics: Sequence[str], listener: PartitionListener | None = None
+    ) -> LogConsumer:
+        """Join `group` on `topics`, reading from its committed offsets (or the beginning)."""
+
+    async def ping(self) -> bool:
+        """Whether the log answers now."""

@@ -1,0 +1,330 @@
+"""The embedded event log: SQLite in WAL mode in the data dir, with group commit.
+
+One thread owns the write connection. Appends that arrive while it is busy are
+written together in one transaction, so they share one fsync: that is what makes
+a durable 202 cheap. `synchronous=FULL` makes every commit reach the disk before
+its appends are acknowledged. Readers use their own connections (WAL lets them
+read while the writer writes). One partition per topic: a single process owns
+the data dir, so more would only reorder records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from service.log import (
+    LogConsumer,
+    LogUnavailable,
+    PartitionListener,
+    Record,
+    StoredRecord,
+    TopicPartition,
+)
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS records (
+    topic TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    headers BLOB NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic, offset)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    group_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY,
+    answer BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
+PARTITION = 0  # one partition per topic, see the module docstring
+
+
+def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
+    return b"\n".join(name.encode() + b"=" + value for name, value in headers)
+
+
+def _decode_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
+    if not blob:
+        return ()
+    pairs = []
+    for line in blob.split(b"\n"):
+        name, _, value = line.partition(b"=")
+        pairs.append((name.decode(), value))
+    return tuple(pairs)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    return conn
+
+
+@dataclass
+class _Append:
+    records: Sequence[Record]
+    remember: tuple[str, bytes] | None
+    done: Future[list[tuple[int, int]]] = field(default_factory=Future)
+
+
+class SqliteLog:
+    """The embedded log; see the module docstring."""
+
+    def __init__(self, data_dir: Path, max_bytes: int = 0, idempotency_ttl_seconds: int = 86_400) -> None:
+        self._path = data_dir / "log.sqlite3"
+        self._max_bytes = max_bytes
+        self._idempotency_ttl_ms = idempotency_ttl_seconds * 1000
+        self._pending: queue.SimpleQueue[_Append | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._next_offset: dict[str, int] = {}
+        self._appended = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+
+    async def start(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        writer = _connect(self._path)
+        writer.executescript(SCHEMA)
+        if self._max_bytes:
+            page_size = writer.execute("PRAGMA page_size").fetchone()[0]
+            writer.execute(f"PRAGMA max_page_count={max(self._max_bytes // page_size, 1)}")
+        for topic, last in writer.execute("SELECT topic, max(offset) FROM records GROUP BY topic"):
+            self._next_offset[topic] = last + 1
+        self._reader = _connect(self._path)
+        self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="log-writer", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._pending.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    async def append(
+        self, records: Sequence[Record], remember: tuple[str, bytes] | None = None
+    ) -> list[tuple[int, int]]:
+        if self._thread is None:
+            raise LogUnavailable("the log is not running")
+        job = _Append(records, remember)
+        self._pending.put(job)
+        return await asyncio.wrap_future(job.done)
+
+    async def recall(self, idempotency_key: str) -> bytes | None:
+        oldest = int(time.time() * 1000) - self._idempotency_ttl_ms
+        row = await self._read(
+            "SELECT answer FROM idempotency WHERE key = ? AND created_ms >= ?", (idempotency_key, oldest)
+        )
+        return row[0][0] if row else None
+
+    async def ping(self) -> bool:
+        try:
+            await self._read("SELECT 1", ())
+        except sqlite3.Error:
+            return False
+        return self._thread is not None and self._thread.is_alive()
+
+    async def consumer(
+        self, group: str, topics: Sequence[str], listener: PartitionListener | None = None
+    ) -> LogConsumer:
+        consumer = SqliteConsumer(self, group, topics)
+        await consumer.load_positions()
+        if listener is not None:
+            await listener.on_assigned(consumer, consumer.assignment())
+        return consumer
+
+    def end_offset(self, topic: str) -> int:
+        return self._next_offset.get(topic, 0)
+
+    async def wait_for_append(self, timeout: float) -> None:
+        """Return when something is appended, or after `timeout` seconds."""
+        self._appended.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._appended.wait(), timeout)
+
+    async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        def run() -> list[tuple[object, ...]]:
+            assert self._reader is not None
+            with self._reader_lock:
+                return self._reader.execute(sql, params).fetchall()
+
+        return await asyncio.to_thread(run)
+
+    async def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        await self._read(sql, params)
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        last_prune = 0.0
+        while True:
+            first = self._pending.get()
+            if first is None:
+                break
+            jobs = [first]
+            stop = False
+            # Group commit: everything queued while the previous commit was syncing.
+            while True:
+                try:
+                    job = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                jobs.append(job)
+            self._commit(conn, jobs)
+            if time.monotonic() - last_prune > 60:
+                last_prune = time.monotonic()
+                self._prune_idempotency(conn)
+            if stop:
+                break
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, jobs: list[_Append]) -> None:
+        now_ms = int(time.time() * 1000)
+        next_offset = dict(self._next_offset)
+        results: list[list[tuple[int, int]]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                positions = []
+                rows = []
+                for record in job.records:
+                    offset = next_offset.get(record.topic, 0)
+                    next_offset[record.topic] = offset + 1
+                    positions.append((PARTITION, offset))
+                    rows.append(
+                        (record.topic, offset, record.key, record.value, _encode_headers(record.headers), now_ms)
+                    )
+                conn.executemany(
+                    "INSERT INTO records (topic, offset, key, value, headers, timestamp_ms) VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+                if job.remember is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO idempotency (key, answer, created_ms) VALUES (?,?,?)",
+                        (job.remember[0], job.remember[1], now_ms),
+                    )
+                results.append(positions)
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            logger.error("log append failed, nothing written: %s", exc)
+            for job in jobs:
+                job.done.set_exception(LogUnavailable(str(exc)))
+            return
+        self._next_offset = next_offset
+        for job, positions in zip(jobs, results, strict=True):
+            job.done.set_result(positions)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._appended.set)
+
+    def _prune_idempotency(self, conn: sqlite3.Connection) -> None:
+        oldest = int(time.time() * 1000) - self._idempotency_ttl_ms
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("DELETE FROM idempotency WHERE created_ms < ?", (oldest,))
+
+
+class SqliteConsumer:
+    """A consumer group member of the embedded log: it owns every topic's one partition."""
+
+    def __init__(self, log: SqliteLog, group: str, topics: Sequence[str]) -> None:
+        self._log = log
+        self._group = group
+        self._partitions = {TopicPartition(topic, PARTITION) for topic in topics}
+        self._position: dict[TopicPartition, int] = {}
+        self._paused: set[TopicPartition] = set()
+
+    async def load_positions(self) -> None:
+        for tp in self._partitions:
+            self._position[tp] = await self.committed(tp) or 0
+
+    async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
+        deadline = time.monotonic() + timeout
+        while True:
+            batch = await self._fetch(max_records)
+            remaining = deadline - time.monotonic()
+            if batch or remaining <= 0:
+                return batch
+            await self._log.wait_for_append(min(remaining, 0.05))
+
+    async def _fetch(self, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
+        batch: dict[TopicPartition, list[StoredRecord]] = {}
+        for tp in sorted(self._partitions - self._paused, key=lambda p: p.topic):
+            start = self._position[tp]
+            if start >= self._log.end_offset(tp.topic):
+                continue
+            rows = await self._log._read(
+                "SELECT offset, key, value, headers, timestamp_ms FROM records"
+                " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
+                (tp.topic, start, max_records),
+            )
+            if rows:
+                batch[tp] = [
+                    StoredRecord(tp.topic, PARTITION, o, k, v, _decode_headers(h), ts)  # type: ignore[arg-type]
+                    for o, k, v, h, ts in rows
+                ]
+                self._position[tp] = batch[tp][-1].offset + 1
+        return batch
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        for tp, offset in offsets.items():
+            await self._log._write(
+                "INSERT INTO group_offsets (group_id, topic, next_offset) VALUES (?,?,?)"
+                " ON CONFLICT (group_id, topic) DO UPDATE SET next_offset = excluded.next_offset",
+                (self._group, tp.topic, offset),
+            )
+
+    async def committed(self, partition: TopicPartition) -> int | None:
+        rows = await self._log._read(
+            "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?",
+            (self._group, partition.topic),
+        )
+        return int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self._position[partition] = offset
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self._partitions)
+
+    def pause(self, partitions: Sequence[TopicPartition]) -> None:
+        self._paused.update(partitions)
+
+    def resume(self, partitions: Sequence[TopicPartition]) -> None:
+        self._paused.difference_update(partitions)
+
+    async def lag(self) -> int | None:
+        total = 0
+        for tp in self._partitions:
+            total += self._log.end_offset(tp.topic) - (await self.committed(tp) or 0)
+        return total
+
+    async def stop(self) -> None:
+        return None

@@ -1,0 +1,23 @@
+"""Prometheus metrics of the process, served at /metrics."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS_ACCEPTED = Counter("crucible_events_accepted_total", "Telemetry events accepted into the log")
+EVENTS_REJECTED = Counter("crucible_events_rejected_total", "Telemetry events refused at validation")
+INGEST_BATCHES = Counter("crucible_ingest_batches_total", "Ingest requests by answer", ["status"])
+APPEND_SECONDS = Histogram(
+    "crucible_log_append_seconds",
+    "Time for an append to become durable",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WRITER_LAG = Gauge("crucible_writer_lag_records", "Log records not yet committed by the warehouse writer")
+INSERT_SECONDS = Histogram(
+    "crucible_warehouse_insert_seconds",
+    "Time of one warehouse insert",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+ROWS_INSERTED = Counter("crucible_warehouse_rows_inserted_total", "Rows inserted into the warehouse")
+INSERT_FAILURES = Counter("crucible_warehouse_insert_failures_total", "Warehouse inserts that failed", ["reason"])
+DLQ_RECORDS = Counter("crucible_dlq_records_total", "Log records sent to the dead-letter topic")

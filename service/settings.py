@@ -1,0 +1,147 @@
+"""Settings: one typed struct, filled from flags, then `CRUCIBLE_*` variables, then defaults.
+
+Every setting has exactly one definition here; the CLI flags and the environment
+variable names are derived from it, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, get_type_hints
+from urllib.parse import urlparse
+
+import msgspec
+from msgspec import Meta
+
+ENV_PREFIX = "CRUCIBLE_"
+
+Port = Annotated[int, Meta(ge=0, le=65535)]
+Positive = Annotated[int, Meta(ge=1)]
+PositiveSeconds = Annotated[float, Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, kw_only=True, frozen=True):
+    """What a process needs to know; see `describe()` for each one's meaning."""
+
+    host: str = "127.0.0.1"
+    port: Port = 4000
+    data_dir: str = "./data"
+    kafka: str | None = None
+    kafka_partitions: Positive = 6
+    kafka_replication_factor: Positive = 1
+    kafka_idempotence: bool = True
+    kafka_request_timeout: PositiveSeconds = 10.0
+    clickhouse: str | None = None
+    writer: bool = True
+    max_body_bytes: Positive = 16 * 1024 * 1024
+    max_batch_events: Positive = 10_000
+    writer_batch_rows: Positive = 200_000
+    writer_flush_seconds: PositiveSeconds = 0.5
+    writer_queue_batches: Positive = 2
+    query_threads: Positive = 4
+    log_max_bytes: Annotated[int, Meta(ge=0)] = 0
+    idempotency_ttl_seconds: Positive = 86_400
+    log_level: str = "info"
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def embedded_log(self) -> bool:
+        return self.kafka is None
+
+    @property
+    def embedded_warehouse(self) -> bool:
+        return self.clickhouse is None
+
+
+HELP: dict[str, str] = {
+    "host": "address to listen on",
+    "port": "port to listen on",
+    "data_dir": "directory of the embedded log and warehouse (and of nothing else)",
+    "kafka": "Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); unset = embedded log in the data dir",
+    "kafka_partitions": "partitions of crucible.telemetry when this process creates it",
+    "kafka_replication_factor": "replication factor of topics this process creates",
+    "kafka_idempotence": "idempotent producer (on for Apache Kafka; brokers without InitProducerId need off)",
+    "kafka_request_timeout": "seconds an append may take before the request answers 503",
+    "clickhouse": "ClickHouse server URL (http://user:password@host:8123/database); unset = chDB in the data dir",
+    "writer": "run the warehouse writer in this process (--no-writer runs the API alone)",
+    "max_body_bytes": "largest ingest body accepted, in bytes (larger: 413)",
+    "max_batch_events": "most events in one ingest batch (more: 422)",
+    "writer_batch_rows": "rows per warehouse insert, at most",
+    "writer_flush_seconds": "longest a row waits in the writer before it is inserted",
+    "writer_queue_batches": "batches waiting for insert before the writer pauses its partitions",
+    "query_threads": "threads running warehouse queries",
+    "log_max_bytes": "embedded log size cap in bytes; appends beyond it answer 503 (0 = no cap)",
+    "idempotency_ttl_seconds": "how long an Idempotency-Key's first answer is kept",
+    "log_level": "debug, info, warning or error",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot work; the message says which and why."""
+
+
+def _fields() -> dict[str, Any]:
+    return {name: hint for name, hint in get_type_hints(Settings, include_extras=True).items()}
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = None) -> None:
+    """Add a `--flag` for each setting (or those named in `only`); defaults stay unset."""
+    for name in only or Settings.__struct_fields__:
+        flag = "--" + name.replace("_", "-")
+        help_text = f"{HELP[name]} (env {env_name(name)})"
+        if _fields()[name] is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=name, default=None, help=help_text)
+
+
+def load(args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from parsed flags and the environment, validating every value."""
+    environ = os.environ if environ is None else environ
+    args = args or {}
+    raw: dict[str, Any] = {}
+    for name in Settings.__struct_fields__:
+        if args.get(name) is not None:
+            raw[name] = args[name]
+        elif env_name(name) in environ and environ[env_name(name)] != "":
+            raw[name] = environ[env_name(name)]
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_explain(str(exc))) from None
+    _check_consistency(settings)
+    return settings
+
+
+def _explain(message: str) -> str:
+    text, _, path = message.partition(" - at `$.")
+    name = path.rstrip("`")
+    if name in HELP:
+        return f"invalid --{name.replace('_', '-')} / {env_name(name)}: {text} ({HELP[name]})"
+    return f"invalid settings: {message}"
+
+
+def _check_consistency(settings: Settings) -> None:
+    if settings.log_level not in {"debug", "info", "warning", "error"}:
+        raise SettingsError(f"invalid --log-level {settings.log_level!r}: use debug, info, warning or error")
+    if settings.clickhouse is not None:
+        url = urlparse(settings.clickhouse)
+        if url.scheme not in {"http", "https"} or not url.hostname:
+            raise SettingsError(
+                f"invalid --clickhouse {settings.clickhouse!r}: expected http(s)://[user:password@]host[:port][/database]"
+            )
+    if settings.kafka is not None:
+        for server in settings.kafka.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise SettingsError(f"invalid --kafka {settings.kafka!r}: expected HOST:PORT[,HOST:PORT...]")

@@ -1,0 +1,255 @@
+"""Endpoints under /api/v1/telemetry: ingest, event pages and aggregates."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from schemas.common import PageMeta
+from schemas.telemetry import AggregatePoint, StoredEvent
+from service import metrics
+from service.appkeys import INGESTOR, SETTINGS, WAREHOUSE
+from service.errors import ApiError, bad_parameter
+from service.params import (
+    Cursor,
+    allowed,
+    check_known,
+    encode_cursor,
+    parse_datetime,
+    parse_filters,
+    parse_page,
+    parse_sort,
+    snapshot_now,
+)
+from service.warehouse import WarehouseError, sql_datetime
+
+routes = web.RouteTableDef()
+
+FILTERS = {
+    "event_name": "text",
+    "experiment_id": "text",
+    "run_id": "text",
+    "model": "text",
+    "after": "time",
+    "before": "time",
+}
+EVENT_SORTS = ("timestamp", "received_at")
+AGGREGATES = ("count", "avg", "sum", "min", "max", "p50", "p95", "p99")
+QUANTILES = {"p50": 0, "p95": 1, "p99": 2}
+INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
+GROUP_COLUMNS = ("event_name", "experiment_id", "run_id", "model")
+MAX_POINTS = 100_000
+
+_encode = msgspec.json.Encoder().encode
+
+
+def json_response(payload: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encode(payload), status=status, content_type="application/json")
+
+
+class _EventRow(msgspec.Struct):
+    id: str
+    event_name: str
+    measurements: dict[str, float]
+    metadata: dict[str, str]
+    timestamp: dt.datetime
+    received_at: dt.datetime
+    data: str
+
+
+class _Total(msgspec.Struct):
+    total: int
+
+
+class _BasicRow(msgspec.Struct):
+    bucket: dt.datetime | None
+    grp: str
+    n: int
+    sum: float | None
+    min: float | None
+    max: float | None
+    avg: float | None
+
+
+class _QuantileRow(msgspec.Struct):
+    bucket: dt.datetime | None
+    grp: str
+    n: int
+    quantiles: list[float | None]
+
+
+_decode_data = msgspec.json.Decoder(dict[str, Any])
+
+
+def _lines(body: bytes, kind: type[Any]) -> list[Any]:
+    decoder = msgspec.json.Decoder(kind)
+    return [decoder.decode(line) for line in body.splitlines() if line]
+
+
+def stored_event(row: _EventRow) -> StoredEvent:
+    return StoredEvent(
+        id=row.id,
+        event_name=row.event_name.split("."),
+        measurements=row.measurements,
+        metadata=row.metadata,
+        timestamp=row.timestamp,
+        received_at=row.received_at,
+        data=_decode_data.decode(row.data) if row.data else None,
+    )
+
+
+def filter_parameters(query: Mapping[str, str]) -> dict[str, Any]:
+    """The warehouse parameters of `filter[...]`; NULL disables a filter."""
+    given = parse_filters(query, FILTERS)
+    params: dict[str, Any] = {}
+    for name, kind in FILTERS.items():
+        value = given.get(name)
+        if value is not None and kind == "time":
+            params[name] = sql_datetime(parse_datetime(f"filter[{name}]", value))
+        else:
+            params[name] = value
+    return params
+
+
+async def _query(request: web.Request, name: str, parameters: dict[str, Any]) -> bytes:
+    try:
+        return await request.app[WAREHOUSE].query(name, parameters)
+    except WarehouseError as exc:
+        raise ApiError(
+            503, "unavailable", f"the warehouse did not answer: {exc}", headers={"Retry-After": "1"}
+        ) from None
+
+
+def body_too_large(limit: int) -> ApiError:
+    return ApiError(413, "payload_too_large", f"request body is larger than {limit} bytes")
+
+
+@routes.post("/api/v1/telemetry/events")
+async def ingest_events(request: web.Request) -> web.Response:
+    """Validate a batch and append it to the log; 202 once it is durable."""
+    settings = request.app[SETTINGS]
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise body_too_large(settings.max_body_bytes)
+    body = await request.read()
+    if len(body) > settings.max_body_bytes:  # a chunked body has no Content-Length to check first
+        raise body_too_large(settings.max_body_bytes)
+    try:
+        answer = await request.app[INGESTOR].ingest(body, request.headers.get("Idempotency-Key"))
+    except ApiError as error:
+        metrics.INGEST_BATCHES.labels(str(error.status)).inc()
+        raise
+    metrics.INGEST_BATCHES.labels(str(answer.status)).inc()
+    response = web.Response(body=answer.body, status=answer.status, content_type="application/json")
+    if answer.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+@routes.get("/api/v1/telemetry/events")
+async def list_events(request: web.Request) -> web.Response:
+    """A page of events, or aggregates of them when `agg` is given."""
+    query = request.query
+    if "agg" in query:
+        check_known(query, ("agg", "agg_field", "group_by", "interval", "limit"))
+        return json_response(
+            {"data": await _aggregate(request, query.get("agg_field"), query["agg"], query, "agg_field")}
+        )
+    check_known(query, ("sort", "page", "per_page", "cursor"))
+    sort = parse_sort(query.get("sort"), EVENT_SORTS, "-timestamp")
+    page = parse_page(query, sort)
+    params = filter_parameters(query)
+    cursor = page.cursor
+    params.update(
+        sort_column=sort.field,
+        snapshot=cursor.snapshot if cursor else snapshot_now(),
+        cursor_time=cursor.value if cursor else None,
+        cursor_id=cursor.id if cursor else "",
+        limit=page.per_page + 1,
+        offset=page.offset,
+    )
+    body = await _query(request, "telemetry_events_desc" if sort.descending else "telemetry_events_asc", params)
+    rows: list[_EventRow] = _lines(body, _EventRow)
+    has_more = len(rows) > page.per_page
+    rows = rows[: page.per_page]
+    next_cursor = None
+    if has_more:
+        last = rows[-1]
+        key = last.timestamp if sort.field == "timestamp" else last.received_at
+        next_cursor = encode_cursor(Cursor(str(sort), sql_datetime(key), last.id, params["snapshot"]))
+    count_params = {k: params[k] for k in (*FILTERS, "snapshot")}
+    total = _lines(await _query(request, "telemetry_events_count", count_params), _Total)[0].total
+    meta = PageMeta(per_page=page.per_page, page=page.page, total=total, has_more=has_more, next_cursor=next_cursor)
+    return json_response({"data": [stored_event(r) for r in rows], "meta": meta})
+
+
+@routes.get("/api/v1/telemetry/aggregate")
+async def aggregate(request: web.Request) -> web.Response:
+    """One measurement aggregated per time bucket and group."""
+    query = request.query
+    check_known(query, ("metric", "agg", "group_by", "interval", "limit"))
+    if "agg" not in query:
+        raise bad_parameter("agg", f"is required; use one of {allowed(AGGREGATES)}")
+    points = await _aggregate(request, query.get("metric"), query["agg"], query, "metric")
+    meta = {
+        "metric": query.get("metric"),
+        "agg": query["agg"],
+        "interval": query.get("interval"),
+        "group_by": query.get("group_by"),
+        "points": len(points),
+    }
+    return json_response({"data": points, "meta": meta})
+
+
+def _group_parameters(group_by: str | None) -> tuple[str, str]:
+    if group_by is None or group_by == "":
+        return "", ""
+    if group_by in GROUP_COLUMNS:
+        return group_by, ""
+    if group_by.startswith("metadata.") and len(group_by) > len("metadata."):
+        return "metadata", group_by[len("metadata.") :]
+    raise bad_parameter(
+        "group_by", f"cannot group by {group_by!r}; use one of {allowed(GROUP_COLUMNS)} or metadata.<key>"
+    )
+
+
+async def _aggregate(
+    request: web.Request, metric: str | None, agg: str, query: Mapping[str, str], metric_name: str
+) -> list[AggregatePoint]:
+    if agg not in AGGREGATES:
+        raise bad_parameter("agg", f"unknown aggregate {agg!r}; use one of {', '.join(AGGREGATES)}")
+    if agg != "count" and not metric:
+        raise bad_parameter(metric_name, f"is required for agg={agg}")
+    interval = query.get("interval")
+    if interval is not None and interval not in INTERVALS:
+        raise bad_parameter("interval", f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
+    group_by, group_key = _group_parameters(query.get("group_by"))
+    params = filter_parameters(query)
+    params.update(
+        metric=metric or "",
+        interval_seconds=INTERVALS[interval] if interval else 0,
+        group_by=group_by,
+        group_key=group_key,
+        limit=MAX_POINTS,
+    )
+    grouped = group_by != ""
+    if agg in QUANTILES:
+        index = QUANTILES[agg]
+        rows: list[_QuantileRow] = _lines(await _query(request, "telemetry_quantiles", params), _QuantileRow)
+        return [
+            AggregatePoint(timestamp=r.bucket, value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
+            for r in rows
+        ]
+    basic: list[_BasicRow] = _lines(await _query(request, "telemetry_aggregate", params), _BasicRow)
+    return [
+        AggregatePoint(
+            timestamp=r.bucket,
+            value=float(r.n) if agg == "count" else getattr(r, agg),
+            count=r.n,
+            group=r.grp if grouped else None,
+        )
+        for r in basic
+    ]

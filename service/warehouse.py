@@ -1,0 +1,156 @@
+"""The warehouse: ClickHouse through clickhouse-connect, a server over HTTP or chDB in-process.
+
+chDB has no async client and a client serialises its calls, so every call runs in a
+thread: queries on a small pool of clients, inserts on a client of their own, so a
+long insert never holds up a dashboard's query. Queries are the `.sql` files of
+`queries/`, always with server-side parameters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlparse
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+
+import queries
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Every query answers in JSON lines with ISO 8601 UTC times, decoded by msgspec.
+QUERY_SETTINGS = {"date_time_output_format": "iso", "output_format_json_quote_64bit_integers": 0}
+# Rows arrive as the producers' RFC 3339 timestamps.
+INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
+
+
+class WarehouseError(Exception):
+    """The warehouse refused or failed a call."""
+
+
+def sql_datetime(value: dt.datetime) -> str:
+    """A datetime as a DateTime64(6) parameter, in UTC whatever zone it came in."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+class Warehouse:
+    """Queries and inserts against the configured ClickHouse."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._query_clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
+        self._all_clients: list[Client] = []
+        self._query_pool = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="warehouse-query")
+        self._insert_pool = ThreadPoolExecutor(1, thread_name_prefix="warehouse-insert")
+        self._insert_client: Client | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedded(self) -> bool:
+        return self._settings.embedded_warehouse
+
+    def _new_client(self) -> Client:
+        if self._settings.clickhouse is None:
+            path = Path(self._settings.data_dir) / "warehouse"
+            path.mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(interface="chdb", path=str(path))
+        else:
+            url = urlparse(self._settings.clickhouse)
+            client = clickhouse_connect.get_client(
+                interface=url.scheme,
+                host=url.hostname,
+                port=url.port or (8443 if url.scheme == "https" else 8123),
+                username=unquote(url.username or "default"),
+                password=unquote(url.password or ""),
+                database=url.path.strip("/") or "default",
+                autogenerate_session_id=False,
+            )
+        with self._lock:
+            self._all_clients.append(client)
+        return client
+
+    async def start(self) -> None:
+        """Connect the insert client and the query clients."""
+        loop = asyncio.get_running_loop()
+        self._insert_client = await loop.run_in_executor(self._insert_pool, self._new_client)
+        for _ in range(self._settings.query_threads):
+            self._query_clients.put(await loop.run_in_executor(self._query_pool, self._new_client))
+
+    async def stop(self) -> None:
+        self._query_pool.shutdown(wait=True, cancel_futures=True)
+        self._insert_pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            for client in self._all_clients:
+                try:
+                    client.close()
+                except Exception:  # closing is best effort at shutdown
+                    logger.debug("closing a warehouse client failed", exc_info=True)
+            self._all_clients.clear()
+
+    async def _with_query_client(self, work: Callable[[Client], T]) -> T:
+        def run() -> T:
+            client = self._query_clients.get()
+            try:
+                return work(client)
+            finally:
+                self._query_clients.put(client)
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._query_pool, run)
+        except WarehouseError:
+            raise
+        except Exception as exc:
+            raise WarehouseError(str(exc)) from exc
+
+    async def query(self, name: str, parameters: dict[str, Any] | None = None) -> bytes:
+        """Run `queries/<name>.sql`; the rows as JSON lines."""
+        sql = queries.load(name)
+        return await self._with_query_client(
+            lambda client: client.raw_query(
+                sql, parameters=parameters or {}, fmt="JSONEachRow", settings=QUERY_SETTINGS
+            )
+        )
+
+    async def command(self, sql: str) -> None:
+        """Run a statement that returns nothing (a migration)."""
+        await self._with_query_client(lambda client: client.command(sql))
+
+    async def insert_rows(self, table: str, column_names: list[str], rows: list[list[Any]]) -> None:
+        """Insert a few rows given as Python values (bookkeeping, not telemetry)."""
+        await self._with_query_client(lambda client: client.insert(table, rows, column_names=column_names))
+
+    async def insert_json_lines(self, table: str, body: bytes, deduplication_token: str) -> None:
+        """Insert JSONEachRow rows; the same token again inserts nothing (exactly once)."""
+
+        def run() -> None:
+            assert self._insert_client is not None
+            self._insert_client.raw_insert(
+                table,
+                insert_block=body,
+                fmt="JSONEachRow",
+                settings={**INSERT_SETTINGS, "insert_deduplication_token": deduplication_token},
+            )
+
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._insert_pool, run)
+        except Exception as exc:
+            raise WarehouseError(str(exc)) from exc
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._with_query_client(lambda client: client.ping()))
+        except WarehouseError:
+            return False

@@ -1,0 +1,312 @@
+"""The warehouse writer: log records of `crucible.telemetry` into ClickHouse, exactly once.
+
+A pipeline of small steps, as in Sentry's Arroyo:
+
+1. fetch records and gather them per partition, until a batch has enough rows or
+   its oldest record has waited `writer_flush_seconds`;
+2. queue the batch; when the queue is full the partitions are paused (backpressure:
+   the warehouse sets the pace, nothing sleeps and hopes);
+3. insert the batch with the deduplication token `topic:partition:first-last`, and
+   only then commit `last + 1`.
+
+A crash between 3's insert and its commit re-reads the same records. Two things keep
+them from being stored twice: on taking a partition the writer asks the warehouse
+for the highest log offset it already holds and starts after it, and ClickHouse
+drops an insert whose token it has seen. A warehouse that is down is retried with
+backoff, forever; a record the warehouse refuses while it is up goes to the
+dead-letter topic with the reason, so one bad record never stops the pipeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+
+import msgspec
+
+from service import metrics
+from service.log import (
+    TELEMETRY_DLQ_TOPIC,
+    TELEMETRY_TOPIC,
+    WAREHOUSE_GROUP,
+    EventLog,
+    LogConsumer,
+    LogUnavailable,
+    Record,
+    StoredRecord,
+    TopicPartition,
+)
+from service.settings import Settings
+from service.warehouse import Warehouse, WarehouseError
+
+logger = logging.getLogger(__name__)
+
+TABLE = "telemetry_events"
+MAX_BACKOFF_SECONDS = 30.0
+LAG_REFRESH_SECONDS = 2.0
+# Test hook: exit the process right after the first insert, before its commit, to
+# prove a crash there stores nothing twice.
+CRASH_AFTER_INSERT_ENV = "CRUCIBLE_TEST_CRASH_AFTER_INSERT"
+
+
+@dataclass(slots=True)
+class Batch:
+    """Consecutive records of one partition, inserted as one block."""
+
+    partition: TopicPartition
+    records: list[StoredRecord] = field(default_factory=list)
+    rows: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def first(self) -> int:
+        return self.records[0].offset
+
+    @property
+    def last(self) -> int:
+        return self.records[-1].offset
+
+    def token(self) -> str:
+        return f"{self.partition.topic}:{self.partition.partition}:{self.first}-{self.last}"
+
+
+def rows_of(records: list[StoredRecord]) -> bytes:
+    """The records' JSON lines, each row stamped with its log position.
+
+    Every row is a compact JSON object ending in `}` and a newline (JSON escapes
+    newlines inside strings), so the position is spliced in before that brace.
+    """
+    parts = []
+    for record in records:
+        position = b',"log_partition":%d,"log_offset":%d}\n' % (record.partition, record.offset)
+        value = record.value if record.value.endswith(b"\n") else record.value + b"\n"
+        parts.append(value.replace(b"}\n", position))
+    return b"".join(parts)
+
+
+class _WarehouseDown(Exception):
+    """The warehouse stopped answering in the middle of a batch."""
+
+
+class _Resume(msgspec.Struct):
+    next_offset: int
+    rows: int
+
+
+_resume_decoder = msgspec.json.Decoder(_Resume)
+
+
+class WarehouseWriter:
+    """Runs the pipeline above until stopped; one per `crucible writer` or `serve` process."""
+
+    def __init__(self, log: EventLog, warehouse: Warehouse, settings: Settings) -> None:
+        self._log = log
+        self._warehouse = warehouse
+        self._batch_rows = settings.writer_batch_rows
+        self._flush_seconds = settings.writer_flush_seconds
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=settings.writer_queue_batches)
+        self._pending: dict[TopicPartition, Batch] = {}
+        self._consumer: LogConsumer | None = None
+        self._crash_after_insert = os.environ.get(CRASH_AFTER_INSERT_ENV) == "1"
+        self.healthy = True
+        self.running = False
+        self.committed_records = 0
+
+    async def run(self) -> None:
+        """Consume until cancelled; inserts in flight finish first."""
+        self.running = True
+        try:
+            await self._run()
+        finally:
+            self.running = False
+
+    async def _run(self) -> None:
+        self._consumer = await self._log.consumer(WAREHOUSE_GROUP, [TELEMETRY_TOPIC], listener=self)
+        inserter = asyncio.create_task(self._insert_loop(), name="writer-insert")
+        lag = asyncio.create_task(self._lag_loop(), name="writer-lag")
+        try:
+            fetcher = asyncio.create_task(self._fetch_loop(), name="writer-fetch")
+            # Whichever step fails first stops the writer, loudly, rather than leaving half a pipeline.
+            done, _ = await asyncio.wait({fetcher, inserter}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        finally:
+            fetcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetcher
+            lag.cancel()
+            inserter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await inserter
+            with contextlib.suppress(asyncio.CancelledError):
+                await lag
+            await self._consumer.stop()
+
+    # -- partition ownership -------------------------------------------------------------
+
+    async def on_assigned(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
+        """Start each partition after what the warehouse already holds of it."""
+        for tp in partitions:
+            self._pending.pop(tp, None)
+            committed = await consumer.committed(tp) or 0
+            resume = await self._warehouse_next_offset(tp, committed)
+            if resume > committed:
+                logger.info("%s: warehouse holds up to %d, committed %d; resuming there", tp, resume - 1, committed)
+                consumer.seek(tp, resume)
+                await consumer.commit({tp: resume})
+
+    async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
+        """Insert and commit what was read of partitions another member is taking over."""
+        for tp in partitions:
+            batch = self._pending.pop(tp, None)
+            if batch is not None:
+                await self._queue.put(batch)
+        await self._queue.join()
+
+    def _require_consumer(self) -> LogConsumer:
+        if self._consumer is None:
+            raise RuntimeError("the writer has not joined its group yet")
+        return self._consumer
+
+    async def _warehouse_next_offset(self, tp: TopicPartition, committed: int) -> int:
+        while True:
+            try:
+                body = await self._warehouse.query(
+                    "writer_resume_offset", {"partition": tp.partition, "committed": committed}
+                )
+                resume = _resume_decoder.decode(body.splitlines()[0])
+                return resume.next_offset if resume.rows else committed
+            except WarehouseError as exc:
+                logger.warning("warehouse unreachable while resuming %s: %s", tp, exc)
+                await asyncio.sleep(1.0)
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    async def _fetch_loop(self) -> None:
+        consumer = self._require_consumer()
+        while True:
+            fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
+            for tp, records in fetched.items():
+                batch = self._pending.setdefault(tp, Batch(tp))
+                for record in records:
+                    batch.records.append(record)
+                    batch.rows += record.value.count(b"\n")
+                if batch.rows >= self._batch_rows:
+                    await self._enqueue(self._pending.pop(tp))
+            now = time.monotonic()
+            for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
+                await self._enqueue(self._pending.pop(tp))
+
+    async def _enqueue(self, batch: Batch) -> None:
+        if self._queue.full():
+            owned = sorted(self._require_consumer().assignment(), key=lambda p: (p.topic, p.partition))
+            self._require_consumer().pause(owned)
+            try:
+                await self._queue.put(batch)
+            finally:
+                self._require_consumer().resume(owned)
+        else:
+            self._queue.put_nowait(batch)
+
+    async def _insert_loop(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            try:
+                await self._insert(batch)
+                await self._require_consumer().commit({batch.partition: batch.last + 1})
+                self.committed_records += len(batch.records)
+            except (LogUnavailable, OSError, RuntimeError) as exc:
+                # The partition moved to another member mid-commit: it re-reads from the
+                # last commit and skips what the warehouse already holds.
+                logger.warning("commit of %s failed: %r", batch.token(), exc)
+            except Exception as exc:  # commit errors of the Kafka client have no common base
+                logger.warning("commit of %s failed: %r", batch.token(), exc)
+            finally:
+                self._queue.task_done()
+
+    async def _insert(self, batch: Batch) -> None:
+        """Insert a batch; retried while the warehouse is down; bad records to the DLQ."""
+        backoff = 0.5
+        whole = True
+        while True:
+            started = time.perf_counter()
+            try:
+                if whole:
+                    await self._warehouse.insert_json_lines(TABLE, rows_of(batch.records), batch.token())
+                else:
+                    await self._insert_one_by_one(batch)
+            except _WarehouseDown as exc:
+                metrics.INSERT_FAILURES.labels("unavailable").inc()
+                self.healthy = False
+                logger.warning("warehouse unavailable (%s); retrying %s in %.1fs", exc, batch.token(), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                continue
+            except WarehouseError as exc:
+                if not await self._warehouse.ping():
+                    metrics.INSERT_FAILURES.labels("unavailable").inc()
+                    self.healthy = False
+                    logger.warning("warehouse unavailable (%s); retrying %s in %.1fs", exc, batch.token(), backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                    continue
+                # Up, yet it refused the block: find the records it refuses. Once one by one,
+                # stay one by one: the records' own tokens make a repeat a no-op.
+                metrics.INSERT_FAILURES.labels("refused").inc()
+                logger.warning("warehouse refused %s: %s; inserting its records one by one", batch.token(), exc)
+                whole = False
+                continue
+            self.healthy = True
+            metrics.INSERT_SECONDS.observe(time.perf_counter() - started)
+            if whole:
+                metrics.ROWS_INSERTED.inc(batch.rows)
+            if self._crash_after_insert:
+                logger.error("%s set: exiting between insert and commit", CRASH_AFTER_INSERT_ENV)
+                os._exit(3)
+            return
+
+    async def _insert_one_by_one(self, batch: Batch) -> None:
+        for record in batch.records:
+            single = Batch(batch.partition, [record], record.value.count(b"\n"))
+            try:
+                await self._warehouse.insert_json_lines(TABLE, rows_of(single.records), single.token())
+                metrics.ROWS_INSERTED.inc(single.rows)
+            except WarehouseError as exc:
+                if not await self._warehouse.ping():
+                    raise _WarehouseDown(str(exc)) from exc
+                await self._dead_letter(record, str(exc))
+
+    async def _dead_letter(self, record: StoredRecord, reason: str) -> None:
+        headers = (
+            *record.headers,
+            ("reason", reason[:2000].encode()),
+            ("source", f"{record.topic}:{record.partition}:{record.offset}".encode()),
+        )
+        while True:
+            try:
+                await self._log.append([Record(TELEMETRY_DLQ_TOPIC, record.key, record.value, headers)])
+                break
+            except LogUnavailable as exc:
+                logger.warning("dead-letter append failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
+        metrics.DLQ_RECORDS.inc()
+        logger.error(
+            "record %s:%d:%d sent to %s: %s",
+            record.topic,
+            record.partition,
+            record.offset,
+            TELEMETRY_DLQ_TOPIC,
+            reason[:500],
+        )
+
+    async def _lag_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                lag = await self._require_consumer().lag()
+                if lag is not None:
+                    metrics.WRITER_LAG.set(lag)
+            await asyncio.sleep(LAG_REFRESH_SECONDS)
