@@ -17,11 +17,14 @@ class ErrorResponse(msgspec.Struct, kw_only=True):
     error: ErrorBody
 
 
-class PageMeta(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """List metadata: page numbers and the cursor form, both always present on lists."""
+class PageMeta(msgspec.Struct, kw_only=True):
+    """List metadata: page numbers and the cursor form, both always present on lists.
 
+    `page` is null when the page was asked for by cursor; `next_cursor` is null on the last page.
+    """
+
+    total: int
+    page: int | None
     per_page: int
+    next_cursor: str | None
     has_more: bool
-    next_cursor: str | None = None
-    page: int | None = None
-    total: int | None = None

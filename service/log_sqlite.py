@@ -139,7 +139,7 @@ class SqliteLog:
         row = await self._read(
             "SELECT answer FROM idempotency WHERE key = ? AND created_ms >= ?", (idempotency_key, oldest)
         )
-        return row[0][0] if row else None
+        return bytes(row[0][0]) if row else None  # type: ignore[call-overload]
 
     async def ping(self) -> bool:
         try:
