@@ -127,12 +127,20 @@ def build_rows(decoded: list[TelemetryEvent | IngestError], batch_id: str, recei
             problem = "is more than 1 day in the future" if timestamp > latest_allowed else "is before 1970"
             errors.append(IngestError(index=index, message=f"timestamp {problem}", path=f"$.events[{index}].timestamp"))
             continue
+        event_name = ".".join(event.event_name)
+        if event_name.count(".") != len(event.event_name) - 1:
+            errors.append(
+                IngestError(
+                    index=index, message="a name segment may not contain '.'", path=f"$.events[{index}].event_name"
+                )
+            )
+            continue
         metadata = event.metadata
         experiment_id = metadata.get("experiment_id", "")
         rows_by_experiment[experiment_id].append(
             WarehouseRow(
                 id=event.id or f"evt_{batch_id}_{index}",
-                event_name=".".join(event.event_name),
+                event_name=event_name,
                 experiment_id=experiment_id,
                 run_id=metadata.get("run_id", ""),
                 model=metadata.get("model", ""),

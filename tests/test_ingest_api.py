@@ -92,6 +92,7 @@ async def test_partly_valid_batch_reports_each_rejected_event(client: TestClient
         event(metadata={"experiment_id": 7}),  # non-string metadata value
         event(timestamp="yesterday"),  # not ISO 8601
         event(timestamp="2999-01-01T00:00:00Z"),  # more than a day in the future
+        event(event_name=["crucible.model", "inference"]),  # a dot inside a segment
         event(),
     ]
     text = json.dumps({"events": batch}).replace("1.5e+300", "1e999")
@@ -99,9 +100,9 @@ async def test_partly_valid_batch_reports_each_rejected_event(client: TestClient
     assert answer.status == 202
     body = (await answer.json())["data"]
     assert body["accepted"] == 2
-    assert body["rejected"] == 7
+    assert body["rejected"] == 8
     by_index = {e["index"]: e for e in body["errors"]}
-    assert sorted(by_index) == [1, 2, 3, 4, 5, 6, 7]
+    assert sorted(by_index) == [1, 2, 3, 4, 5, 6, 7, 8]
     assert by_index[1]["path"].startswith("$.events[1].measurements")
     assert "float" in by_index[1]["message"]
     assert "range" in by_index[2]["message"]
@@ -111,6 +112,7 @@ async def test_partly_valid_batch_reports_each_rejected_event(client: TestClient
     assert by_index[6]["path"] == "$.events[6].timestamp"
     assert by_index[7]["path"] == "$.events[7].timestamp"
     assert "future" in by_index[7]["message"]
+    assert by_index[8]["path"] == "$.events[8].event_name"
 
 
 async def test_batch_with_no_valid_event_is_422(client: TestClient) -> None:

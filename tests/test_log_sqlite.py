@@ -1,0 +1,107 @@
+"""The embedded log: durable appends with group commit, offsets, consumer groups."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from service.log import LogUnavailable, Record, TopicPartition
+from service.log_sqlite import SqliteLog
+
+TOPIC = "crucible.telemetry"
+TP = TopicPartition(TOPIC, 0)
+
+
+async def test_appends_get_consecutive_offsets_and_survive_a_reopen(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.start()
+    first = await log.append([Record(TOPIC, b"a", b"one"), Record(TOPIC, b"b", b"two")])
+    second = await log.append([Record(TOPIC, b"a", b"three", (("h", b"v"),))])
+    assert first == [(0, 0), (0, 1)] and second == [(0, 2)]
+    await log.stop()
+
+    reopened = SqliteLog(tmp_path)
+    await reopened.start()
+    assert await reopened.append([Record(TOPIC, b"c", b"four")]) == [(0, 3)]
+    consumer = await reopened.consumer("g", [TOPIC])
+    records = (await consumer.getmany(timeout=1, max_records=10))[TP]
+    assert [(r.offset, r.key, r.value) for r in records] == [
+        (0, b"a", b"one"),
+        (1, b"b", b"two"),
+        (2, b"a", b"three"),
+        (3, b"c", b"four"),
+    ]
+    assert records[2].headers == (("h", b"v"),)
+    await reopened.stop()
+
+
+async def test_concurrent_appends_share_commits_and_keep_order(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.start()
+    results = await asyncio.gather(*[log.append([Record(TOPIC, b"k", str(i).encode())]) for i in range(500)])
+    offsets = sorted(r[0][1] for r in results)
+    assert offsets == list(range(500))
+    await log.stop()
+
+
+async def test_consumer_group_resumes_from_its_commit(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.start()
+    await log.append([Record(TOPIC, b"", str(i).encode()) for i in range(10)])
+    consumer = await log.consumer("writers", [TOPIC])
+    assert await consumer.committed(TP) is None
+    got = (await consumer.getmany(timeout=1, max_records=4))[TP]
+    assert [r.offset for r in got] == [0, 1, 2, 3]
+    await consumer.commit({TP: 4})
+    assert await consumer.lag() == 6
+    again = await log.consumer("writers", [TOPIC])
+    assert [r.offset for r in (await again.getmany(timeout=1, max_records=100))[TP]] == list(range(4, 10))
+    other_group = await log.consumer("others", [TOPIC])
+    assert (await other_group.getmany(timeout=1, max_records=1))[TP][0].offset == 0
+    await log.stop()
+
+
+async def test_paused_partitions_are_not_fetched_and_getmany_wakes_on_append(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.start()
+    consumer = await log.consumer("g", [TOPIC])
+    consumer.pause([TP])
+    await log.append([Record(TOPIC, b"", b"x")])
+    assert await consumer.getmany(timeout=0.2, max_records=10) == {}
+    consumer.resume([TP])
+    assert len((await consumer.getmany(timeout=1, max_records=10))[TP]) == 1
+    waiting = asyncio.create_task(consumer.getmany(timeout=10, max_records=10))
+    await asyncio.sleep(0.1)
+    await log.append([Record(TOPIC, b"", b"y")])
+    assert (await asyncio.wait_for(waiting, 5))[TP][0].value == b"y"
+    await log.stop()
+
+
+async def test_full_log_refuses_the_whole_append(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, max_bytes=200 * 1024)
+    await log.start()
+    with pytest.raises(LogUnavailable):
+        for _ in range(100):
+            await log.append([Record(TOPIC, b"", b"x" * 10_000) for _ in range(3)], remember=("key", b"answer"))
+    consumer = await log.consumer("g", [TOPIC])
+    stored = 0
+    while batch := await consumer.getmany(timeout=0.1, max_records=1000):
+        stored += len(batch[TP])
+    assert stored % 3 == 0  # whole appends only, never part of one
+    await log.stop()
+
+
+async def test_idempotency_answers_are_kept_with_the_append(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.start()
+    await log.append([Record(TOPIC, b"", b"x")], remember=("key-1", b"the answer"))
+    assert await log.recall("key-1") == b"the answer"
+    assert await log.recall("key-2") is None
+    await log.stop()
+    expired = SqliteLog(tmp_path, idempotency_ttl_seconds=1)
+    await expired.start()
+    await asyncio.sleep(1.1)
+    assert await expired.recall("key-1") is None
+    await expired.stop()

@@ -1,0 +1,73 @@
+"""Every `.sql` file of queries/ runs on chDB, with the parameters its callers pass."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import pytest
+
+import queries
+from service.appkeys import WAREHOUSE
+
+FILTERS: dict[str, Any] = {
+    "event_name": "crucible.model.inference",
+    "experiment_id": "exp_1",
+    "run_id": None,
+    "model": None,
+    "after": "2024-01-01 00:00:00.000000",
+    "before": None,
+}
+PAGE: dict[str, Any] = {
+    **FILTERS,
+    "snapshot": "2030-01-01 00:00:00.000000",
+    "sort_column": "timestamp",
+    "cursor_time": "2024-02-01 00:00:00.000000",
+    "cursor_id": "evt_1",
+    "limit": 26,
+    "offset": 0,
+}
+AGGREGATE: dict[str, Any] = {
+    **FILTERS,
+    "metric": "latency",
+    "interval_seconds": 300,
+    "group_by": "metadata",
+    "group_key": "region",
+    "limit": 1000,
+}
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "migration_applied": {},
+    "writer_resume_offset": {"partition": 0, "committed": 0},
+    "telemetry_events_desc": PAGE,
+    "telemetry_events_asc": PAGE,
+    "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},
+    "telemetry_aggregate": AGGREGATE,
+    "telemetry_quantiles": AGGREGATE,
+}
+
+
+def query_names() -> list[str]:
+    return sorted(p.name.removesuffix(".sql") for p in files(queries).iterdir() if p.name.endswith(".sql"))
+
+
+def test_every_query_file_has_parameters_here() -> None:
+    assert query_names() == sorted(PARAMETERS), "add the new query's parameters to PARAMETERS"
+
+
+@pytest.mark.parametrize("name", query_names())
+async def test_query_runs_on_chdb(client: Any, name: str) -> None:
+    body = await client.app[WAREHOUSE].query(name, PARAMETERS[name])
+    assert isinstance(body, bytes)
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    numbers = [number for number, _, _ in queries.migrations()]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_migrations_apply_once(client: Any) -> None:
+    from service.migrations import applied_versions, migrate
+
+    warehouse = client.app[WAREHOUSE]
+    assert await applied_versions(warehouse) == {n for n, _, _ in queries.migrations()}
+    assert await migrate(warehouse) == []
