@@ -96,8 +96,13 @@ async def test_percentiles_equal_numpy_and_ignore_missing_values(loaded: Any) ->
 async def test_basic_aggregates_ignore_missing_values(loaded: Any) -> None:
     client, events = loaded
     values = latencies(events)
-    for agg, reference in (("avg", values.mean()), ("sum", values.sum()), ("min", values.min()),
-                           ("max", values.max()), ("count", len(values))):
+    for agg, reference in (
+        ("avg", values.mean()),
+        ("sum", values.sum()),
+        ("min", values.min()),
+        ("max", values.max()),
+        ("count", len(values)),
+    ):
         [point] = (await get_json(client, AGGREGATE, metric="latency", agg=agg))["data"]
         assert point["count"] == len(values)
         assert point["value"] == pytest.approx(float(reference), rel=1e-9)
@@ -118,8 +123,7 @@ async def test_interval_buckets_are_utc_aligned_and_match_numpy(loaded: Any) -> 
         start = dt.datetime.fromisoformat(point["timestamp"])
         assert start.minute % 5 == 0 and start.second == 0 and start.tzinfo is not None
         in_bucket = [
-            e for e in events
-            if start <= dt.datetime.fromisoformat(e["timestamp"]) < start + dt.timedelta(minutes=5)
+            e for e in events if start <= dt.datetime.fromisoformat(e["timestamp"]) < start + dt.timedelta(minutes=5)
         ]
         expected = latencies(in_bucket)
         assert point["count"] == len(expected)
@@ -160,7 +164,8 @@ async def test_filters_narrow_aggregates(loaded: Any) -> None:
         "filter[before]": iso(before),
     }
     expected = [
-        e for e in select(events, experiment_id="exp_2", model="gpt-4", run_id="run_1")
+        e
+        for e in select(events, experiment_id="exp_2", model="gpt-4", run_id="run_1")
         if e["event_name"] == ["crucible", "model", "inference"]
         and after <= dt.datetime.fromisoformat(e["timestamp"]) < before
     ]
