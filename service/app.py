@@ -13,7 +13,7 @@ from service import health_api, telemetry_api
 from service.appkeys import INGESTOR, LOG, SETTINGS, WAREHOUSE, WRITER
 from service.errors import error_middleware
 from service.ingest import Ingestor
-from service.log import EventLog
+from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
 from service.log_kafka import KafkaLog
 from service.log_sqlite import SqliteLog
 from service.migrations import migrate
@@ -39,7 +39,11 @@ def make_log(settings: Settings) -> EventLog:
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         )
     return SqliteLog(
-        settings.data_path, max_bytes=settings.log_max_bytes, idempotency_ttl_seconds=settings.idempotency_ttl_seconds
+        settings.data_path,
+        max_bytes=settings.log_max_bytes,
+        idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
+        retention_hours=settings.log_retention_hours,
+        retained_topics=(TELEMETRY_TOPIC, TELEMETRY_DLQ_TOPIC),
     )
 
 

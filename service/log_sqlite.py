@@ -90,9 +90,18 @@ class _Append:
 class SqliteLog:
     """The embedded log; see the module docstring."""
 
-    def __init__(self, data_dir: Path, max_bytes: int = 0, idempotency_ttl_seconds: int = 86_400) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        max_bytes: int = 0,
+        idempotency_ttl_seconds: int = 86_400,
+        retention_hours: float = 0,
+        retained_topics: Sequence[str] = (),
+    ) -> None:
         self._path = data_dir / "log.sqlite3"
         self._max_bytes = max_bytes
+        self._retention_ms = round(retention_hours * 3_600_000)
+        self._retained_topics = tuple(retained_topics)
         self._idempotency_ttl_ms = idempotency_ttl_seconds * 1000
         self._pending: queue.SimpleQueue[_Append | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -200,7 +209,7 @@ class SqliteLog:
             self._commit(conn, jobs)
             if time.monotonic() - last_prune > 60:
                 last_prune = time.monotonic()
-                self._prune_idempotency(conn)
+                self._prune(conn)
             if stop:
                 break
         conn.close()
@@ -245,10 +254,19 @@ class SqliteLog:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._appended.set)
 
-    def _prune_idempotency(self, conn: sqlite3.Connection) -> None:
-        oldest = int(time.time() * 1000) - self._idempotency_ttl_ms
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        """Forget expired idempotency answers, and records past retention that every
+        consumer group has committed (a record some group still needs is kept)."""
+        now_ms = int(time.time() * 1000)
         with contextlib.suppress(sqlite3.Error):
-            conn.execute("DELETE FROM idempotency WHERE created_ms < ?", (oldest,))
+            conn.execute("DELETE FROM idempotency WHERE created_ms < ?", (now_ms - self._idempotency_ttl_ms,))
+            if self._retention_ms:
+                for topic in self._retained_topics:
+                    conn.execute(
+                        "DELETE FROM records WHERE topic = ? AND timestamp_ms < ?"
+                        " AND offset < (SELECT coalesce(min(next_offset), 0) FROM group_offsets WHERE topic = ?)",
+                        (topic, now_ms - self._retention_ms, topic),
+                    )
 
 
 class SqliteConsumer:

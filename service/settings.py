@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     writer_queue_batches: Positive = 2
     query_threads: Positive = 4
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
+    log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
     idempotency_ttl_seconds: Positive = 86_400
     log_level: str = "info"
 
@@ -77,6 +78,8 @@ HELP: dict[str, str] = {
     "writer_queue_batches": "batches waiting for insert before the writer pauses its partitions",
     "query_threads": "threads running warehouse queries",
     "log_max_bytes": "embedded log size cap in bytes; appends beyond it answer 503 (0 = no cap)",
+    "log_retention_hours": "embedded log: telemetry records older than this, once written to the warehouse,"
+    " are deleted (0 = keep forever)",
     "idempotency_ttl_seconds": "how long an Idempotency-Key's first answer is kept",
     "log_level": "debug, info, warning or error",
 }

@@ -105,3 +105,19 @@ async def test_idempotency_answers_are_kept_with_the_append(tmp_path: Path) -> N
     await asyncio.sleep(1.1)
     assert await expired.recall("key-1") is None
     await expired.stop()
+
+
+async def test_retention_deletes_only_old_records_every_group_has_committed(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, retention_hours=1 / 3_600_000, retained_topics=(TOPIC,))  # one millisecond
+    await log.start()
+    await log.append([Record(TOPIC, b"", str(i).encode()) for i in range(10)])
+    await log.append([Record("crucible.resources", b"", b"kept forever")])
+    writers = await log.consumer("writers", [TOPIC])
+    await writers.commit({TP: 6})
+    await asyncio.sleep(0.01)
+    log._prune(log._reader)  # type: ignore[arg-type]  # what the writer thread does every minute
+    reader = await log.consumer("late-reader", [TOPIC, "crucible.resources"])
+    fetched = await reader.getmany(timeout=1, max_records=100)
+    assert [r.offset for r in fetched[TP]] == [6, 7, 8, 9]
+    assert len(fetched[TopicPartition("crucible.resources", 0)]) == 1
+    await log.stop()
