@@ -110,6 +110,9 @@ class WarehouseWriter:
         self._flush_seconds = settings.writer_flush_seconds
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=settings.writer_queue_batches)
         self._pending: dict[TopicPartition, Batch] = {}
+        # Partitions whose start position `on_assigned` has set; see there why records
+        # of other partitions are dropped by the fetch loop.
+        self._started: set[TopicPartition] = set()
         self._consumer: LogConsumer | None = None
         self._crash_after_insert = os.environ.get(CRASH_AFTER_INSERT_ENV) == "1"
         self.healthy = True
@@ -149,18 +152,32 @@ class WarehouseWriter:
     # -- partition ownership -------------------------------------------------------------
 
     async def on_assigned(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
-        """Start each partition after what the warehouse already holds of it."""
+        """Start each partition after what the warehouse already holds of it.
+
+        aiokafka assigns the partitions, and starts fetching them, before it awaits this
+        callback. Dropping their pending batches here without a seek lost those records
+        (the position was already past them, and the next commit skipped them for good).
+        So the fetch loop ignores a partition until it is in `_started`, and each one is
+        seeked to its start (aiokafka then discards what it fetched before) in the same
+        step that adds it, with no await in between.
+        """
+        starts: dict[TopicPartition, int] = {}
         for tp in partitions:
-            self._pending.pop(tp, None)
             committed = await consumer.committed(tp) or 0
             resume = await self._warehouse_next_offset(tp, committed)
             if resume > committed:
                 logger.info("%s: warehouse holds up to %d, committed %d; resuming there", tp, resume - 1, committed)
-                consumer.seek(tp, resume)
                 await consumer.commit({tp: resume})
+            starts[tp] = resume
+        for tp, start in starts.items():
+            self._pending.pop(tp, None)
+            consumer.seek(tp, start)
+            self._started.add(tp)
 
     async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
         """Insert and commit what was read of partitions another member is taking over."""
+        # Records fetched from now on are the next owner's (it starts at our last commit).
+        self._started.difference_update(partitions)
         for tp in partitions:
             batch = self._pending.pop(tp, None)
             if batch is not None:
@@ -191,6 +208,8 @@ class WarehouseWriter:
         while True:
             fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
             for tp, records in fetched.items():
+                if tp not in self._started:
+                    continue  # fetched before on_assigned set its start; read again from there
                 batch = self._pending.setdefault(tp, Batch(tp))
                 for record in records:
                     batch.records.append(record)

@@ -99,12 +99,13 @@ class ServerProcess:
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
-                raise RuntimeError(f"crucible {' '.join(self.args)} exited with {self.process.returncode}: "
-                                   f"{self.log.read_text() if self.log else ''}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        return
+                raise RuntimeError(
+                    f"crucible {' '.join(self.args)} exited with {self.process.returncode}: "
+                    f"{self.log.read_text() if self.log else ''}"
+                )
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/readyz", timeout=2) as answer:
+                if answer.status == 200:
+                    return
             time.sleep(0.1)
         raise TimeoutError(f"crucible {' '.join(self.args)} not ready after {timeout}s")
 
