@@ -30,7 +30,7 @@ MAX_MEASUREMENTS = 256
 MAX_METADATA = 256
 
 
-class TelemetryEvent(msgspec.Struct, kw_only=True):
+class TelemetryEvent(msgspec.Struct, kw_only=True, gc=False):
     """One event as a producer sends it."""
 
     event_name: EventName
@@ -41,7 +41,8 @@ class TelemetryEvent(msgspec.Struct, kw_only=True):
     data: dict[str, Any] | None = None
 
 
-class IngestBatch(msgspec.Struct, kw_only=True):
+# gc=False: decoded JSON cannot form reference cycles, so these never need the cycle collector.
+class IngestBatch(msgspec.Struct, kw_only=True, gc=False):
     """The whole body, validated in one call: the fast path when every event is valid."""
 
     events: list[TelemetryEvent]
@@ -69,7 +70,7 @@ class IngestResponse(msgspec.Struct, kw_only=True):
     data: IngestResult
 
 
-class WarehouseRow(msgspec.Struct, kw_only=True):
+class WarehouseRow(msgspec.Struct, kw_only=True, gc=False):
     """One event in the warehouse's row shape; a log record is these as JSON lines.
 
     `log_partition`/`log_offset` are not here: the writer appends them to each

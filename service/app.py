@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -75,6 +76,23 @@ async def _writer_context(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _gc_context(app: web.Application) -> AsyncIterator[None]:
+    """Tune the cycle collector for a request loop that makes many short-lived objects.
+
+    Every batch allocates thousands of objects that are freed by reference counting, yet
+    they trigger generation-0 collections that scan everything start-up left behind
+    (chDB, aiohttp, aiokafka): measured, a third of the event loop's time. Start-up
+    objects are frozen out of collection and collections run less often.
+    """
+    gc.collect()
+    gc.freeze()
+    previous = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    yield
+    gc.set_threshold(*previous)
+    gc.unfreeze()
+
+
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("the warehouse writer stopped", exc_info=task.exception())
@@ -91,7 +109,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app[WAREHOUSE] = warehouse
     app[INGESTOR] = Ingestor(log, settings.max_batch_events)
     app[WRITER] = WarehouseWriter(log, warehouse, settings) if settings.writer else None
-    app.cleanup_ctx.extend([_log_context, _warehouse_context, _writer_context])
+    app.cleanup_ctx.extend([_log_context, _warehouse_context, _writer_context, _gc_context])
     if api:
         app.add_routes(telemetry_api.routes)
     app.add_routes(health_api.routes)
