@@ -88,7 +88,7 @@ def rows_of(records: list[StoredRecord]) -> bytes:
     return b"".join(parts)
 
 
-class _WarehouseDown(Exception):
+class _WarehouseDown(WarehouseError):
     """The warehouse stopped answering in the middle of a batch."""
 
 
@@ -238,11 +238,9 @@ class WarehouseWriter:
                 await self._insert(batch)
                 await self._require_consumer().commit({batch.partition: batch.last + 1})
                 self.committed_records += len(batch.records)
-            except (LogUnavailable, OSError, RuntimeError) as exc:
-                # The partition moved to another member mid-commit: it re-reads from the
-                # last commit and skips what the warehouse already holds.
-                logger.warning("commit of %s failed: %r", batch.token(), exc)
-            except Exception as exc:  # commit errors of the Kafka client have no common base
+            except Exception as exc:  # the Kafka client's commit errors have no common base
+                # Typically the partition moved to another member mid-commit: it re-reads
+                # from the last commit and skips what the warehouse already holds.
                 logger.warning("commit of %s failed: %r", batch.token(), exc)
             finally:
                 self._queue.task_done()
@@ -258,15 +256,8 @@ class WarehouseWriter:
                     await self._warehouse.insert_json_lines(TABLE, rows_of(batch.records), batch.token())
                 else:
                     await self._insert_one_by_one(batch)
-            except _WarehouseDown as exc:
-                metrics.INSERT_FAILURES.labels("unavailable").inc()
-                self.healthy = False
-                logger.warning("warehouse unavailable (%s); retrying %s in %.1fs", exc, batch.token(), backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
-                continue
             except WarehouseError as exc:
-                if not await self._warehouse.ping():
+                if isinstance(exc, _WarehouseDown) or not await self._warehouse.ping():
                     metrics.INSERT_FAILURES.labels("unavailable").inc()
                     self.healthy = False
                     logger.warning("warehouse unavailable (%s); retrying %s in %.1fs", exc, batch.token(), backoff)
