@@ -121,6 +121,10 @@ class SqliteLog:
             writer.execute(f"PRAGMA max_page_count={max(self._max_bytes // page_size, 1)}")
         for topic, last in writer.execute("SELECT topic, max(offset) FROM records GROUP BY topic"):
             self._next_offset[topic] = last + 1
+        # Retention may have deleted every record of a topic: offsets must still never go
+        # back below what a group has committed, or its next records would be skipped.
+        for topic, committed in writer.execute("SELECT topic, max(next_offset) FROM group_offsets GROUP BY topic"):
+            self._next_offset[topic] = max(self._next_offset.get(topic, 0), committed)
         self._reader = _connect(self._path)
         self._thread = threading.Thread(target=self._write_loop, args=(writer,), name="log-writer", daemon=True)
         self._thread.start()

@@ -121,3 +121,19 @@ async def test_retention_deletes_only_old_records_every_group_has_committed(tmp_
     assert [r.offset for r in fetched[TP]] == [6, 7, 8, 9]
     assert len(fetched[TopicPartition("crucible.resources", 0)]) == 1
     await log.stop()
+
+
+async def test_offsets_never_go_back_below_a_commit_after_retention_emptied_the_topic(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path, retention_hours=1 / 3_600_000, retained_topics=(TOPIC,))
+    await log.start()
+    await log.append([Record(TOPIC, b"", b"x") for _ in range(5)])
+    await (await log.consumer("writers", [TOPIC])).commit({TP: 5})
+    await asyncio.sleep(0.01)
+    log._prune(log._reader)  # type: ignore[arg-type]
+    await log.stop()
+    reopened = SqliteLog(tmp_path)
+    await reopened.start()
+    assert await reopened.append([Record(TOPIC, b"", b"after")]) == [(0, 5)]
+    got = await (await reopened.consumer("writers", [TOPIC])).getmany(timeout=1, max_records=10)
+    assert [r.value for r in got[TP]] == [b"after"]
+    await reopened.stop()
