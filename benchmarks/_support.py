@@ -292,6 +292,15 @@ class PySpy:
         return {"self": ranked(self_counts), "inclusive": ranked(inclusive), "threads": ranked(threads)}
 
 
+def add_server_arguments(parser: Any, profiled: str, gil: bool = False) -> None:
+    """Flags every benchmark takes: py-spy profiling of the server, and keeping the temp dir."""
+    parser.add_argument("--py-spy", metavar="PREFIX", help=f"py-spy record the server during {profiled}")
+    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; pauses the server)")
+    if gil:
+        parser.add_argument("--gil", action="store_true", help="py-spy --gil (only the thread holding the GIL)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
 def print_profile(summary: dict[str, list[tuple[str, float]]], title: str) -> None:
     if not summary:
         return

@@ -37,6 +37,7 @@ import numpy as np
 from _support import (
     PySpy,
     RssSampler,
+    add_server_arguments,
     percentiles_ms,
     print_profile,
     print_table,
@@ -406,9 +407,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=30, help="timed requests per query (after one warm-up)")
     parser.add_argument("--direct-repeat", type=int, default=5, help="timed direct chDB runs per query")
     parser.add_argument("--optimize", action="store_true", help="OPTIMIZE TABLE ... FINAL after the fill")
-    parser.add_argument("--py-spy", metavar="PREFIX", help="py-spy record the server during the queries")
-    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; pauses the server)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_server_arguments(parser, "the queries")
     args = parser.parse_args()
     result = run(args)
     report(result)

@@ -51,6 +51,7 @@ from _support import (
     CpuMeter,
     PySpy,
     RssSampler,
+    add_server_arguments,
     get_json,
     metric_value,
     percentiles_ms,
@@ -812,10 +813,7 @@ def main() -> int:
     parser.add_argument("--catchup-timeout", type=float, default=180.0, help="longest wait for the writer")
     parser.add_argument("--chdb-batch-rows", type=int, default=0, help="rows per chDB insert (default: writer's)")
     parser.add_argument("--chdb-max-rows", type=int, default=0, help="rows for the chDB test (0 = all)")
-    parser.add_argument("--py-spy", metavar="PREFIX", help="py-spy record the server during the max phase")
-    parser.add_argument("--native", action="store_true", help="py-spy --native (C frames too; pauses the server)")
-    parser.add_argument("--gil", action="store_true", help="py-spy --gil (only the thread holding the GIL)")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_server_arguments(parser, "the max phase", gil=True)
     args = parser.parse_args()
     result = run(args)
     report(result)

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import msgspec
 from aiohttp import web
 
 from service import settings as settings_module
@@ -81,17 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         _run(settings, api=True)
     elif args.command == "writer":
-        _run(msgspec_replace(settings, writer=True), api=False)
+        _run(msgspec.structs.replace(settings, writer=True), api=False)
     elif args.command == "migrate":
         applied = asyncio.run(_migrate(settings))
         print("applied: " + (", ".join(applied) if applied else "nothing, the schema is current"))
     return 0
-
-
-def msgspec_replace(settings: Settings, **changes: object) -> Settings:
-    import msgspec
-
-    return msgspec.structs.replace(settings, **changes)
 
 
 if __name__ == "__main__":

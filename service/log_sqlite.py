@@ -180,15 +180,14 @@ class SqliteLog:
             await asyncio.wait_for(self._appended.wait(), timeout)
 
     async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+        """Run one statement on the reader connection (group commits of offsets use it too)."""
+
         def run() -> list[tuple[object, ...]]:
             assert self._reader is not None
             with self._reader_lock:
                 return self._reader.execute(sql, params).fetchall()
 
         return await asyncio.to_thread(run)
-
-    async def _write(self, sql: str, params: tuple[object, ...]) -> None:
-        await self._read(sql, params)
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -317,7 +316,7 @@ class SqliteConsumer:
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         for tp, offset in offsets.items():
-            await self._log._write(
+            await self._log._read(
                 "INSERT INTO group_offsets (group_id, topic, next_offset) VALUES (?,?,?)"
                 " ON CONFLICT (group_id, topic) DO UPDATE SET next_offset = excluded.next_offset",
                 (self._group, tp.topic, offset),

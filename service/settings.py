@@ -89,8 +89,7 @@ class SettingsError(ValueError):
     """A setting has a value that cannot work; the message says which and why."""
 
 
-def _fields() -> dict[str, Any]:
-    return {name: hint for name, hint in get_type_hints(Settings, include_extras=True).items()}
+_TYPES: dict[str, Any] = get_type_hints(Settings)
 
 
 def env_name(field: str) -> str:
@@ -102,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser, only: Sequence[str] | None = 
     for name in only or Settings.__struct_fields__:
         flag = "--" + name.replace("_", "-")
         help_text = f"{HELP[name]} (env {env_name(name)})"
-        if _fields()[name] is bool:
+        if _TYPES[name] is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             parser.add_argument(flag, dest=name, default=None, help=help_text)
