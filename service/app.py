@@ -10,14 +10,19 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import health_api, telemetry_api
-from service.appkeys import INGESTOR, LOG, SETTINGS, WAREHOUSE, WRITER
+from service import experiments_api, health_api, keys_api, telemetry_api
+from service.appkeys import INGESTOR, LOG, PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS, WAREHOUSE, WRITER
+from service.auth import add_rate_limit_headers, auth_middleware, check_routes
+from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
 from service.ingest import Ingestor
+from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
 from service.log_kafka import KafkaLog
 from service.log_sqlite import SqliteLog
 from service.migrations import migrate
+from service.projector import Projector
+from service.ratelimit import RateLimiter
 from service.settings import Settings
 from service.warehouse import Warehouse
 from service.writer import WarehouseWriter
@@ -53,6 +58,27 @@ async def _log_context(app: web.Application) -> AsyncIterator[None]:
     await log.start()
     yield
     await log.stop()
+
+
+async def _projector_context(app: web.Application) -> AsyncIterator[None]:
+    projector = app[PROJECTOR]
+    await projector.start()
+    yield
+    await projector.stop()
+
+
+async def _admin_key_context(app: web.Application) -> AsyncIterator[None]:
+    """First run of the embedded default: no key exists, so make an admin key and show it once."""
+    settings = app[SETTINGS]
+    secret = await bootstrap_admin_key(app[LOG], app[PROJECTOR], settings.data_path)
+    if secret is not None:
+        print(
+            f"created an admin API key (shown once, also in {settings.data_path / ADMIN_KEY_FILE}, mode 0600):\n"
+            f"  {secret}\n"
+            f"use it as: curl -H 'Authorization: Bearer {secret}' ...",
+            flush=True,
+        )
+    yield
 
 
 async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
@@ -101,7 +127,9 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 def create_app(settings: Settings, api: bool = True) -> web.Application:
     """The service for one process: the API unless `api` is False (`crucible writer`),
     and the warehouse writer when `settings.writer` is set. Health and metrics always."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES
+    )
     log = make_log(settings)
     warehouse = Warehouse(settings)
     app[SETTINGS] = settings
@@ -109,8 +137,18 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app[WAREHOUSE] = warehouse
     app[INGESTOR] = Ingestor(log, settings.max_batch_events)
     app[WRITER] = WarehouseWriter(log, warehouse, settings) if settings.writer else None
-    app.cleanup_ctx.extend([_log_context, _warehouse_context, _writer_context, _gc_context])
+    app[PROJECTOR] = Projector(log, settings.idempotency_ttl_seconds)
+    app[RATE_LIMITER] = RateLimiter()
+    app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
+    app.cleanup_ctx.extend([_log_context, _projector_context])
+    if api and settings.embedded_log:
+        app.cleanup_ctx.append(_admin_key_context)
+    app.cleanup_ctx.extend([_warehouse_context, _writer_context, _gc_context])
     if api:
-        app.add_routes(telemetry_api.routes)
+        for module in (telemetry_api, experiments_api, keys_api):
+            app.add_routes(module.routes)
     app.add_routes(health_api.routes)
+    app.add_routes([health_api.metrics_route(settings.metrics_public)])
+    app.on_response_prepare.append(add_rate_limit_headers)
+    check_routes(app)
     return app

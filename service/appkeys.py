@@ -9,8 +9,11 @@ from aiohttp import web
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.credentials import SessionSigner
     from service.ingest import Ingestor
     from service.log import EventLog
+    from service.projector import Projector
+    from service.ratelimit import RateLimiter
     from service.warehouse import Warehouse
     from service.writer import WarehouseWriter
 
@@ -19,3 +22,6 @@ LOG: web.AppKey[EventLog] = web.AppKey("log")
 WAREHOUSE: web.AppKey[Warehouse] = web.AppKey("warehouse")
 INGESTOR: web.AppKey[Ingestor] = web.AppKey("ingestor")
 WRITER: web.AppKey[WarehouseWriter | None] = web.AppKey("writer")
+PROJECTOR: web.AppKey[Projector] = web.AppKey("projector")
+RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
+SESSION_SIGNER: web.AppKey[SessionSigner] = web.AppKey("session_signer")

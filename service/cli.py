@@ -1,4 +1,4 @@
-"""The `crucible` command: serve, writer, migrate."""
+"""The `crucible` command: serve, writer, migrate, keys, replay."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ from collections.abc import Sequence
 import msgspec
 from aiohttp import web
 
+from service import cli_log
 from service import settings as settings_module
 from service.app import create_app
+from service.credentials import SCOPES
+from service.errors import ApiError
+from service.keys import parse_rate_limits
+from service.log import RESOURCES_TOPIC
 from service.migrations import migrate
 from service.settings import Settings, SettingsError
 from service.warehouse import Warehouse
@@ -20,6 +25,19 @@ from service.warehouse import Warehouse
 SERVE_HELP = "run the API (and, unless --no-writer, the warehouse writer)"
 WRITER_HELP = "run only the warehouse writer (health and /metrics on --port)"
 MIGRATE_HELP = "apply the warehouse migrations in queries/migrations and exit"
+KEYS_HELP = "create, list or revoke API keys (works beside a running server)"
+REPLAY_HELP = "print a topic of the event log as JSON lines"
+# The settings a command that only touches the log needs.
+LOG_SETTINGS = [
+    "data_dir",
+    "kafka",
+    "kafka_partitions",
+    "kafka_replication_factor",
+    "kafka_idempotence",
+    "kafka_request_timeout",
+    "idempotency_ttl_seconds",
+    "log_level",
+]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,6 +49,28 @@ def _parser() -> argparse.ArgumentParser:
         commands.add_parser("migrate", help=MIGRATE_HELP, description=MIGRATE_HELP),
         only=["data_dir", "clickhouse", "log_level"],
     )
+    keys = commands.add_parser("keys", help=KEYS_HELP, description=KEYS_HELP)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("--name", required=True, help="what the key is for")
+    create.add_argument(
+        "--scopes", default="read", help=f"comma-separated, of {', '.join(SCOPES)} (admin allows all); default read"
+    )
+    create.add_argument(
+        "--rate-limits",
+        default="",
+        help="per-minute limits as CLASS=N[,CLASS=N] with CLASS one of read, write, ingest (events), export;"
+        " unnamed classes keep the defaults 1000, 100, 10000, 10",
+    )
+    key_commands.add_parser("list", help="list keys (never their secrets)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key; every API process refuses it within a second")
+    revoke.add_argument("key_id")
+    for sub in key_commands.choices.values():
+        settings_module.add_arguments(sub, only=LOG_SETTINGS)
+    replay = commands.add_parser("replay", help=REPLAY_HELP, description=REPLAY_HELP)
+    replay.add_argument("--topic", default=RESOURCES_TOPIC, help=f"topic to print (default {RESOURCES_TOPIC})")
+    replay.add_argument("--from", dest="start", type=int, default=0, help="first offset to print (default 0)")
+    settings_module.add_arguments(replay, only=LOG_SETTINGS)
     return parser
 
 
@@ -86,6 +126,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.command == "migrate":
         applied = asyncio.run(_migrate(settings))
         print("applied: " + (", ".join(applied) if applied else "nothing, the schema is current"))
+    elif args.command == "keys":
+        return _keys(args, settings)
+    elif args.command == "replay":
+        asyncio.run(cli_log.replay(settings, args.topic, args.start))
+    return 0
+
+
+def _keys(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        if args.keys_command == "create":
+            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+            limits = parse_rate_limits(args.rate_limits)
+            asyncio.run(cli_log.keys_create(settings, args.name, scopes, limits))
+        elif args.keys_command == "list":
+            asyncio.run(cli_log.keys_list(settings))
+        elif args.keys_command == "revoke":
+            asyncio.run(cli_log.keys_revoke(settings, args.key_id))
+    except ApiError as exc:
+        print(f"crucible keys: {exc.message}", file=sys.stderr)
+        return 1
     return 0
 
 

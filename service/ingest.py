@@ -13,6 +13,7 @@ import hashlib
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -163,6 +164,13 @@ def batch_id_for(idempotency_key: str | None) -> str:
     return hashlib.blake2b(idempotency_key.encode(), digest_size=10).hexdigest()
 
 
+Admit = Callable[[int], None]
+
+
+def _admit_all(events: int) -> None:
+    return None
+
+
 class Ingestor:
     """Validates and appends batches; remembers answers by Idempotency-Key."""
 
@@ -171,9 +179,12 @@ class Ingestor:
         self._max_events = max_events
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
-    async def ingest(self, body: bytes, idempotency_key: str | None) -> Answer:
+    async def ingest(self, body: bytes, idempotency_key: str | None, admit: Admit = _admit_all) -> Answer:
+        """Validate and append a batch; `admit(n)` is called with the number of valid events
+        before anything is appended, and may refuse the batch by raising (rate limits).
+        A replayed answer is not admitted again."""
         if idempotency_key is None:
-            return await self._ingest(body, None, "")
+            return await self._ingest(body, None, "", admit)
         fingerprint = hashlib.sha256(body).hexdigest()
         # A retry arriving while the first attempt is still being appended waits for it.
         while (pending := self._in_flight.get(idempotency_key)) is not None:
@@ -184,7 +195,7 @@ class Ingestor:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._in_flight[idempotency_key] = future
         try:
-            answer = await self._ingest(body, idempotency_key, fingerprint)
+            answer = await self._ingest(body, idempotency_key, fingerprint, admit)
             future.set_result(answer)
             return answer
         except BaseException as exc:
@@ -203,7 +214,7 @@ class Ingestor:
             )
         return Answer(remembered.status, remembered.body, replayed=True)
 
-    async def _ingest(self, body: bytes, idempotency_key: str | None, fingerprint: str) -> Answer:
+    async def _ingest(self, body: bytes, idempotency_key: str | None, fingerprint: str, admit: Admit) -> Answer:
         decoded = decode_batch(body, self._max_events)
         if len(decoded) > self._max_events:
             raise too_many_events(len(decoded), self._max_events)
@@ -215,6 +226,7 @@ class Ingestor:
                 "no event in the batch is valid" if decoded else "the batch has no events",
                 {"events": [msgspec.to_builtins(e) for e in batch.errors] or ["must not be empty"]},
             )
+        admit(batch.accepted)
         answer_body = _encoder.encode(
             IngestResponse(data=IngestResult(accepted=batch.accepted, rejected=len(batch.errors), errors=batch.errors))
         )

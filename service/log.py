@@ -12,6 +12,9 @@ from typing import Protocol
 
 TELEMETRY_TOPIC = "crucible.telemetry"
 TELEMETRY_DLQ_TOPIC = "crucible.telemetry.dlq"
+# Domain events of experiments, models, runs and API keys: one partition (a total
+# order every API process folds the same way), never pruned.
+RESOURCES_TOPIC = "crucible.resources"
 WAREHOUSE_GROUP = "crucible-warehouse"
 
 
@@ -77,6 +80,18 @@ class LogConsumer(Protocol):
     async def stop(self) -> None: ...
 
 
+class LogReader(Protocol):
+    """Reads one single-partition topic in order from an offset, outside any consumer group."""
+
+    async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
+        """Records after the last one read, or [] once `timeout` seconds pass with none."""
+
+    async def end_offset(self) -> int | None:
+        """The offset the next appended record will get, if the log can tell."""
+
+    async def stop(self) -> None: ...
+
+
 class PartitionListener(Protocol):
     """Told by a consumer when it gains or loses partitions (Kafka rebalances)."""
 
@@ -110,6 +125,9 @@ class EventLog(Protocol):
         self, group: str, topics: Sequence[str], listener: PartitionListener | None = None
     ) -> LogConsumer:
         """Join `group` on `topics`, reading from its committed offsets (or the beginning)."""
+
+    async def reader(self, topic: str, start: int = 0) -> LogReader:
+        """Read partition 0 of `topic` from offset `start` (for single-partition topics)."""
 
     async def ping(self) -> bool:
         """Whether the log answers now."""

@@ -9,13 +9,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from service.log import (
+    RESOURCES_TOPIC,
     TELEMETRY_DLQ_TOPIC,
     TELEMETRY_TOPIC,
     LogConsumer,
@@ -71,19 +72,23 @@ class KafkaLog:
         await self._producer.start()
 
     async def ensure_topics(self) -> None:
-        """Create the telemetry topics when they are missing."""
+        """Create the telemetry and resources topics when they are missing."""
         admin = AIOKafkaAdminClient(bootstrap_servers=self._servers, request_timeout_ms=int(self._timeout * 1000))
         await admin.start()
         try:
             existing = set(await admin.list_topics())
+            telemetry_configs = {"max.message.bytes": str(MAX_RECORD_BYTES)}
+            # The resources topic is the source of truth of every projection: one
+            # partition for a total order, and kept forever.
+            resources_configs = {**telemetry_configs, "retention.ms": "-1", "retention.bytes": "-1"}
+            topics = {
+                TELEMETRY_TOPIC: (self._partitions, telemetry_configs),
+                TELEMETRY_DLQ_TOPIC: (self._partitions, telemetry_configs),
+                RESOURCES_TOPIC: (1, resources_configs),
+            }
             wanted = [
-                NewTopic(
-                    name,
-                    num_partitions=self._partitions,
-                    replication_factor=self._replication,
-                    topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
-                )
-                for name in (TELEMETRY_TOPIC, TELEMETRY_DLQ_TOPIC)
+                NewTopic(name, num_partitions=partitions, replication_factor=self._replication, topic_configs=configs)
+                for name, (partitions, configs) in topics.items()
                 if name not in existing
             ]
             if wanted:
@@ -133,6 +138,23 @@ class KafkaLog:
             return False
         return True
 
+    async def reader(self, topic: str, start: int = 0) -> KafkaReader:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._servers,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=MAX_RECORD_BYTES,
+            fetch_max_bytes=MAX_RECORD_BYTES,
+            # A change made through another API process must be visible here within a second.
+            fetch_max_wait_ms=100,
+            request_timeout_ms=max(int(self._timeout * 1000), 40_000),
+        )
+        await consumer.start()
+        partition = KafkaPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        return KafkaReader(consumer, partition)
+
     async def consumer(
         self, group: str, topics: Sequence[str], listener: PartitionListener | None = None
     ) -> LogConsumer:
@@ -149,6 +171,34 @@ class KafkaLog:
         wrapped = KafkaConsumer(consumer)
         consumer.subscribe(list(topics), listener=_Listener(wrapped, listener) if listener else None)
         return wrapped
+
+
+class KafkaReader:
+    """Reads partition 0 of one topic without a consumer group (every process reads it all)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, partition: KafkaPartition) -> None:
+        self._consumer = consumer
+        self._partition = partition
+
+    async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
+        fetched = await self._consumer.getmany(self._partition, timeout_ms=int(timeout * 1000), max_records=max_records)
+        return [_stored(r) for r in fetched.get(self._partition, [])]
+
+    async def end_offset(self) -> int | None:
+        try:
+            ends = await self._consumer.end_offsets([self._partition])
+        except KafkaError:
+            return None
+        return int(ends[self._partition])
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+
+def _stored(r: ConsumerRecord[bytes, bytes]) -> StoredRecord:
+    return StoredRecord(
+        r.topic, r.partition, r.offset, r.key or b"", r.value or b"", tuple((k, v) for k, v in r.headers), r.timestamp
+    )
 
 
 def _ours(tp: KafkaPartition) -> TopicPartition:
@@ -182,22 +232,7 @@ class KafkaConsumer:
 
     async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
         fetched = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-        return {
-            _ours(tp): [
-                StoredRecord(
-                    r.topic,
-                    r.partition,
-                    r.offset,
-                    r.key or b"",
-                    r.value or b"",
-                    tuple((k, v) for k, v in r.headers),
-                    r.timestamp,
-                )
-                for r in records
-            ]
-            for tp, records in fetched.items()
-            if records
-        }
+        return {_ours(tp): [_stored(r) for r in records] for tp, records in fetched.items() if records}
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self._consumer.commit({_theirs(tp): offset for tp, offset in offsets.items()})

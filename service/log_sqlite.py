@@ -106,7 +106,7 @@ class SqliteLog:
         self._pending: queue.SimpleQueue[_Append | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._next_offset: dict[str, int] = {}
-        self._appended = asyncio.Event()
+        self._append_waiters: list[asyncio.Future[None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
@@ -173,11 +173,21 @@ class SqliteLog:
     def end_offset(self, topic: str) -> int:
         return self._next_offset.get(topic, 0)
 
+    async def reader(self, topic: str, start: int = 0) -> SqliteReader:
+        return SqliteReader(self, topic, start)
+
     async def wait_for_append(self, timeout: float) -> None:
-        """Return when something is appended, or after `timeout` seconds."""
-        self._appended.clear()
+        """Return when this process appends something, or after `timeout` seconds."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._append_waiters.append(waiter)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._appended.wait(), timeout)
+            await asyncio.wait_for(waiter, timeout)
+
+    def _wake_waiters(self) -> None:
+        waiters, self._append_waiters = self._append_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         """Run one statement on the reader connection (group commits of offsets use it too)."""
@@ -223,6 +233,12 @@ class SqliteLog:
         results: list[list[tuple[int, int]]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            # Another process (`crucible keys`) may have appended to the same file: the
+            # transaction holds the write lock, so the file's last offset is authoritative.
+            for topic in {record.topic for job in jobs for record in job.records}:
+                (last,) = conn.execute("SELECT max(offset) FROM records WHERE topic = ?", (topic,)).fetchone()
+                if last is not None:
+                    next_offset[topic] = max(next_offset.get(topic, 0), last + 1)
             for job in jobs:
                 positions = []
                 rows = []
@@ -255,7 +271,7 @@ class SqliteLog:
         for job, positions in zip(jobs, results, strict=True):
             job.done.set_result(positions)
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._appended.set)
+            self._loop.call_soon_threadsafe(self._wake_waiters)
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         """Forget expired idempotency answers, and records past retention that every
@@ -346,6 +362,46 @@ class SqliteConsumer:
         for tp in self._partitions:
             total += self._log.end_offset(tp.topic) - (await self.committed(tp) or 0)
         return total
+
+    async def stop(self) -> None:
+        return None
+
+
+class SqliteReader:
+    """Reads one topic of the embedded log in order, outside any consumer group."""
+
+    # Appends made by another process on the same file wake nobody here: poll this often.
+    POLL_SECONDS = 0.1
+
+    def __init__(self, log: SqliteLog, topic: str, start: int) -> None:
+        self._log = log
+        self._topic = topic
+        self._position = start
+
+    async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = await self._log._read(
+                "SELECT offset, key, value, headers, timestamp_ms FROM records"
+                " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
+                (self._topic, self._position, max_records),
+            )
+            remaining = deadline - time.monotonic()
+            if rows or remaining <= 0:
+                break
+            await self._log.wait_for_append(min(remaining, self.POLL_SECONDS))
+        records = [
+            StoredRecord(self._topic, PARTITION, o, k, v, _decode_headers(h), ts)  # type: ignore[arg-type]
+            for o, k, v, h, ts in rows
+        ]
+        if records:
+            self._position = records[-1].offset + 1
+        return records
+
+    async def end_offset(self) -> int | None:
+        rows = await self._log._read("SELECT max(offset) FROM records WHERE topic = ?", (self._topic,))
+        last = rows[0][0]
+        return 0 if last is None else int(last) + 1  # type: ignore[call-overload]
 
     async def stop(self) -> None:
         return None

@@ -46,6 +46,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
     idempotency_ttl_seconds: Positive = 86_400
     log_level: str = "info"
+    session_secret: str | None = None
+    session_ttl_seconds: Positive = 12 * 3600
+    metrics_public: bool = True
 
     @property
     def data_path(self) -> Path:
@@ -82,6 +85,10 @@ HELP: dict[str, str] = {
     " are deleted (0 = keep forever)",
     "idempotency_ttl_seconds": "how long an Idempotency-Key's first answer is kept",
     "log_level": "debug, info, warning or error",
+    "session_secret": "key that signs session cookies; every API replica needs the same one"
+    " (unset = one kept in the data dir)",
+    "session_ttl_seconds": "how long a session cookie from POST /api/v1/sessions stays valid",
+    "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
 }
 
 

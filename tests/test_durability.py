@@ -29,6 +29,7 @@ import pytest
 
 from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
 from service.writer import CRASH_AFTER_INSERT_ENV
+from tests.conftest import admin_secret, bearer, make_settings
 from tests.support import ServerProcess, eventually, free_port
 
 pytestmark = pytest.mark.slow
@@ -153,8 +154,10 @@ def serve(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+async def http(tmp_path: Path) -> AsyncIterator[aiohttp.ClientSession]:
+    """A session authenticated with an admin key of the test's data dir."""
+    secret = await admin_secret(make_settings(tmp_path / "data"))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30), headers=bearer(secret)) as session:
         yield session
 
 

@@ -40,7 +40,7 @@ from service.log import (
     TopicPartition,
 )
 from service.log_kafka import KafkaLog
-from tests.support import ServerProcess, eventually, free_port, tansu_broker
+from tests.support import Http, ServerProcess, create_admin_key, eventually, free_port, tansu_broker
 
 pytestmark = pytest.mark.kafka
 
@@ -91,7 +91,7 @@ async def read_until(
 class Ingest:
     """Posts batches to a running API and keeps count of what it accepted."""
 
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+    def __init__(self, session: Http, url: str) -> None:
         self.session = session
         self.url = url
         self.accepted: Counter[str] = Counter()  # events per experiment_id
@@ -116,7 +116,7 @@ class Ingest:
         return sum(self.accepted.values())
 
 
-async def counts_by_experiment(session: aiohttp.ClientSession, url: str) -> dict[str, int]:
+async def counts_by_experiment(session: Http, url: str) -> dict[str, int]:
     params = {"agg": "count", "group_by": "experiment_id"}
     async with session.get(url + AGGREGATE_URL, params=params) as answer:
         assert answer.status == 200, await answer.text()
@@ -161,7 +161,7 @@ def warehouse_counts(data_dir: Path) -> dict[str, int]:
     return {experiment_id: count for experiment_id, count, _ in rows}
 
 
-async def has_inserted(session: aiohttp.ClientSession, server: ServerProcess) -> bool:
+async def has_inserted(session: Http, server: ServerProcess) -> bool:
     """Whether a writer inserted rows yet, by its crucible_warehouse_rows_inserted_total (/metrics)."""
     async with session.get(server.url + "/metrics") as answer:
         for line in (await answer.text()).splitlines():
@@ -194,11 +194,20 @@ def own_broker() -> Iterator[str]:
 
 
 @pytest.fixture
-def servers(tmp_path: Path) -> Iterator[Any]:
-    """Start `crucible ...` children; whatever is still running at the end is stopped."""
+def servers(tmp_path: Path, http: Http) -> Iterator[Any]:
+    """Start `crucible ...` children; whatever is still running at the end is stopped.
+
+    Before the first one, an admin key is created on its broker and `http` sends it.
+    """
     started: list[ServerProcess] = []
 
     def start(name: str, args: list[str], wait_ready: bool = True) -> ServerProcess:
+        if not http.headers:  # the key's command creates the topics: with the server's partitions
+            log_args = [
+                args[args.index(flag) + offset] for flag in ("--kafka", "--kafka-partitions") for offset in (0, 1)
+            ]
+            secret = create_admin_key([*log_args, "--no-kafka-idempotence"])
+            http.headers = {"Authorization": f"Bearer {secret}"}
         server = ServerProcess(args, free_port(), log=tmp_path / f"{name}.log")
         started.append(server)
         return server.start(wait_ready=wait_ready)
@@ -212,9 +221,9 @@ def servers(tmp_path: Path) -> Iterator[Any]:
 
 
 @pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
+async def http() -> AsyncIterator[Http]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield session
+        yield Http(session)
 
 
 # -- KafkaLog ----------------------------------------------------------------------------
@@ -313,7 +322,7 @@ async def test_a_group_resumes_from_its_commit_after_being_recreated(kafka_boots
 
 
 async def test_serve_stores_every_accepted_event_exactly_once(
-    own_broker: str, servers: Any, http: aiohttp.ClientSession, tmp_path: Path
+    own_broker: str, servers: Any, http: Http, tmp_path: Path
 ) -> None:
     partitions = 4
     server = servers("serve", kafka_args("serve", own_broker, tmp_path / "data", partitions))
@@ -339,7 +348,7 @@ async def test_serve_stores_every_accepted_event_exactly_once(
 
 
 async def test_writer_alone_stores_what_the_api_alone_appended(
-    own_broker: str, servers: Any, http: aiohttp.ClientSession, tmp_path: Path
+    own_broker: str, servers: Any, http: Http, tmp_path: Path
 ) -> None:
     partitions = 3
     api = servers("api", kafka_args("serve", own_broker, tmp_path / "api", partitions, "--no-writer"))
@@ -360,7 +369,7 @@ async def test_writer_alone_stores_what_the_api_alone_appended(
 
 
 async def test_two_writers_share_the_partitions_and_store_each_event_once(
-    own_broker: str, servers: Any, http: aiohttp.ClientSession, tmp_path: Path
+    own_broker: str, servers: Any, http: Http, tmp_path: Path
 ) -> None:
     partitions = 6
     api_args = kafka_args("serve", own_broker, tmp_path / "api", partitions, "--no-writer")
@@ -403,9 +412,7 @@ async def test_two_writers_share_the_partitions_and_store_each_event_once(
     assert Counter(one) + Counter(two) == ingest.accepted
 
 
-async def test_a_broker_that_is_down_answers_503_with_retry_after(
-    servers: Any, http: aiohttp.ClientSession, tmp_path: Path
-) -> None:
+async def test_a_broker_that_is_down_answers_503_with_retry_after(servers: Any, http: Http, tmp_path: Path) -> None:
     with tansu_broker() as bootstrap:
         args = kafka_args("serve", bootstrap, tmp_path / "data", 2, "--no-writer", "--kafka-request-timeout", "2")
         server = servers("serve", args)

@@ -1,0 +1,170 @@
+"""Domain events of the `crucible.resources` topic: the source of truth of every resource.
+
+Each is a fact in the past tense. The log keeps them forever and every API process
+folds them (service/resources.py) into the state the REST API serves. Schema
+evolution: new fields get defaults, existing fields never change type, and nothing
+read back from the log forbids unknown fields.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+
+class RequestRef(msgspec.Struct, frozen=True, array_like=True):
+    """The Idempotency-Key of the request that caused an event, and its body's fingerprint.
+
+    Stored in the event so that every process recognises a retry, even one that
+    reaches another API replica or races the first attempt.
+    """
+
+    key: str
+    fingerprint: str
+
+
+class ResourceEvent(msgspec.Struct, frozen=True, kw_only=True, tag_field="event", tag=True, gc=False):
+    """What every resource event carries: when, by which API key, for which request."""
+
+    event_id: str
+    at: dt.datetime
+    actor: str = ""
+    request: RequestRef | None = None
+
+    @property
+    def resource_id(self) -> str:
+        raise NotImplementedError
+
+
+class ExperimentEvent(ResourceEvent, frozen=True, kw_only=True):
+    experiment_id: str
+
+    @property
+    def resource_id(self) -> str:
+        return self.experiment_id
+
+
+class ExperimentCreated(ExperimentEvent, frozen=True, kw_only=True):
+    name: str
+    description: str = ""
+    config: dict[str, Any] = {}
+    tags: list[str] = []
+    cloned_from: str | None = None
+
+
+class ExperimentUpdated(ExperimentEvent, frozen=True, kw_only=True):
+    """Only the fields present changed."""
+
+    name: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    tags: list[str] | UnsetType = UNSET
+    config: dict[str, Any] | UnsetType = UNSET
+
+
+class ExperimentStarted(ExperimentEvent, frozen=True, kw_only=True):
+    pass
+
+
+class ExperimentPaused(ExperimentEvent, frozen=True, kw_only=True):
+    pass
+
+
+class ExperimentResumed(ExperimentEvent, frozen=True, kw_only=True):
+    pass
+
+
+class ExperimentCancelled(ExperimentEvent, frozen=True, kw_only=True):
+    pass
+
+
+class ExperimentDeleted(ExperimentEvent, frozen=True, kw_only=True):
+    pass
+
+
+class ModelEvent(ResourceEvent, frozen=True, kw_only=True):
+    model_id: str
+
+    @property
+    def resource_id(self) -> str:
+        return self.model_id
+
+
+class ModelCreated(ModelEvent, frozen=True, kw_only=True):
+    name: str
+    provider: str = ""
+    type: str = ""
+    config: dict[str, Any] = {}
+    status: str = "active"
+
+
+class ModelUpdated(ModelEvent, frozen=True, kw_only=True):
+    name: str | UnsetType = UNSET
+    provider: str | UnsetType = UNSET
+    type: str | UnsetType = UNSET
+    config: dict[str, Any] | UnsetType = UNSET
+    status: str | UnsetType = UNSET
+
+
+class ModelDeleted(ModelEvent, frozen=True, kw_only=True):
+    pass
+
+
+class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Per-minute limits of one API key, by endpoint class (API.md's table by default)."""
+
+    read: int = 1000
+    write: int = 100
+    ingest: int = 10_000  # events, not requests
+    export: int = 10
+
+
+class ApiKeyEvent(ResourceEvent, frozen=True, kw_only=True):
+    key_id: str
+
+    @property
+    def resource_id(self) -> str:
+        return self.key_id
+
+
+class ApiKeyCreated(ApiKeyEvent, frozen=True, kw_only=True):
+    """Only the SHA-256 of the secret is kept; the secret itself is shown once."""
+
+    name: str
+    scopes: list[str]
+    secret_sha256: str
+    rate_limits: RateLimits = RateLimits()
+
+
+class ApiKeyRevoked(ApiKeyEvent, frozen=True, kw_only=True):
+    pass
+
+
+class SessionEnded(ResourceEvent, frozen=True, kw_only=True):
+    """A session token logged out before it expired; refused from now on."""
+
+    session_id: str
+    expires_at: dt.datetime
+
+    @property
+    def resource_id(self) -> str:
+        return self.session_id
+
+
+AnyResourceEvent = (
+    ExperimentCreated
+    | ExperimentUpdated
+    | ExperimentStarted
+    | ExperimentPaused
+    | ExperimentResumed
+    | ExperimentCancelled
+    | ExperimentDeleted
+    | ModelCreated
+    | ModelUpdated
+    | ModelDeleted
+    | ApiKeyCreated
+    | ApiKeyRevoked
+    | SessionEnded
+)

@@ -1,0 +1,169 @@
+"""Authentication, scopes and rate limits for every route.
+
+Each handler declares what it needs with `@requires(scope, limit)` or `@public`;
+`check_routes` refuses to build an app with a route that declares nothing, so a
+new endpoint cannot skip authentication by accident. The middleware finds the
+caller (a Bearer API key or the session cookie), checks the scope, and counts the
+request against the key's limit for the endpoint's class. Ingest is counted in
+events by its handler (`take_events`), once the batch is decoded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from service import metrics
+from service.appkeys import PROJECTOR, RATE_LIMITER, SESSION_SIGNER
+from service.credentials import SESSION_COOKIE, key_for_secret
+from service.errors import ApiError
+from service.ratelimit import Quota
+from service.resources import ApiKey
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+H = TypeVar("H", bound=Callable[..., Any])
+
+ACCESS_ATTRIBUTE = "crucible_access"
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+ANY_SCOPE = "any"  # any valid key or session, whatever its scopes
+QUOTA: web.RequestKey[Quota] = web.RequestKey("quota")
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """What a route needs: a scope (None = anyone) and the rate-limit class it counts in."""
+
+    scope: str | None
+    limit_class: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key, directly or through a session."""
+
+    key: ApiKey
+    session_id: str | None = None
+
+    def allows(self, scope: str) -> bool:
+        return scope == ANY_SCOPE or scope in self.key.scopes or "admin" in self.key.scopes
+
+
+def requires(scope: str, limit: str | None = None) -> Callable[[H], H]:
+    """Declare a route's scope; `limit` is its rate-limit class (by default read for
+    the read scope, write otherwise; "ingest" is counted by the handler in events)."""
+    limit_class = limit or ("read" if scope == "read" else "write")
+
+    def declare(handler: H) -> H:
+        setattr(handler, ACCESS_ATTRIBUTE, Access(scope, limit_class))
+        return handler
+
+    return declare
+
+
+def public(handler: H) -> H:
+    """Declare a route open to anonymous callers (health checks only)."""
+    setattr(handler, ACCESS_ATTRIBUTE, Access(None, None))
+    return handler
+
+
+def access_of(handler: Any) -> Access | None:
+    return getattr(handler, ACCESS_ATTRIBUTE, None)
+
+
+def check_routes(app: web.Application) -> None:
+    """Every route must declare its access; raise at start-up otherwise."""
+    for route in app.router.routes():
+        if route.method != "HEAD" and access_of(route.handler) is None:
+            raise RuntimeError(f"route {route.method} {route.resource} declares no access (@requires or @public)")
+
+
+def authenticate(request: web.Request) -> Principal:
+    """The caller, or 401."""
+    state = request.app[PROJECTOR].state
+    header = request.headers.get("Authorization")
+    if header is not None:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret:
+            raise unauthorized("the Authorization header must be 'Bearer <api key>'")
+        key = key_for_secret(state, secret.strip())
+        if key is None:
+            raise unauthorized("the API key is not valid (unknown, revoked or mistyped)")
+        return Principal(key)
+    token = request.cookies.get(SESSION_COOKIE)
+    if token is not None:
+        claims = request.app[SESSION_SIGNER].verify(token)
+        if claims is None or claims.session_id in state.ended_sessions:
+            raise unauthorized("the session has expired or ended; log in again")
+        key = state.api_keys.get(claims.key_id)
+        if key is None or key.revoked_at is not None:
+            raise unauthorized("the session's API key was revoked")
+        return Principal(key, claims.session_id)
+    raise unauthorized("authentication required: send 'Authorization: Bearer <api key>' or a session cookie")
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="crucible"'})
+
+
+def principal_of(request: web.Request) -> Principal:
+    return request[PRINCIPAL]
+
+
+def take(request: web.Request, limit_class: str, amount: int = 1) -> None:
+    """Count `amount` against the caller's limit for `limit_class`; 429 when over, counting nothing."""
+    key = principal_of(request).key
+    limit = getattr(key.rate_limits, limit_class)
+    quota = request.app[RATE_LIMITER].take(key.id, limit_class, limit, amount)
+    request[QUOTA] = quota
+    if not quota.allowed:
+        metrics.RATE_LIMITED.labels(limit_class).inc()
+        unit = "events" if limit_class == "ingest" else "requests"
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"rate limit of {limit} {limit_class} {unit} per minute reached"
+            + (f"; this request needs {amount}" if amount > 1 else "")
+            + f"; retry in {quota.retry_after} s",
+            {limit_class: [f"at most {limit} {unit} per minute"]},
+            headers=quota.headers(),
+        )
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    if match.http_exception is not None:  # no such route: let aiohttp answer 404/405
+        return await handler(request)
+    access = access_of(match.handler)
+    if access is None:
+        raise RuntimeError(f"{request.method} {request.path} declares no access")
+    if access.scope is None:
+        return await handler(request)
+    try:
+        principal = authenticate(request)
+    except ApiError:
+        metrics.AUTH_FAILURES.labels("401").inc()
+        raise
+    request[PRINCIPAL] = principal
+    if not principal.allows(access.scope):
+        metrics.AUTH_FAILURES.labels("403").inc()
+        raise ApiError(
+            403,
+            "forbidden",
+            f"this API key lacks the {access.scope!r} scope (it has {', '.join(sorted(principal.key.scopes))})",
+        )
+    if access.limit_class is not None:
+        # Ingest counts events once the batch is decoded; taking 0 now still gives its headers.
+        take(request, access.limit_class, 0 if access.limit_class == "ingest" else 1)
+    return await handler(request)
+
+
+async def add_rate_limit_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: every answer to a counted request says where its limit stands."""
+    quota = request.get(QUOTA)
+    if quota is not None:
+        for name, value in quota.headers().items():
+            response.headers.setdefault(name, value)

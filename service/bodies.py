@@ -1,0 +1,98 @@
+"""Request bodies of resource commands: JSON objects checked field by field.
+
+API.md's validation errors list every problem at once, by field
+(`{"name": ["can't be blank"], "tags": ["..."]}`), so each field is converted on
+its own with msgspec instead of stopping at the first error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from service.errors import ApiError, validation_error
+
+MAX_COMMAND_BODY_BYTES = 1024 * 1024
+BLANK = "can't be blank"
+
+_object_decoder = msgspec.json.Decoder(dict[str, Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One accepted field: its msgspec type (constraints in `Annotated`) and whether it must be present."""
+
+    type: Any
+    required: bool = False
+    nonblank: bool = False  # when present, it may not be null or blank (a PATCHed name)
+
+
+async def read_body(request: web.Request) -> bytes:
+    if request.content_length is not None and request.content_length > MAX_COMMAND_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"request body is larger than {MAX_COMMAND_BODY_BYTES} bytes")
+    body = await request.read()
+    if len(body) > MAX_COMMAND_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"request body is larger than {MAX_COMMAND_BODY_BYTES} bytes")
+    return body
+
+
+def parse_object(body: bytes, allow_empty: bool = False) -> dict[str, Any]:
+    """The body as a JSON object; 400 when it is not JSON, 422 when it is not an object."""
+    if not body.strip() and allow_empty:
+        return {}
+    try:
+        value = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise validation_error("the body must be a JSON object", {"body": ["must be a JSON object"]})
+    return value
+
+
+def unwrap(body: dict[str, Any], wrapper: str, optional: bool = False) -> dict[str, Any]:
+    """API.md wraps resources in an object named after them: `{"experiment": {...}}`."""
+    if wrapper not in body:
+        if optional:
+            return {}
+        raise validation_error(f"the body must hold an object {wrapper!r}", {wrapper: ["is required"]})
+    inner = body[wrapper]
+    if not isinstance(inner, dict):
+        raise validation_error(f"{wrapper} must be a JSON object", {wrapper: ["must be a JSON object"]})
+    unknown = set(body) - {wrapper}
+    if unknown:
+        raise validation_error(
+            f"unknown fields beside {wrapper!r}: {', '.join(sorted(unknown))}",
+            {name: ["is not a known field"] for name in sorted(unknown)},
+        )
+    return inner
+
+
+def check_fields(raw: Mapping[str, Any], fields: Mapping[str, Field], what: str) -> dict[str, Any]:
+    """Each present field converted to its type; 422 listing every problem by field."""
+    values: dict[str, Any] = {}
+    problems: dict[str, list[str]] = {}
+    for name in raw:
+        if name not in fields:
+            problems[name] = [f"is not a field of {what}; fields are {', '.join(fields)}"]
+    for name, spec in fields.items():
+        if name not in raw:
+            if spec.required:
+                problems[name] = [BLANK]
+            continue
+        value = raw[name]
+        if (spec.required or spec.nonblank) and (value is None or (isinstance(value, str) and not value.strip())):
+            problems[name] = [BLANK]
+            continue
+        try:
+            values[name] = msgspec.convert(raw[name], spec.type)
+        except msgspec.ValidationError as exc:
+            message, _, path = str(exc).partition(" - at `$")
+            problems[name] = [message + (f" at {name}{path.rstrip('`')}" if path else "")]
+    if problems:
+        first = next(iter(problems))
+        raise validation_error(f"{first.capitalize()} {problems[first][0]}", problems)
+    return values

@@ -1,0 +1,128 @@
+"""Running a command: check, append one resource event, wait for the fold, answer.
+
+`submit` is the one path every change takes (REST handlers, the CLI's key
+commands, the first-run admin key). It gives read-your-writes and Idempotency-Key
+semantics:
+
+- a retry with the same key returns the first answer, rebuilt from the state
+  right after the first request's event, and appends nothing;
+- the key travels inside the event, so the fold recognises a duplicate even when
+  the retry raced the first attempt or reached another API process;
+- when the fold refuses the event (another writer won), the answer is its 409.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from schemas.resources import AnyResourceEvent, RequestRef
+from service.errors import ApiError, validation_error
+from service.log import RESOURCES_TOPIC, EventLog, LogUnavailable, Record
+from service.projector import Projector, ProjectorStalled
+from service.resources import Rejection, RequestSeen, Resources, event_encoder
+
+E = TypeVar("E", bound=AnyResourceEvent)
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255
+
+_STATUS = {"not_found": 404, "conflict": 409}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The fields every event of one command shares."""
+
+    event_id: str
+    at: dt.datetime
+    actor: str
+    request: RequestRef | None
+
+    def fields(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "at": self.at, "actor": self.actor, "request": self.request}
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A command's outcome: the resource it changed and the state right after its event."""
+
+    resource_id: str
+    state: Resources
+    replayed: bool
+
+
+def envelope(actor: str, request: RequestRef | None = None) -> Envelope:
+    return Envelope(uuid.uuid4().hex, dt.datetime.now(dt.UTC), actor, request)
+
+
+def request_ref(request: web.Request, actor: str, body: bytes) -> RequestRef | None:
+    """The request's Idempotency-Key, scoped to the caller, with its fingerprint."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        return None
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise validation_error(
+            f"{IDEMPOTENCY_HEADER} must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            {IDEMPOTENCY_HEADER: [f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters"]},
+        )
+    fingerprint = hashlib.sha256(b"%s %s\n%s" % (request.method.encode(), request.path.encode(), body)).hexdigest()
+    return RequestRef(f"{actor}:{key}", fingerprint)
+
+
+def refusal(rejection: Rejection) -> ApiError:
+    return ApiError(_STATUS.get(rejection.code, 409), rejection.code, rejection.message)
+
+
+async def submit(
+    log: EventLog, projector: Projector, make_event: Callable[[Envelope], E], actor: str, ref: RequestRef | None = None
+) -> Done:
+    """Check and append the event `make_event` builds; return once this process has folded it."""
+    if ref is not None and (seen := projector.state.requests.get(ref.key)) is not None:
+        return _replay(projector, seen, ref)
+    event = make_event(envelope(actor, ref))
+    rejection = projector.state.check(event)
+    if rejection is not None:
+        raise refusal(rejection)
+    record = Record(RESOURCES_TOPIC, event.resource_id.encode(), event_encoder.encode(event))
+    try:
+        [(_, offset)] = await log.append([record])
+        rejection = await projector.applied(offset)
+    except LogUnavailable as exc:
+        raise ApiError(
+            503, "unavailable", f"the change was not recorded, retry: {exc}", headers={"Retry-After": "1"}
+        ) from None
+    except ProjectorStalled as exc:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"the change was recorded but is not visible yet; retry with the same {IDEMPOTENCY_HEADER}: {exc}",
+            headers={"Retry-After": "1"},
+        ) from None
+    if rejection is not None:
+        if rejection.code == "duplicate" and rejection.first is not None and ref is not None:
+            return _replay(projector, rejection.first, ref)
+        raise refusal(rejection)
+    return Done(event.resource_id, state_after(projector.state, event.resource_id, offset), replayed=False)
+
+
+def _replay(projector: Projector, seen: RequestSeen, ref: RequestRef) -> Done:
+    if seen.fingerprint != ref.fingerprint:
+        raise validation_error(
+            f"this {IDEMPOTENCY_HEADER} was used with a different request",
+            {IDEMPOTENCY_HEADER: ["was used with a different request"]},
+        )
+    if seen.rejection is not None:
+        raise refusal(seen.rejection)
+    return Done(seen.resource_id, state_after(projector.state, seen.resource_id, seen.offset), replayed=True)
+
+
+def state_after(state: Resources, resource_id: str, offset: int) -> Resources:
+    """The resource as it was right after the event at `offset`, whatever came later."""
+    return state.replayed(resource_id, lambda entry: entry.offset <= offset)

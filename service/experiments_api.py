@@ -1,0 +1,255 @@
+"""Endpoints under /api/v1/experiments: list, CRUD, actions, history (API.md "Experiment Endpoints")."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from schemas.experiments import (
+    Config,
+    Description,
+    ExperimentDetail,
+    ExperimentName,
+    ExperimentOut,
+    ResultsSummary,
+    Tags,
+)
+from schemas.resources import (
+    ExperimentCancelled,
+    ExperimentCreated,
+    ExperimentDeleted,
+    ExperimentPaused,
+    ExperimentResumed,
+    ExperimentStarted,
+    ExperimentUpdated,
+)
+from service.auth import requires
+from service.bodies import Field, check_fields, parse_object, read_body, unwrap
+from service.commands import Envelope
+from service.errors import ApiError, bad_parameter
+from service.listing import SortedViews, paginate, time_key
+from service.params import allowed, check_known, parse_datetime, parse_filters, parse_page, parse_sort
+from service.resources import EXPERIMENT_STATUSES, Experiment, Resources, experiment_missing
+from service.responses import (
+    as_of_state,
+    done_response,
+    history_response,
+    json_response,
+    run_command,
+    state_of,
+)
+
+routes = web.RouteTableDef()
+
+CREATE_FIELDS = {
+    "name": Field(ExperimentName, required=True),
+    "description": Field(Description),
+    "config": Field(Config),
+    "tags": Field(Tags),
+}
+UPDATE_FIELDS = {
+    "name": Field(ExperimentName, nonblank=True),
+    "description": Field(Description),
+    "config": Field(Config),
+    "tags": Field(Tags),
+}
+CLONE_FIELDS = {"name": Field(ExperimentName, nonblank=True)}
+FILTERS = {
+    "status": "text",
+    "name": "text",
+    "created_after": "time",
+    "created_before": "time",
+    "tag": "text",
+}
+SORTS: dict[str, Callable[[Any], str]] = {
+    "name": lambda e: e.name.casefold(),
+    "created_at": lambda e: time_key(e.created_at),
+    "updated_at": lambda e: time_key(e.updated_at),
+    "status": lambda e: e.status,
+}
+ACTIONS: dict[str, type[ExperimentStarted | ExperimentPaused | ExperimentResumed | ExperimentCancelled]] = {
+    "start": ExperimentStarted,
+    "pause": ExperimentPaused,
+    "resume": ExperimentResumed,
+    "cancel": ExperimentCancelled,
+}
+
+_views: SortedViews[Experiment] = SortedViews(SORTS)
+
+
+def new_experiment_id() -> str:
+    return "exp_" + secrets.token_hex(6)
+
+
+def experiment_out(experiment: Experiment) -> ExperimentOut:
+    return ExperimentOut(
+        id=experiment.id,
+        name=experiment.name,
+        description=experiment.description,
+        status=experiment.status,
+        config=experiment.config,
+        tags=experiment.tags,
+        started_at=experiment.started_at,
+        completed_at=experiment.completed_at,
+        created_at=experiment.created_at,
+        updated_at=experiment.updated_at,
+        cloned_from=experiment.cloned_from,
+    )
+
+
+def experiment_detail(experiment: Experiment) -> ExperimentDetail:
+    metric = experiment.config.get("metric")
+    summary = ResultsSummary(metric=metric if isinstance(metric, str) and metric else "accuracy")
+    return ExperimentDetail(**_fields(experiment_out(experiment)), results_summary=summary)
+
+
+def _fields(out: ExperimentOut) -> dict[str, Any]:
+    return {name: getattr(out, name) for name in out.__struct_fields__}
+
+
+def experiment_in(state: Resources, experiment_id: str) -> Experiment:
+    experiment = state.experiments.get(experiment_id)
+    if experiment is None:
+        raise ApiError(404, "not_found", experiment_missing(experiment_id).message)
+    return experiment
+
+
+@routes.get("/api/v1/experiments")
+@requires("read")
+async def list_experiments(request: web.Request) -> web.Response:
+    query = request.query
+    check_known(query, ("sort", "page", "per_page", "cursor"))
+    given = parse_filters(query, FILTERS)
+    sort = parse_sort(query.get("sort"), SORTS, "-created_at")
+    page = parse_page(query, sort)
+    keep = _filter(given)
+    state = state_of(request)
+    rows = _views.ordered(state, state.position, state.experiments.values(), sort.field)
+    result = paginate(rows, keep, sort, page)
+    return json_response({"data": [experiment_out(e) for e in result.items], "meta": result.meta})
+
+
+def _filter(given: dict[str, str]) -> Callable[[Experiment], bool]:
+    """One predicate for all the filters given; each is checked once, here."""
+    checks: list[Callable[[Experiment], bool]] = []
+    if "status" in given:
+        status = given["status"]
+        if status not in EXPERIMENT_STATUSES:
+            raise bad_parameter(
+                "filter[status]", f"unknown status {status!r}; use one of {allowed(EXPERIMENT_STATUSES)}"
+            )
+        checks.append(lambda e: e.status == status)
+    if "name" in given:
+        part = given["name"].casefold()
+        checks.append(lambda e: part in e.name.casefold())
+    if "created_after" in given:
+        after = parse_datetime("filter[created_after]", given["created_after"])
+        checks.append(lambda e: e.created_at > after)
+    if "created_before" in given:
+        before = parse_datetime("filter[created_before]", given["created_before"])
+        checks.append(lambda e: e.created_at < before)
+    if "tag" in given:
+        tag = given["tag"]
+        checks.append(lambda e: tag in e.tags)
+    if not checks:
+        return lambda e: True
+    if len(checks) == 1:
+        return checks[0]
+    return lambda e: all(check(e) for check in checks)
+
+
+@routes.post("/api/v1/experiments")
+@requires("write")
+async def create_experiment(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    values = check_fields(unwrap(parse_object(body), "experiment"), CREATE_FIELDS, "an experiment")
+    experiment_id = new_experiment_id()
+    done = await run_command(
+        request, lambda env: ExperimentCreated(**env.fields(), experiment_id=experiment_id, **values), body
+    )
+    return done_response(done, experiment_detail(done.state.experiments[done.resource_id]), 201)
+
+
+@routes.get("/api/v1/experiments/{id}")
+@requires("read")
+async def get_experiment(request: web.Request) -> web.Response:
+    experiment_id = request.match_info["id"]
+    past = as_of_state(request, experiment_id)
+    if past is not None:
+        experiment = past.experiments.get(experiment_id)
+        if experiment is None:
+            raise ApiError(404, "not_found", f"experiment {experiment_id} did not exist at {request.query['as_of']}")
+    else:
+        experiment = experiment_in(state_of(request), experiment_id)
+    return json_response({"data": experiment_detail(experiment)})
+
+
+@routes.patch("/api/v1/experiments/{id}")
+@requires("write")
+async def update_experiment(request: web.Request) -> web.Response:
+    experiment_id = request.match_info["id"]
+    body = await read_body(request)
+    values = check_fields(unwrap(parse_object(body), "experiment"), UPDATE_FIELDS, "an experiment")
+    experiment_in(state_of(request), experiment_id)
+    done = await run_command(
+        request, lambda env: ExperimentUpdated(**env.fields(), experiment_id=experiment_id, **values), body
+    )
+    return done_response(done, experiment_detail(done.state.experiments[experiment_id]), 200)
+
+
+@routes.delete("/api/v1/experiments/{id}")
+@requires("write")
+async def delete_experiment(request: web.Request) -> web.Response:
+    experiment_id = request.match_info["id"]
+    experiment_in(state_of(request), experiment_id)
+    await run_command(request, lambda env: ExperimentDeleted(**env.fields(), experiment_id=experiment_id))
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/experiments/{id}/{action:start|pause|resume|cancel}")
+@requires("write")
+async def act_on_experiment(request: web.Request) -> web.Response:
+    experiment_id = request.match_info["id"]
+    event_type = ACTIONS[request.match_info["action"]]
+    body = await read_body(request)
+    parse_object(body, allow_empty=True)  # no fields, but a malformed body is still an error
+    experiment_in(state_of(request), experiment_id)
+    done = await run_command(request, lambda env: event_type(**env.fields(), experiment_id=experiment_id), body)
+    return done_response(done, experiment_detail(done.state.experiments[experiment_id]), 200)
+
+
+@routes.post("/api/v1/experiments/{id}/clone")
+@requires("write")
+async def clone_experiment(request: web.Request) -> web.Response:
+    source_id = request.match_info["id"]
+    body = await read_body(request)
+    raw = parse_object(body, allow_empty=True)
+    values = check_fields(
+        unwrap(raw, "experiment", optional=True) if "experiment" in raw else raw, CLONE_FIELDS, "a clone"
+    )
+    source = experiment_in(state_of(request), source_id)
+    clone_id = new_experiment_id()
+
+    def make_event(env: Envelope) -> ExperimentCreated:
+        return ExperimentCreated(
+            **env.fields(),
+            experiment_id=clone_id,
+            name=values.get("name", f"{source.name} (copy)")[:255],
+            description=source.description,
+            config=source.config,
+            tags=source.tags,
+            cloned_from=source.id,
+        )
+
+    done = await run_command(request, make_event, body)
+    return done_response(done, experiment_detail(done.state.experiments[done.resource_id]), 201)
+
+
+@routes.get("/api/v1/experiments/{id}/history")
+@requires("read")
+async def experiment_history(request: web.Request) -> web.Response:
+    experiment_id = request.match_info["id"]
+    return history_response(request, state_of(request).history(experiment_id), f"experiment {experiment_id}")

@@ -1,0 +1,141 @@
+"""Endpoints for API keys (admin scope) and browser sessions (a cookie made from a key)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from aiohttp import web
+from msgspec import Meta
+
+from schemas.keys import SessionOut
+from schemas.resources import RateLimits, SessionEnded
+from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
+from service.auth import ANY_SCOPE, authenticate, principal_of, public, requires, unauthorized
+from service.bodies import Field, check_fields, parse_object, read_body, unwrap
+from service.commands import request_ref, submit
+from service.credentials import SCOPES, SESSION_COOKIE, key_for_secret
+from service.errors import ApiError
+from service.keys import create_key, key_out, revoke_key
+from service.listing import SortedViews, paginate, time_key
+from service.params import check_known, parse_page, parse_sort
+from service.resources import ApiKey
+from service.responses import done_response, json_response, state_of
+
+routes = web.RouteTableDef()
+
+KeyName = Annotated[str, Meta(min_length=1, max_length=255)]
+KEY_FIELDS = {
+    "name": Field(KeyName, required=True),
+    "scopes": Field(Annotated[list[str], Meta(min_length=1)], required=True),
+    "rate_limits": Field(RateLimits),
+}
+SESSION_FIELDS = {"api_key": Field(Annotated[str, Meta(min_length=1, max_length=1000)], required=True)}
+SORTS = {"created_at": lambda k: time_key(k.created_at), "name": lambda k: k.name.casefold()}
+
+_views: SortedViews[ApiKey] = SortedViews(SORTS)
+
+
+def key_in(request: web.Request, key_id: str) -> ApiKey:
+    key = state_of(request).api_keys.get(key_id)
+    if key is None:
+        raise ApiError(404, "not_found", f"API key {key_id} not found")
+    return key
+
+
+@routes.post("/api/v1/api-keys")
+@requires("admin")
+async def create_api_key(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    values = check_fields(unwrap(parse_object(body), "api_key"), KEY_FIELDS, "an API key")
+    actor = principal_of(request).key.id
+    done, secret = await create_key(
+        request.app[LOG],
+        request.app[PROJECTOR],
+        values["name"],
+        values["scopes"],
+        values.get("rate_limits", RateLimits()),
+        actor,
+        request_ref(request, actor, body),
+    )
+    return done_response(done, key_out(done.state.api_keys[done.resource_id], secret), 201)
+
+
+@routes.get("/api/v1/api-keys")
+@requires("admin")
+async def list_api_keys(request: web.Request) -> web.Response:
+    query = request.query
+    check_known(query, ("sort", "page", "per_page", "cursor"))
+    sort = parse_sort(query.get("sort"), SORTS, "-created_at")
+    page = parse_page(query, sort)
+    state = state_of(request)
+    rows = _views.ordered(state, state.position, state.api_keys.values(), sort.field)
+    result = paginate(rows, lambda key: True, sort, page)
+    return json_response({"data": [key_out(k) for k in result.items], "meta": result.meta})
+
+
+@routes.get("/api/v1/api-keys/{id}")
+@requires("admin")
+async def get_api_key(request: web.Request) -> web.Response:
+    return json_response({"data": key_out(key_in(request, request.match_info["id"]))})
+
+
+@routes.delete("/api/v1/api-keys/{id}")
+@requires("admin")
+async def revoke_api_key(request: web.Request) -> web.Response:
+    """Revoke a key: every API process refuses it as soon as it folds the event."""
+    key_id = request.match_info["id"]
+    key_in(request, key_id)
+    await revoke_key(request.app[LOG], request.app[PROJECTOR], key_id, principal_of(request).key.id)
+    return web.Response(status=204)
+
+
+@routes.post("/api/v1/sessions")
+@public  # it authenticates the key in its body itself
+async def create_session(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    raw: dict[str, Any] = parse_object(body, allow_empty=True) if body.strip() else {}
+    if "api_key" not in raw:
+        raise unauthorized('send {"api_key": "<secret>"} to open a session')
+    values = check_fields(raw, SESSION_FIELDS, "a session")
+    key = key_for_secret(state_of(request), values["api_key"])
+    if key is None:
+        raise unauthorized("the API key is not valid (unknown, revoked or mistyped)")
+    ttl = request.app[SETTINGS].session_ttl_seconds
+    token, claims = request.app[SESSION_SIGNER].issue(key.id, ttl)
+    expires_at = dt.datetime.fromtimestamp(claims.expires, dt.UTC)
+    response = json_response(
+        {"data": SessionOut(key_id=key.id, scopes=sorted(key.scopes, key=SCOPES.index), expires_at=expires_at)}, 201
+    )
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=ttl,
+        httponly=True,
+        samesite="Lax",
+        secure=request.secure,
+        path="/",
+    )
+    return response
+
+
+@routes.delete("/api/v1/sessions")
+@requires(ANY_SCOPE)
+async def end_session(request: web.Request) -> web.Response:
+    """Log out: the session's token is refused from now on, in every API process."""
+    principal = authenticate(request)
+    if principal.session_id is None:
+        raise ApiError(422, "validation_error", "no session to end: this request used an API key, not a session")
+    token = request.cookies[SESSION_COOKIE]
+    claims = request.app[SESSION_SIGNER].verify(token)
+    assert claims is not None
+    expires_at = dt.datetime.fromtimestamp(claims.expires, dt.UTC)
+    await submit(
+        request.app[LOG],
+        request.app[PROJECTOR],
+        lambda env: SessionEnded(**env.fields(), session_id=principal.session_id or "", expires_at=expires_at),
+        principal.key.id,
+    )
+    response = web.Response(status=204)
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response

@@ -1,0 +1,398 @@
+"""Resources as a fold of `crucible.resources`: the state, its rules, and `apply`.
+
+Commands (the REST handlers) check an event with `check` against the current state
+before appending it; the projector calls `apply` for every event in log order, which
+checks it again. When two API processes race (two `start`s of one experiment), both
+pass the first check, and the fold accepts the first in the log and rejects the
+second: its sender answers 409. Replay at start-up, the live tail and the
+state-as-of-an-instant views all use this one fold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+from msgspec import UNSET
+
+from schemas.resources import (
+    AnyResourceEvent,
+    ApiKeyCreated,
+    ApiKeyRevoked,
+    ExperimentCancelled,
+    ExperimentCreated,
+    ExperimentDeleted,
+    ExperimentPaused,
+    ExperimentResumed,
+    ExperimentStarted,
+    ExperimentUpdated,
+    ModelCreated,
+    ModelDeleted,
+    ModelUpdated,
+    RateLimits,
+    ResourceEvent,
+    SessionEnded,
+)
+
+EXPERIMENT_STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
+
+# Experiment actions: the statuses each may start from, and the status it leads to.
+TRANSITIONS: dict[type[ResourceEvent], tuple[str, frozenset[str], str]] = {
+    ExperimentStarted: ("start", frozenset({"pending"}), "running"),
+    ExperimentPaused: ("pause", frozenset({"running"}), "paused"),
+    ExperimentResumed: ("resume", frozenset({"paused"}), "running"),
+    ExperimentCancelled: ("cancel", frozenset({"pending", "running", "paused"}), "cancelled"),
+}
+FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why the fold refused an event. `code` is the API error code it answers with."""
+
+    code: str  # "not_found", "conflict" or "duplicate"
+    message: str
+    first: RequestSeen | None = None  # for "duplicate": the request's first event
+
+
+@dataclass(frozen=True, slots=True)
+class RequestSeen:
+    """An Idempotency-Key whose event the fold has seen, and what became of it."""
+
+    fingerprint: str
+    offset: int
+    resource_id: str
+    event_type: str
+    rejection: Rejection | None
+    at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """One event of a resource's history, with its log offset."""
+
+    offset: int
+    event: AnyResourceEvent
+
+
+@dataclass(slots=True)
+class Experiment:
+    id: str
+    name: str
+    description: str
+    config: dict[str, Any]
+    tags: list[str]
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    status: str = "pending"
+    started_at: dt.datetime | None = None
+    completed_at: dt.datetime | None = None
+    cloned_from: str | None = None
+    created_by: str = ""
+
+
+@dataclass(slots=True)
+class Model:
+    id: str
+    name: str
+    provider: str
+    type: str
+    config: dict[str, Any]
+    status: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(slots=True)
+class ApiKey:
+    id: str
+    name: str
+    scopes: frozenset[str]
+    secret_sha256: str
+    rate_limits: RateLimits
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
+
+
+@dataclass(slots=True)
+class Resources:
+    """Everything the resources log says, as of `position` (the next offset to apply)."""
+
+    idempotency_ttl: dt.timedelta = dt.timedelta(days=1)
+    experiments: dict[str, Experiment] = field(default_factory=dict)  # in creation order
+    models: dict[str, Model] = field(default_factory=dict)
+    model_ids_by_name: dict[str, str] = field(default_factory=dict)  # casefolded name → id
+    api_keys: dict[str, ApiKey] = field(default_factory=dict)
+    ended_sessions: dict[str, dt.datetime] = field(default_factory=dict)  # session id → its expiry
+    requests: dict[str, RequestSeen] = field(default_factory=dict)  # Idempotency-Key → first event
+    histories: dict[str, list[Applied]] = field(default_factory=dict)  # deleted resources' too
+    position: int = 0
+
+    def apply(self, event: AnyResourceEvent, offset: int) -> Rejection | None:
+        """Fold one event at `offset`; returns why it was refused, or None if it changed the state."""
+        rejection = self.check(event)
+        if event.request is not None and (rejection is None or rejection.code != "duplicate"):
+            self._remember_request(event, offset, rejection)
+        if rejection is None:
+            _APPLY[type(event)](self, event)
+            self.histories.setdefault(event.resource_id, []).append(Applied(offset, event))
+        self.position = offset + 1
+        return rejection
+
+    def check(self, event: AnyResourceEvent) -> Rejection | None:
+        """Why `event` cannot apply to the current state, or None when it can."""
+        if event.request is not None and (seen := self.requests.get(event.request.key)) is not None:
+            return Rejection("duplicate", "this Idempotency-Key was already used", seen)
+        return _CHECK[type(event)](self, event)
+
+    def history(self, resource_id: str) -> list[Applied]:
+        return self.histories.get(resource_id, [])
+
+    def replayed(self, resource_id: str, until: Callable[[Applied], bool]) -> Resources:
+        """A state holding only `resource_id`, folded from its history while `until` holds."""
+        state = Resources()
+        for entry in self.history(resource_id):
+            if not until(entry):
+                break
+            _APPLY[type(entry.event)](state, entry.event)
+        return state
+
+    def model_named(self, name: str) -> Model | None:
+        model_id = self.model_ids_by_name.get(name.casefold())
+        return None if model_id is None else self.models[model_id]
+
+    def _remember_request(self, event: ResourceEvent, offset: int, rejection: Rejection | None) -> None:
+        assert event.request is not None
+        self.requests[event.request.key] = RequestSeen(
+            event.request.fingerprint, offset, event.resource_id, type(event).__name__, rejection, event.at
+        )
+        # Forget keys older than the TTL; dicts keep insertion order, so the oldest come first.
+        oldest = event.at - self.idempotency_ttl
+        while self.requests:
+            key, seen = next(iter(self.requests.items()))
+            if seen.at >= oldest:
+                break
+            del self.requests[key]
+
+
+# -- rules: why an event cannot apply ------------------------------------------------------
+
+
+def experiment_missing(experiment_id: str) -> Rejection:
+    return Rejection("not_found", f"experiment {experiment_id} not found")
+
+
+def model_missing(model_id: str) -> Rejection:
+    return Rejection("not_found", f"model {model_id} not found")
+
+
+def transition_refused(experiment: Experiment, action: str) -> Rejection:
+    return Rejection("conflict", f"cannot {action} experiment {experiment.id}: its status is {experiment.status}")
+
+
+def _check_experiment_created(state: Resources, event: ExperimentCreated) -> Rejection | None:
+    if event.experiment_id in state.experiments or event.experiment_id in state.histories:
+        return Rejection("conflict", f"experiment {event.experiment_id} already exists")
+    return None
+
+
+def _check_experiment_updated(state: Resources, event: ExperimentUpdated) -> Rejection | None:
+    experiment = state.experiments.get(event.experiment_id)
+    if experiment is None:
+        return experiment_missing(event.experiment_id)
+    if event.config is not UNSET and experiment.status != "pending":
+        return Rejection(
+            "conflict", f"config can only change while the experiment is pending; its status is {experiment.status}"
+        )
+    return None
+
+
+def _check_transition(state: Resources, event: ExperimentStarted) -> Rejection | None:
+    experiment = state.experiments.get(event.experiment_id)
+    if experiment is None:
+        return experiment_missing(event.experiment_id)
+    action, sources, _ = TRANSITIONS[type(event)]
+    if experiment.status not in sources:
+        return transition_refused(experiment, action)
+    return None
+
+
+def _check_experiment_deleted(state: Resources, event: ExperimentDeleted) -> Rejection | None:
+    return None if event.experiment_id in state.experiments else experiment_missing(event.experiment_id)
+
+
+def _check_model_name(state: Resources, model_id: str, name: str) -> Rejection | None:
+    owner = state.model_ids_by_name.get(name.casefold())
+    if owner is not None and owner != model_id:
+        return Rejection("conflict", f"a model named {name!r} already exists ({owner})")
+    return None
+
+
+def _check_model_created(state: Resources, event: ModelCreated) -> Rejection | None:
+    if event.model_id in state.models or event.model_id in state.histories:
+        return Rejection("conflict", f"model {event.model_id} already exists")
+    return _check_model_name(state, event.model_id, event.name)
+
+
+def _check_model_updated(state: Resources, event: ModelUpdated) -> Rejection | None:
+    if event.model_id not in state.models:
+        return model_missing(event.model_id)
+    if event.name is not UNSET:
+        return _check_model_name(state, event.model_id, event.name)
+    return None
+
+
+def _check_model_deleted(state: Resources, event: ModelDeleted) -> Rejection | None:
+    return None if event.model_id in state.models else model_missing(event.model_id)
+
+
+def _check_api_key_created(state: Resources, event: ApiKeyCreated) -> Rejection | None:
+    if event.key_id in state.api_keys:
+        return Rejection("conflict", f"API key {event.key_id} already exists")
+    return None
+
+
+def _check_api_key_revoked(state: Resources, event: ApiKeyRevoked) -> Rejection | None:
+    key = state.api_keys.get(event.key_id)
+    if key is None:
+        return Rejection("not_found", f"API key {event.key_id} not found")
+    if key.revoked_at is not None:
+        return Rejection("conflict", f"API key {event.key_id} is already revoked")
+    return None
+
+
+def _always(state: Resources, event: ResourceEvent) -> Rejection | None:
+    return None
+
+
+# -- the fold: how an accepted event changes the state ---------------------------------------
+
+
+def _experiment_created(state: Resources, event: ExperimentCreated) -> None:
+    state.experiments[event.experiment_id] = Experiment(
+        id=event.experiment_id,
+        name=event.name,
+        description=event.description,
+        config=event.config,
+        tags=event.tags,
+        created_at=event.at,
+        updated_at=event.at,
+        cloned_from=event.cloned_from,
+        created_by=event.actor,
+    )
+
+
+def _experiment_updated(state: Resources, event: ExperimentUpdated) -> None:
+    experiment = state.experiments[event.experiment_id]
+    if event.name is not UNSET:
+        experiment.name = event.name
+    if event.description is not UNSET:
+        experiment.description = event.description
+    if event.tags is not UNSET:
+        experiment.tags = event.tags
+    if event.config is not UNSET:
+        experiment.config = event.config
+    experiment.updated_at = event.at
+
+
+def _experiment_transition(state: Resources, event: ExperimentStarted) -> None:
+    experiment = state.experiments[event.experiment_id]
+    experiment.status = TRANSITIONS[type(event)][2]
+    if experiment.status == "running" and experiment.started_at is None:
+        experiment.started_at = event.at
+    if experiment.status in FINAL_STATUSES:
+        experiment.completed_at = event.at
+    experiment.updated_at = event.at
+
+
+def _experiment_deleted(state: Resources, event: ExperimentDeleted) -> None:
+    del state.experiments[event.experiment_id]
+
+
+def _model_created(state: Resources, event: ModelCreated) -> None:
+    state.models[event.model_id] = Model(
+        id=event.model_id,
+        name=event.name,
+        provider=event.provider,
+        type=event.type,
+        config=event.config,
+        status=event.status,
+        created_at=event.at,
+        updated_at=event.at,
+    )
+    state.model_ids_by_name[event.name.casefold()] = event.model_id
+
+
+def _model_updated(state: Resources, event: ModelUpdated) -> None:
+    model = state.models[event.model_id]
+    if event.name is not UNSET:
+        del state.model_ids_by_name[model.name.casefold()]
+        model.name = event.name
+        state.model_ids_by_name[model.name.casefold()] = model.id
+    for name in ("provider", "type", "config", "status"):
+        value = getattr(event, name)
+        if value is not UNSET:
+            setattr(model, name, value)
+    model.updated_at = event.at
+
+
+def _model_deleted(state: Resources, event: ModelDeleted) -> None:
+    model = state.models.pop(event.model_id)
+    del state.model_ids_by_name[model.name.casefold()]
+
+
+def _api_key_created(state: Resources, event: ApiKeyCreated) -> None:
+    state.api_keys[event.key_id] = ApiKey(
+        id=event.key_id,
+        name=event.name,
+        scopes=frozenset(event.scopes),
+        secret_sha256=event.secret_sha256,
+        rate_limits=event.rate_limits,
+        created_at=event.at,
+    )
+
+
+def _api_key_revoked(state: Resources, event: ApiKeyRevoked) -> None:
+    state.api_keys[event.key_id].revoked_at = event.at
+
+
+def _session_ended(state: Resources, event: SessionEnded) -> None:
+    state.ended_sessions[event.session_id] = event.expires_at
+    # Expired sessions are refused anyway: forget them so the set stays small.
+    for session_id in [s for s, expiry in state.ended_sessions.items() if expiry < event.at]:
+        del state.ended_sessions[session_id]
+
+
+_Check = Callable[[Resources, Any], Rejection | None]
+_Apply = Callable[[Resources, Any], None]
+
+_CHECK: dict[type[ResourceEvent], _Check] = {
+    ExperimentCreated: _check_experiment_created,
+    ExperimentUpdated: _check_experiment_updated,
+    ExperimentDeleted: _check_experiment_deleted,
+    ModelCreated: _check_model_created,
+    ModelUpdated: _check_model_updated,
+    ModelDeleted: _check_model_deleted,
+    ApiKeyCreated: _check_api_key_created,
+    ApiKeyRevoked: _check_api_key_revoked,
+    SessionEnded: _always,
+    **{event_type: _check_transition for event_type in TRANSITIONS},
+}
+_APPLY: dict[type[ResourceEvent], _Apply] = {
+    ExperimentCreated: _experiment_created,
+    ExperimentUpdated: _experiment_updated,
+    ExperimentDeleted: _experiment_deleted,
+    ModelCreated: _model_created,
+    ModelUpdated: _model_updated,
+    ModelDeleted: _model_deleted,
+    ApiKeyCreated: _api_key_created,
+    ApiKeyRevoked: _api_key_revoked,
+    SessionEnded: _session_ended,
+    **{event_type: _experiment_transition for event_type in TRANSITIONS},
+}
+
+event_decoder = msgspec.json.Decoder(AnyResourceEvent)
+event_encoder = msgspec.json.Encoder()

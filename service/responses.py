@@ -1,0 +1,78 @@
+"""JSON answers and the pieces every resource endpoint shares."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from schemas.experiments import HistoryEntry
+from schemas.resources import ResourceEvent
+from service.appkeys import LOG, PROJECTOR
+from service.auth import principal_of
+from service.bodies import read_body
+from service.commands import Done, E, Envelope, request_ref, submit
+from service.errors import ApiError, bad_parameter
+from service.params import parse_datetime, parse_int
+from service.resources import Applied, Resources
+
+_encode = msgspec.json.Encoder().encode
+
+# Fields every event has, left out of a history entry's `changes`.
+_ENVELOPE_FIELDS = frozenset({"event_id", "at", "actor", "request", "experiment_id", "model_id", "key_id"})
+
+
+def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=_encode(payload), status=status, content_type="application/json", headers=headers)
+
+
+def done_response(done: Done, payload: Any, status: int) -> web.Response:
+    """The answer to a command; a replayed one says so in a header."""
+    headers = {"Idempotent-Replayed": "true"} if done.replayed else None
+    return json_response({"data": payload}, status, headers)
+
+
+async def run_command(request: web.Request, make_event: Callable[[Envelope], E], body: bytes | None = None) -> Done:
+    """Submit the event `make_event` builds, as the caller, honouring Idempotency-Key."""
+    if body is None:
+        body = await read_body(request)
+    actor = principal_of(request).key.id
+    return await submit(request.app[LOG], request.app[PROJECTOR], make_event, actor, request_ref(request, actor, body))
+
+
+def state_of(request: web.Request) -> Resources:
+    return request.app[PROJECTOR].state
+
+
+def as_of_state(request: web.Request, resource_id: str) -> Resources | None:
+    """With `?as_of=<ISO 8601>`, the resource's state at that instant; None without it."""
+    text = request.query.get("as_of")
+    if text is None:
+        return None
+    instant = parse_datetime("as_of", text)
+    return state_of(request).replayed(resource_id, lambda entry: entry.event.at <= instant)
+
+
+def history_response(request: web.Request, history: list[Applied], what: str) -> web.Response:
+    """A resource's events, oldest first, paged with page/per_page."""
+    if not history:
+        raise ApiError(404, "not_found", f"{what} not found")
+    per_page = parse_int("per_page", request.query.get("per_page"), 25, 1, 100)
+    page = parse_int("page", request.query.get("page"), 1, 1)
+    for name in request.query:
+        if name not in {"page", "per_page"}:
+            raise bad_parameter(name, "is not a parameter of this endpoint; it takes page, per_page")
+    chosen = history[(page - 1) * per_page : page * per_page]
+    entries = [history_entry(entry) for entry in chosen]
+    has_more = page * per_page < len(history)
+    meta = {"total": len(history), "page": page, "per_page": per_page, "has_more": has_more, "next_cursor": None}
+    return json_response({"data": entries, "meta": meta})
+
+
+def history_entry(entry: Applied) -> HistoryEntry:
+    event: ResourceEvent = entry.event
+    fields = msgspec.to_builtins(event)
+    changes = {k: v for k, v in fields.items() if k not in _ENVELOPE_FIELDS and k != "event"}
+    return HistoryEntry(offset=entry.offset, type=type(event).__name__, at=event.at, actor=event.actor, changes=changes)
