@@ -134,11 +134,13 @@ class ServerProcess:
         return self.process.wait(timeout=timeout)
 
 
+KEYS_CREATE = [sys.executable, "-m", "service", "keys", "create"]
+
+
 def create_admin_key(log_args: list[str]) -> str:
     """`crucible keys create` an unlimited admin key on the log `log_args` name; returns its secret."""
     done = subprocess.run(
-        [sys.executable, "-m", "service", "keys", "create", "--name", "test admin", "--scopes", "admin"]
-        + ["--rate-limits", UNLIMITED_RATE_LIMITS, *log_args],
+        [*KEYS_CREATE, "--name", "test admin", "--scopes", "admin", "--rate-limits", UNLIMITED_RATE_LIMITS, *log_args],
         capture_output=True,
         text=True,
         timeout=120,
