@@ -75,9 +75,6 @@ def check_fields(raw: Mapping[str, Any], fields: Mapping[str, Field], what: str)
     """Each present field converted to its type; 422 listing every problem by field."""
     values: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
-    for name in raw:
-        if name not in fields:
-            problems[name] = [f"is not a field of {what}; fields are {', '.join(fields)}"]
     for name, spec in fields.items():
         if name not in raw:
             if spec.required:
@@ -92,6 +89,9 @@ def check_fields(raw: Mapping[str, Any], fields: Mapping[str, Field], what: str)
         except msgspec.ValidationError as exc:
             message, _, path = str(exc).partition(" - at `$")
             problems[name] = [message + (f" at {name}{path.rstrip('`')}" if path else "")]
+    for name in raw:
+        if name not in fields:
+            problems[name] = [f"is not a field of {what}; fields are {', '.join(fields)}"]
     if problems:
         first = next(iter(problems))
         raise validation_error(f"{first.capitalize()} {problems[first][0]}", problems)

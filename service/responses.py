@@ -10,13 +10,14 @@ from aiohttp import web
 
 from schemas.experiments import HistoryEntry
 from schemas.resources import ResourceEvent
-from service.appkeys import LOG, PROJECTOR
+from service.appkeys import LOG, PROJECTOR, WAREHOUSE
 from service.auth import principal_of
 from service.bodies import read_body
 from service.commands import Done, E, Envelope, request_ref, submit
 from service.errors import ApiError, bad_parameter
 from service.params import parse_datetime, parse_int
 from service.resources import Applied, Resources
+from service.warehouse import WarehouseError
 
 _encode = msgspec.json.Encoder().encode
 
@@ -40,6 +41,16 @@ async def run_command(request: web.Request, make_event: Callable[[Envelope], E],
         body = await read_body(request)
     actor = principal_of(request).key.id
     return await submit(request.app[LOG], request.app[PROJECTOR], make_event, actor, request_ref(request, actor, body))
+
+
+async def warehouse_query(request: web.Request, name: str, parameters: dict[str, Any]) -> bytes:
+    """Run queries/<name>.sql; a warehouse that does not answer is a 503 the client may retry."""
+    try:
+        return await request.app[WAREHOUSE].query(name, parameters)
+    except WarehouseError as exc:
+        raise ApiError(
+            503, "unavailable", f"the warehouse did not answer: {exc}", headers={"Retry-After": "1"}
+        ) from None
 
 
 def state_of(request: web.Request) -> Resources:

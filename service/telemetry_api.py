@@ -12,7 +12,7 @@ from aiohttp import web
 from schemas.common import PageMeta
 from schemas.telemetry import AggregatePoint, StoredEvent
 from service import metrics
-from service.appkeys import INGESTOR, SETTINGS, WAREHOUSE
+from service.appkeys import INGESTOR, SETTINGS
 from service.auth import requires, take
 from service.errors import ApiError, bad_parameter
 from service.params import (
@@ -26,8 +26,8 @@ from service.params import (
     parse_sort,
     snapshot_now,
 )
-from service.responses import json_response
-from service.warehouse import WarehouseError, sql_datetime
+from service.responses import json_response, warehouse_query
+from service.warehouse import sql_datetime
 
 routes = web.RouteTableDef()
 
@@ -116,13 +116,7 @@ def filter_parameters(query: Mapping[str, str]) -> dict[str, Any]:
     return params
 
 
-async def _query(request: web.Request, name: str, parameters: dict[str, Any]) -> bytes:
-    try:
-        return await request.app[WAREHOUSE].query(name, parameters)
-    except WarehouseError as exc:
-        raise ApiError(
-            503, "unavailable", f"the warehouse did not answer: {exc}", headers={"Retry-After": "1"}
-        ) from None
+_query = warehouse_query
 
 
 def body_too_large(limit: int) -> ApiError:

@@ -1,0 +1,40 @@
+"""Models as the API shows them (API.md "Model Endpoints"), and their usage statistics."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
+
+ModelName = Annotated[str, Meta(min_length=1, max_length=255)]
+ModelText = Annotated[str, Meta(max_length=255)]
+MODEL_STATUSES = ("active", "inactive", "deprecated")
+
+
+class ModelOut(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    provider: str
+    type: str
+    config: dict[str, Any]
+    status: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class ModelStatistics(msgspec.Struct, kw_only=True):
+    """Usage over `period` from the model's `crucible.model.inference` telemetry.
+
+    Latency figures are null when no event in the period carried a latency.
+    """
+
+    period: str
+    since: dt.datetime
+    total_requests: int
+    success_rate: float | None
+    avg_latency_ms: float | None
+    p99_latency_ms: float | None
+    total_tokens: float
+    error_breakdown: dict[str, int]

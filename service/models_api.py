@@ -1,0 +1,199 @@
+"""Endpoints under /api/v1/models: list, CRUD, history and usage statistics (API.md "Model Endpoints")."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from schemas.models import MODEL_STATUSES, ModelName, ModelOut, ModelStatistics, ModelText
+from schemas.resources import ModelCreated, ModelDeleted, ModelUpdated
+from service.auth import requires
+from service.bodies import Field, check_fields, parse_object, read_body, unwrap
+from service.errors import ApiError, bad_parameter
+from service.listing import SortedViews, paginate, time_key
+from service.params import allowed, check_known, parse_filters, parse_page, parse_sort
+from service.resources import Model, Resources, model_missing
+from service.responses import (
+    as_of_state,
+    done_response,
+    history_response,
+    json_response,
+    run_command,
+    state_of,
+    warehouse_query,
+)
+from service.warehouse import sql_datetime
+
+routes = web.RouteTableDef()
+
+CREATE_FIELDS = {
+    "name": Field(ModelName, required=True),
+    "provider": Field(ModelText),
+    "type": Field(ModelText),
+    "config": Field(dict[str, Any]),
+    "status": Field(Any),
+}
+UPDATE_FIELDS = {**CREATE_FIELDS, "name": Field(ModelName, nonblank=True)}
+FILTERS = {"name": "text", "provider": "text", "type": "text", "status": "text"}
+SORTS: dict[str, Callable[[Any], str]] = {
+    "name": lambda m: m.name.casefold(),
+    "created_at": lambda m: time_key(m.created_at),
+    "updated_at": lambda m: time_key(m.updated_at),
+}
+PERIODS = {
+    "1h": dt.timedelta(hours=1),
+    "24h": dt.timedelta(days=1),
+    "7d": dt.timedelta(days=7),
+    "30d": dt.timedelta(days=30),
+}
+
+_views: SortedViews[Model] = SortedViews(SORTS)
+
+
+class _StatisticsRow(msgspec.Struct):
+    total_requests: int
+    successes: int
+    avg_latency_ms: float | None
+    p99_latency_ms: float | None
+    latency_count: int
+    total_tokens: float | None
+    errors: tuple[list[str], list[int]]
+
+
+_statistics_decoder = msgspec.json.Decoder(_StatisticsRow)
+
+
+def model_out(model: Model) -> ModelOut:
+    return ModelOut(
+        id=model.id,
+        name=model.name,
+        provider=model.provider,
+        type=model.type,
+        config=model.config,
+        status=model.status,
+        created_at=model.created_at,
+        updated_at=model.updated_at,
+    )
+
+
+def model_in(state: Resources, model_id: str) -> Model:
+    model = state.models.get(model_id)
+    if model is None:
+        raise ApiError(404, "not_found", model_missing(model_id).message)
+    return model
+
+
+def model_values(body: bytes, fields: dict[str, Field]) -> dict[str, Any]:
+    values = check_fields(unwrap(parse_object(body), "model"), fields, "a model")
+    if "status" in values and values["status"] not in MODEL_STATUSES:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"Status must be one of {allowed(MODEL_STATUSES)}",
+            {"status": [f"must be one of {allowed(MODEL_STATUSES)}"]},
+        )
+    return values
+
+
+@routes.get("/api/v1/models")
+@requires("read")
+async def list_models(request: web.Request) -> web.Response:
+    query = request.query
+    check_known(query, ("sort", "page", "per_page", "cursor"))
+    given = parse_filters(query, FILTERS)
+    sort = parse_sort(query.get("sort"), SORTS, "name")
+    page = parse_page(query, sort)
+    name_part = given.get("name", "").casefold()
+    exact = {field: given[field] for field in ("provider", "type", "status") if field in given}
+    if "status" in exact and exact["status"] not in MODEL_STATUSES:
+        raise bad_parameter("filter[status]", f"unknown status; use one of {allowed(MODEL_STATUSES)}")
+
+    def keep(model: Model) -> bool:
+        return name_part in model.name.casefold() and all(getattr(model, f) == v for f, v in exact.items())
+
+    state = state_of(request)
+    rows = _views.ordered(state, state.position, state.models.values(), sort.field)
+    result = paginate(rows, keep, sort, page)
+    return json_response({"data": [model_out(m) for m in result.items], "meta": result.meta})
+
+
+@routes.post("/api/v1/models")
+@requires("write")
+async def create_model(request: web.Request) -> web.Response:
+    body = await read_body(request)
+    values = model_values(body, CREATE_FIELDS)
+    model_id = "model_" + secrets.token_hex(6)
+    done = await run_command(request, lambda env: ModelCreated(**env.fields(), model_id=model_id, **values), body)
+    return done_response(done, model_out(done.state.models[done.resource_id]), 201)
+
+
+@routes.get("/api/v1/models/{id}")
+@requires("read")
+async def get_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["id"]
+    past = as_of_state(request, model_id)
+    if past is not None:
+        model = past.models.get(model_id)
+        if model is None:
+            raise ApiError(404, "not_found", f"model {model_id} did not exist at {request.query['as_of']}")
+    else:
+        model = model_in(state_of(request), model_id)
+    return json_response({"data": model_out(model)})
+
+
+@routes.patch("/api/v1/models/{id}")
+@requires("write")
+async def update_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["id"]
+    body = await read_body(request)
+    values = model_values(body, UPDATE_FIELDS)
+    model_in(state_of(request), model_id)
+    done = await run_command(request, lambda env: ModelUpdated(**env.fields(), model_id=model_id, **values), body)
+    return done_response(done, model_out(done.state.models[model_id]), 200)
+
+
+@routes.delete("/api/v1/models/{id}")
+@requires("write")
+async def delete_model(request: web.Request) -> web.Response:
+    model_id = request.match_info["id"]
+    model_in(state_of(request), model_id)
+    await run_command(request, lambda env: ModelDeleted(**env.fields(), model_id=model_id))
+    return web.Response(status=204)
+
+
+@routes.get("/api/v1/models/{id}/history")
+@requires("read")
+async def model_history(request: web.Request) -> web.Response:
+    model_id = request.match_info["id"]
+    return history_response(request, state_of(request).history(model_id), f"model {model_id}")
+
+
+@routes.get("/api/v1/models/{id}/statistics")
+@requires("read")
+async def model_statistics(request: web.Request) -> web.Response:
+    """Requests, success rate, latency (exact p99), tokens and errors over a period."""
+    check_known(request.query, ("period",))
+    period = request.query.get("period", "24h")
+    if period not in PERIODS:
+        raise bad_parameter("period", f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
+    model = model_in(state_of(request), request.match_info["id"])
+    since = dt.datetime.now(dt.UTC) - PERIODS[period]
+    params = {"model_id": model.id, "model_name": model.name, "since": sql_datetime(since)}
+    row = _statistics_decoder.decode(await warehouse_query(request, "model_statistics", params))
+    error_types, error_counts = row.errors
+    statistics = ModelStatistics(
+        period=period,
+        since=since,
+        total_requests=row.total_requests,
+        success_rate=row.successes / row.total_requests if row.total_requests else None,
+        avg_latency_ms=row.avg_latency_ms,
+        p99_latency_ms=row.p99_latency_ms,
+        total_tokens=row.total_tokens or 0.0,
+        error_breakdown=dict(zip(error_types, error_counts, strict=True)),
+    )
+    return json_response({"data": statistics})
