@@ -12,6 +12,7 @@ from aiohttp import web
 
 from service import experiments_api, health_api, keys_api, models_api, telemetry_api
 from service.appkeys import INGESTOR, LOG, PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS, WAREHOUSE, WRITER
+from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
@@ -90,13 +91,17 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _writer_context(app: web.Application) -> AsyncIterator[None]:
+    """The warehouse writer, and the audit writer that copies resource events beside it."""
     writer = app[WRITER]
-    task = None
+    tasks = []
     if writer is not None:
-        task = asyncio.create_task(writer.run(), name="warehouse-writer")
+        tasks.append(asyncio.create_task(writer.run(), name="warehouse-writer"))
+        audit = AuditWriter(app[LOG], app[WAREHOUSE])
+        tasks.append(asyncio.create_task(audit.run(), name="audit-writer"))
+    for task in tasks:
         task.add_done_callback(_report_crash)
     yield
-    if task is not None:
+    for task in tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
@@ -121,7 +126,7 @@ async def _gc_context(app: web.Application) -> AsyncIterator[None]:
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        logger.error("the warehouse writer stopped", exc_info=task.exception())
+        logger.error("%s stopped", task.get_name(), exc_info=task.exception())
 
 
 def create_app(settings: Settings, api: bool = True) -> web.Application:

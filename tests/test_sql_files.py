@@ -43,6 +43,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},
     "telemetry_aggregate": AGGREGATE,
     "telemetry_quantiles": AGGREGATE,
+    "resource_events_resume": {},
     "model_statistics": {"model_id": "model_1", "model_name": "gpt-4", "since": "2024-01-01 00:00:00.000000"},
 }
 
