@@ -13,7 +13,7 @@ from schemas.common import PageMeta
 from schemas.telemetry import AggregatePoint, StoredEvent
 from service import metrics
 from service.appkeys import INGESTOR, SETTINGS
-from service.auth import requires, take
+from service.auth import principal_of, requires, take
 from service.errors import ApiError, bad_parameter
 from service.params import (
     Cursor,
@@ -119,6 +119,12 @@ def filter_parameters(query: Mapping[str, str]) -> dict[str, Any]:
 _query = warehouse_query
 
 
+def scoped_idempotency_key(request: web.Request) -> str | None:
+    """The request's Idempotency-Key within its caller's: keys of two clients never collide."""
+    key = request.headers.get("Idempotency-Key")
+    return None if key is None else f"{principal_of(request).key.id}:{key}"
+
+
 def body_too_large(limit: int) -> ApiError:
     return ApiError(413, "payload_too_large", f"request body is larger than {limit} bytes")
 
@@ -135,7 +141,7 @@ async def ingest_events(request: web.Request) -> web.Response:
         raise body_too_large(settings.max_body_bytes)
     try:
         answer = await request.app[INGESTOR].ingest(
-            body, request.headers.get("Idempotency-Key"), lambda events: take(request, "ingest", events)
+            body, scoped_idempotency_key(request), lambda events: take(request, "ingest", events)
         )
     except ApiError as error:
         metrics.INGEST_BATCHES.labels(str(error.status)).inc()
