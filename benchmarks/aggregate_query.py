@@ -177,10 +177,10 @@ def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_re
         )
     )
     stats["active_parts"] = int(
-        client.command("SELECT count() FROM system.parts WHERE table = 'telemetry_events' AND active")
+        str(client.command("SELECT count() FROM system.parts WHERE table = 'telemetry_events' AND active"))
     )
     stats["bytes_on_disk"] = int(
-        client.command("SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'telemetry_events' AND active")
+        str(client.command("SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'telemetry_events' AND active"))
     )
     raw = client.raw_query(
         VALUES_SQL, parameters={"interval": INTERVAL_SECONDS, "metric": METRIC, "experiment": EXPERIMENT}

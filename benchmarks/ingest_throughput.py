@@ -498,7 +498,7 @@ def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows:
             if max_rows and total_rows + (pending.rows if pending else 0) >= max_rows:
                 break
         flush()
-        stored = int(client.command("SELECT count() FROM telemetry_events"))
+        stored = int(str(client.command("SELECT count() FROM telemetry_events")))
     finally:
         with contextlib.suppress(Exception):
             client.close()
@@ -700,7 +700,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert bootstrap is not None
                 dump = root / "kafka-records.sqlite3"
                 expected = caught["rows_inserted"] + (paced["accepted"] if not args.chdb_max_rows else 0)
-                dump_kafka_records(bootstrap, dump, min(expected, args.chdb_max_rows or expected))
+                dump_kafka_records(bootstrap, dump, int(min(expected, args.chdb_max_rows or expected)))
                 records = dumped_records(dump)
             else:
                 records = sqlite_records(data_dir / "log.sqlite3")
