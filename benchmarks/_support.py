@@ -97,7 +97,8 @@ def percentiles_ms(values: Iterable[float], qs: Sequence[float] = (50, 95, 99)) 
     """Percentiles (numpy linear) of durations in seconds, in milliseconds."""
     array = np.asarray(list(values), dtype=float)
     if array.size == 0:
-        return {f"p{q:g}": None for q in qs} | {"max": None, "n": 0}
+        empty: dict[str, float | None] = {f"p{q:g}": None for q in qs}
+        return empty | {"max": None, "n": 0}
     result: dict[str, float | None] = {f"p{q:g}": float(np.percentile(array, q)) * 1000 for q in qs}
     result["max"] = float(array.max()) * 1000
     result["n"] = int(array.size)

@@ -115,7 +115,9 @@ def query_string(extra: dict[str, str]) -> str:
 
 def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """The .sql file and parameters the service runs for a query (see service/telemetry_api.py)."""
-    group_by = extra.get("group_by", "")
+    from service.telemetry_api import group_query
+
+    suffix, group_params = group_query(extra.get("group_by", ""), "")
     params: dict[str, Any] = {
         "event_name": None,
         "experiment_id": EXPERIMENT,
@@ -125,12 +127,11 @@ def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
         "before": None,
         "metric": METRIC,
         "interval_seconds": INTERVAL_SECONDS,
-        "group_by": group_by,
-        "group_key": "",
         "limit": 100_000,
+        **group_params,
     }
     name = "telemetry_quantiles" if extra["agg"].startswith("p") else "telemetry_aggregate"
-    return name, params
+    return name + suffix, params
 
 
 # -- the fill (a child process: chDB allows one process per data path) -------------------
@@ -176,10 +177,10 @@ def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_re
         )
     )
     stats["active_parts"] = int(
-        client.command("SELECT count() FROM system.parts WHERE table = 'telemetry_events' AND active")
+        str(client.command("SELECT count() FROM system.parts WHERE table = 'telemetry_events' AND active"))
     )
     stats["bytes_on_disk"] = int(
-        client.command("SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'telemetry_events' AND active")
+        str(client.command("SELECT sum(bytes_on_disk) FROM system.parts WHERE table = 'telemetry_events' AND active"))
     )
     raw = client.raw_query(
         VALUES_SQL, parameters={"interval": INTERVAL_SECONDS, "metric": METRIC, "experiment": EXPERIMENT}

@@ -14,7 +14,7 @@ broker, passing `--kafka HOST:PORT --no-kafka-idempotence`), then:
    /api/v1/telemetry/aggregate to time 202 -> visible;
 3. after the server stops, chDB's own insert rate of the same rows (read back from
    the embedded log's D/log.sqlite3, or copied from the broker with --kafka) into a
-   fresh chDB, with the writer's insert call (raw_insert JSONEachRow, best_effort
+   fresh chDB, with the writer's batches, bodies and insert call (raw_insert JSONEachRow, best_effort
    times, a deduplication token) and the writer's mean batch size in phase 1.
 
 The server's RSS (children included) is sampled every 0.2 s throughout; CPU is
@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _support import (
+from _support import (  # also puts the repository root on sys.path
     CpuMeter,
     PySpy,
     RssSampler,
@@ -61,6 +61,8 @@ from _support import (
     source_revision,
     start_server,
 )
+
+from service.log import StoredRecord
 
 TELEMETRY_TOPIC = "crucible.telemetry"  # the high-volume topic (ARCHITECTURE.md)
 INGEST_PATH = "/api/v1/telemetry/events"
@@ -362,23 +364,17 @@ def wait_for_writer(base_url: str, target: float, timeout: float) -> tuple[float
 # -- chDB's own insert rate ------------------------------------------------------------------
 
 
-def splice_positions(records: list[tuple[int, int, bytes]]) -> bytes:
-    """The writer's rows_of(): each record's JSON lines stamped with its log position."""
-    parts = []
-    for partition, offset, value in records:
-        position = b',"log_partition":%d,"log_offset":%d}\n' % (partition, offset)
-        value = value if value.endswith(b"\n") else value + b"\n"
-        parts.append(value.replace(b"}\n", position))
-    return b"".join(parts)
+def sqlite_records(path: Path) -> Iterator[StoredRecord]:
+    """Every telemetry record in the embedded log, in offset order."""
+    from service.log_sqlite import PARTITION, decode_headers
 
-
-def sqlite_records(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(partition, offset, value) of every telemetry record in the embedded log."""
     conn = sqlite3.connect(path)
     try:
-        cursor = conn.execute("SELECT offset, value FROM records WHERE topic = ? ORDER BY offset", (TELEMETRY_TOPIC,))
-        for offset, value in cursor:
-            yield 0, offset, value
+        cursor = conn.execute(
+            "SELECT offset, key, value, headers FROM records WHERE topic = ? ORDER BY offset", (TELEMETRY_TOPIC,)
+        )
+        for offset, key, value, headers in cursor:
+            yield StoredRecord(TELEMETRY_TOPIC, PARTITION, offset, key, value, decode_headers(headers), 0)
     finally:
         conn.close()
 
@@ -386,6 +382,13 @@ def sqlite_records(path: Path) -> Iterator[tuple[int, int, bytes]]:
 def dump_kafka_records(bootstrap: str, target: Path, expected_rows: int, timeout: float = 300.0) -> int:
     """Copy the telemetry topic from the broker into a SQLite file shaped like the embedded log."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from service.log_sqlite import encode_headers
+    from service.writer import record_shape
+
+    def stored(partition: int, record: Any) -> StoredRecord:
+        headers = tuple((k, bytes(v)) for k, v in record.headers)
+        return StoredRecord(TELEMETRY_TOPIC, partition, record.offset, record.key or b"", record.value, headers, 0)
 
     async def run() -> int:
         consumer = AIOKafkaConsumer(
@@ -398,7 +401,7 @@ def dump_kafka_records(bootstrap: str, target: Path, expected_rows: int, timeout
         )
         await consumer.start()
         conn = sqlite3.connect(target)
-        conn.execute("CREATE TABLE records (partition INTEGER, offset INTEGER, value BLOB)")
+        conn.execute("CREATE TABLE records (partition INTEGER, offset INTEGER, key BLOB, value BLOB, headers BLOB)")
         rows = 0
         try:
             await consumer.topics()
@@ -416,9 +419,10 @@ def dump_kafka_records(bootstrap: str, target: Path, expected_rows: int, timeout
                 empty = 0
                 for tp, records in fetched.items():
                     conn.executemany(
-                        "INSERT INTO records VALUES (?,?,?)", [(tp.partition, r.offset, r.value) for r in records]
+                        "INSERT INTO records VALUES (?,?,?,?,?)",
+                        [(tp.partition, r.offset, r.key, r.value, encode_headers(r.headers)) for r in records],
                     )
-                    rows += sum(r.value.count(b"\n") for r in records)
+                    rows += sum(record_shape(stored(tp.partition, r))[1] for r in records)
             conn.commit()
         finally:
             conn.close()
@@ -428,19 +432,27 @@ def dump_kafka_records(bootstrap: str, target: Path, expected_rows: int, timeout
     return asyncio.run(run())
 
 
-def dumped_records(path: Path) -> Iterator[tuple[int, int, bytes]]:
+def dumped_records(path: Path) -> Iterator[StoredRecord]:
+    from service.log_sqlite import decode_headers
+
     conn = sqlite3.connect(path)
     try:
-        yield from conn.execute("SELECT partition, offset, value FROM records ORDER BY partition, offset")
+        for partition, offset, key, value, headers in conn.execute(
+            "SELECT partition, offset, key, value, headers FROM records ORDER BY partition, offset"
+        ):
+            yield StoredRecord(TELEMETRY_TOPIC, partition, offset, key, value, decode_headers(headers), 0)
     finally:
         conn.close()
 
 
-def chdb_insert_rate(records: Iterator[tuple[int, int, bytes]], batch_rows: int, max_rows: int) -> dict[str, Any]:
+def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows: int) -> dict[str, Any]:
     """Insert the rows into a fresh chDB exactly as the writer does; time the insert calls."""
     import clickhouse_connect
 
     import queries
+    from service.log import TopicPartition
+    from service.warehouse import INSERT_SETTINGS
+    from service.writer import Batch, record_shape
 
     path = Path(tempfile.mkdtemp(prefix="crucible-bench-chdb-"))
     client = clickhouse_connect.get_client(interface="chdb", path=str(path / "warehouse"))
@@ -451,42 +463,42 @@ def chdb_insert_rate(records: Iterator[tuple[int, int, bytes]], batch_rows: int,
         splice_seconds = 0.0
         total_rows = 0
         inserts = 0
-        pending: list[tuple[int, int, bytes]] = []
-        pending_rows = 0
+        pending: Batch | None = None
 
         def flush() -> None:
-            nonlocal insert_seconds, splice_seconds, total_rows, inserts, pending, pending_rows
-            if not pending:
+            nonlocal insert_seconds, splice_seconds, total_rows, inserts, pending
+            if pending is None:
                 return
             started = time.perf_counter()
-            block = splice_positions(pending)
+            block = pending.body()
             spliced = time.perf_counter()
-            token = f"{TELEMETRY_TOPIC}:{pending[0][0]}:{pending[0][1]}-{pending[-1][1]}"
             client.raw_insert(
-                "telemetry_events",
+                pending.table(),
                 insert_block=block,
                 fmt="JSONEachRow",
-                settings={"date_time_input_format": "best_effort", "insert_deduplication_token": token},
+                settings={**INSERT_SETTINGS, "insert_deduplication_token": pending.token()},
             )
             insert_seconds += time.perf_counter() - spliced
             splice_seconds += spliced - started
-            total_rows += pending_rows
+            total_rows += pending.rows
             inserts += 1
-            pending, pending_rows = [], 0
+            pending = None
 
-        current_partition = None
-        for partition, offset, value in records:
-            if partition != current_partition:  # the writer's batches hold one partition each
+        for record in records:
+            legacy, rows = record_shape(record)
+            # The writer's batches hold one partition and one record format each.
+            if pending is not None and (pending.partition.partition, pending.legacy) != (record.partition, legacy):
                 flush()
-                current_partition = partition
-            pending.append((partition, offset, value))
-            pending_rows += value.count(b"\n")
-            if pending_rows >= batch_rows:
+            if pending is None:
+                pending = Batch(TopicPartition(TELEMETRY_TOPIC, record.partition), legacy=legacy)
+            pending.records.append(record)
+            pending.rows += rows
+            if pending.rows >= batch_rows:
                 flush()
-            if max_rows and total_rows + pending_rows >= max_rows:
+            if max_rows and total_rows + (pending.rows if pending else 0) >= max_rows:
                 break
         flush()
-        stored = int(client.command("SELECT count() FROM telemetry_events"))
+        stored = int(str(client.command("SELECT count() FROM telemetry_events")))
     finally:
         with contextlib.suppress(Exception):
             client.close()
@@ -688,7 +700,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 assert bootstrap is not None
                 dump = root / "kafka-records.sqlite3"
                 expected = caught["rows_inserted"] + (paced["accepted"] if not args.chdb_max_rows else 0)
-                dump_kafka_records(bootstrap, dump, min(expected, args.chdb_max_rows or expected))
+                dump_kafka_records(bootstrap, dump, int(min(expected, args.chdb_max_rows or expected)))
                 records = dumped_records(dump)
             else:
                 records = sqlite_records(data_dir / "log.sqlite3")
@@ -755,7 +767,7 @@ def report(result: dict[str, Any]) -> None:
             ["writer: in-process insert rate, rows/s (insert time only)", m["writer_in_process_rows_per_s"]],
             ["chDB alone: rows / inserts / rows per insert", f"{c['rows']:,} / {c['inserts']} / {c['batch_rows']:,}"],
             ["chDB alone: insert rate, rows/s", c["rows_per_s"]],
-            ["chDB alone: incl. writer's position splice, rows/s", c["rows_per_s_with_splice"]],
+            ["chDB alone: incl. writer's body building, rows/s", c["rows_per_s_with_splice"]],
             [
                 "paced: target / achieved events/s",
                 f"{p['target_events_per_s']:,.0f} / {p['achieved_events_per_s']:,.0f}",

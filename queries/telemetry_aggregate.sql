@@ -1,17 +1,12 @@
--- count, sum, min, max and avg of one measurement per time bucket and group.
+-- count, sum, min, max and avg of one measurement per time bucket.
 -- Events without the measurement are left out (a missing value is NULL, not 0);
 -- `n` is how many values each point used. interval_seconds = 0: one bucket.
--- group_by is one of '', 'event_name', 'experiment_id', 'run_id', 'model', 'metadata'
--- (then grouped by metadata[group_key]).
+-- One file per kind of grouping: a single query choosing the group with multiIf
+-- computed every branch for every row: 1.4-1.7x the time on chDB at 10M rows.
 SELECT
     if({interval_seconds:UInt32} = 0, NULL,
        toStartOfInterval(timestamp, toIntervalSecond(greatest({interval_seconds:UInt32}, 1)))) AS bucket,
-    multiIf({group_by:String} = 'event_name', toString(event_name),
-            {group_by:String} = 'experiment_id', toString(experiment_id),
-            {group_by:String} = 'run_id', run_id,
-            {group_by:String} = 'model', toString(model),
-            {group_by:String} = 'metadata', metadata[{group_key:String}],
-            '') AS grp,
+    '' AS grp,
     count() AS n,
     sum(measurements[{metric:String}]) AS sum,
     min(measurements[{metric:String}]) AS min,
@@ -25,6 +20,6 @@ WHERE ({metric:String} = '' OR mapContains(measurements, {metric:String}))
   AND ({model:Nullable(String)} IS NULL OR model = {model:Nullable(String)})
   AND ({after:Nullable(DateTime64(6))} IS NULL OR timestamp >= {after:Nullable(DateTime64(6))})
   AND ({before:Nullable(DateTime64(6))} IS NULL OR timestamp < {before:Nullable(DateTime64(6))})
-GROUP BY grp, bucket
-ORDER BY grp, bucket
+GROUP BY bucket
+ORDER BY bucket
 LIMIT {limit:UInt32}

@@ -1,15 +1,12 @@
--- Exact p50, p95 and p99 of one measurement per time bucket and group, in one
+-- Exact p50, p95 and p99 of one measurement per time bucket, in one
 -- quantilesExactInclusive call: the same values as numpy.percentile's default
--- (linear) method. Same buckets, groups and filters as telemetry_aggregate.sql.
+-- (linear) method. Same buckets and filters as telemetry_aggregate.sql.
+-- One file per kind of grouping: a single query choosing the group with multiIf
+-- computed every branch for every row: 1.4-1.7x the time on chDB at 10M rows.
 SELECT
     if({interval_seconds:UInt32} = 0, NULL,
        toStartOfInterval(timestamp, toIntervalSecond(greatest({interval_seconds:UInt32}, 1)))) AS bucket,
-    multiIf({group_by:String} = 'event_name', toString(event_name),
-            {group_by:String} = 'experiment_id', toString(experiment_id),
-            {group_by:String} = 'run_id', run_id,
-            {group_by:String} = 'model', toString(model),
-            {group_by:String} = 'metadata', metadata[{group_key:String}],
-            '') AS grp,
+    '' AS grp,
     count() AS n,
     quantilesExactInclusive(0.5, 0.95, 0.99)(measurements[{metric:String}]) AS quantiles
 FROM telemetry_events
@@ -20,6 +17,6 @@ WHERE mapContains(measurements, {metric:String})
   AND ({model:Nullable(String)} IS NULL OR model = {model:Nullable(String)})
   AND ({after:Nullable(DateTime64(6))} IS NULL OR timestamp >= {after:Nullable(DateTime64(6))})
   AND ({before:Nullable(DateTime64(6))} IS NULL OR timestamp < {before:Nullable(DateTime64(6))})
-GROUP BY grp, bucket
-ORDER BY grp, bucket
+GROUP BY bucket
+ORDER BY bucket
 LIMIT {limit:UInt32}

@@ -1,8 +1,10 @@
 """Telemetry events: what producers send, what the log carries and what queries return.
 
 The ingest types are the validation contract of `POST /api/v1/telemetry/events`.
-`WarehouseRow` is the shape of one line of a `crucible.telemetry` log record
-(JSONEachRow, the warehouse's row shape) so the writer only concatenates records.
+`TelemetryRecord` is the value of a `crucible.telemetry` log record (format v2): the
+validated events as decoded, in the shape of the warehouse's `telemetry_records`
+table, so the writer only prefixes each record's log position. `WarehouseRow` is
+format v1 (one JSON line per event), still read from logs written before v2.
 Schema evolution: new fields get defaults, existing types never change.
 """
 
@@ -70,8 +72,28 @@ class IngestResponse(msgspec.Struct, kw_only=True):
     data: IngestResult
 
 
+# The content-type header of a log record says which format its value has.
+RECORD_CONTENT_TYPE = b"application/json; record=crucible.telemetry.v2"
+LEGACY_CONTENT_TYPE = b"application/x-ndjson; row=crucible.telemetry.v1"
+# Header holding how many events a v2 record carries (v1: one per line).
+RECORD_EVENTS_HEADER = "events"
+
+
+class TelemetryRecord(msgspec.Struct, kw_only=True, gc=False):
+    """A log record's value (format v2): one batch's valid events for one experiment.
+
+    Events keep the shape they were decoded in, with `id` and `timestamp` filled in;
+    the warehouse joins `event_name` and reads the promoted columns from `metadata`
+    (migration 0004), so ingest does no per-event reshaping.
+    """
+
+    received_at: dt.datetime
+    batch_id: str
+    events: list[TelemetryEvent]
+
+
 class WarehouseRow(msgspec.Struct, kw_only=True, gc=False):
-    """One event in the warehouse's row shape; a log record is these as JSON lines.
+    """One event in the warehouse's row shape: a format v1 record is these as JSON lines.
 
     `log_partition`/`log_offset` are not here: the writer appends them to each
     line, since the position is only known once the record is in the log.

@@ -1,8 +1,9 @@
 """Telemetry ingest: validate a batch, turn it into log records, append them durably.
 
 A batch becomes one log record per experiment (key = experiment_id) whose value is
-the events as JSON lines in the warehouse's row shape, so the writer only has to
-concatenate records. The answer is given only once the append is durable.
+its valid events as decoded (`TelemetryRecord`): the warehouse derives its columns
+from them, so the event loop spends no time reshaping events. The answer is given
+only once the append is durable.
 """
 
 from __future__ import annotations
@@ -19,19 +20,20 @@ from dataclasses import dataclass
 import msgspec
 
 from schemas.telemetry import (
+    RECORD_CONTENT_TYPE,
+    RECORD_EVENTS_HEADER,
     IngestBatch,
     IngestError,
     IngestResponse,
     IngestResult,
     RawIngestBatch,
     TelemetryEvent,
-    WarehouseRow,
+    TelemetryRecord,
 )
 from service import metrics
 from service.errors import ApiError, validation_error
 from service.log import TELEMETRY_TOPIC, EventLog, LogUnavailable, Record
 
-RECORD_FORMAT = (("content-type", b"application/x-ndjson; row=crucible.telemetry.v1"),)
 MAX_FUTURE = dt.timedelta(days=1)
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 RETRY_AFTER_SECONDS = "1"
@@ -69,7 +71,7 @@ def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
 
 @dataclass(slots=True)
 class ValidatedBatch:
-    rows_by_experiment: dict[str, list[WarehouseRow]]
+    events_by_experiment: dict[str, list[TelemetryEvent]]
     accepted: int
     errors: list[IngestError]
 
@@ -109,52 +111,57 @@ def too_many_events(count: int, limit: int) -> ApiError:
     )
 
 
-def build_rows(decoded: list[TelemetryEvent | IngestError], batch_id: str, received_at: dt.datetime) -> ValidatedBatch:
-    """Turn valid events into warehouse rows grouped by experiment; check what the schema cannot."""
+def check_events(
+    decoded: list[TelemetryEvent | IngestError], batch_id: str, received_at: dt.datetime
+) -> ValidatedBatch:
+    """Check what the schema cannot, fill in `id` and `timestamp`, group valid events by experiment.
+
+    Valid events are completed in place rather than copied: this loop runs for every
+    event on the event loop, so it does only what the warehouse cannot do later.
+    """
     latest_allowed = received_at + MAX_FUTURE
-    rows_by_experiment: dict[str, list[WarehouseRow]] = defaultdict(list)
+    events_by_experiment: dict[str, list[TelemetryEvent]] = defaultdict(list)
     errors: list[IngestError] = []
-    accepted = 0
     for index, event in enumerate(decoded):
         if isinstance(event, IngestError):
             errors.append(event)
             continue
-        timestamp = event.timestamp
-        if timestamp is None:
-            timestamp = received_at
-        elif timestamp.tzinfo is None:
-            timestamp = timestamp.replace(tzinfo=dt.UTC)  # a time without a zone is taken as UTC
-        if timestamp > latest_allowed or timestamp < EARLIEST:
-            problem = "is more than 1 day in the future" if timestamp > latest_allowed else "is before 1970"
-            errors.append(IngestError(index=index, message=f"timestamp {problem}", path=f"$.events[{index}].timestamp"))
+        problem = _event_problem(event, received_at, latest_allowed)
+        if problem is not None:
+            message, field = problem
+            errors.append(IngestError(index=index, message=message, path=f"$.events[{index}].{field}"))
             continue
-        event_name = ".".join(event.event_name)
-        if event_name.count(".") != len(event.event_name) - 1:
-            errors.append(
-                IngestError(
-                    index=index, message="a name segment may not contain '.'", path=f"$.events[{index}].event_name"
-                )
-            )
-            continue
-        metadata = event.metadata
-        experiment_id = metadata.get("experiment_id", "")
-        rows_by_experiment[experiment_id].append(
-            WarehouseRow(
-                id=event.id or f"evt_{batch_id}_{index}",
-                event_name=event_name,
-                experiment_id=experiment_id,
-                run_id=metadata.get("run_id", ""),
-                model=metadata.get("model", ""),
-                timestamp=timestamp,
-                received_at=received_at,
-                measurements=event.measurements,
-                metadata=metadata,
-                data="" if event.data is None else _encoder.encode(event.data).decode(),
-                batch_id=batch_id,
-            )
-        )
-        accepted += 1
-    return ValidatedBatch(dict(rows_by_experiment), accepted, errors)
+        if event.id is None:
+            event.id = f"evt_{batch_id}_{index}"
+        events_by_experiment[event.metadata.get("experiment_id", "")].append(event)
+    accepted = len(decoded) - len(errors)
+    return ValidatedBatch(dict(events_by_experiment), accepted, errors)
+
+
+def _event_problem(
+    event: TelemetryEvent, received_at: dt.datetime, latest_allowed: dt.datetime
+) -> tuple[str, str] | None:
+    """(message, field) of what is wrong with a decoded event, or None; completes its timestamp."""
+    timestamp = event.timestamp
+    if timestamp is None:
+        event.timestamp = timestamp = received_at
+    elif timestamp.tzinfo is None:
+        event.timestamp = timestamp = timestamp.replace(tzinfo=dt.UTC)  # a time without a zone is taken as UTC
+    if timestamp > latest_allowed:
+        return "timestamp is more than 1 day in the future", "timestamp"
+    if timestamp < EARLIEST:
+        return "timestamp is before 1970", "timestamp"
+    names = event.event_name
+    if ".".join(names).count(".") != len(names) - 1:  # names are stored dot-joined
+        return "a name segment may not contain '.'", "event_name"
+    return None
+
+
+def log_record(experiment_id: str, events: list[TelemetryEvent], batch_id: str, received_at: dt.datetime) -> Record:
+    """One experiment's events of a batch as a `crucible.telemetry` record (format v2)."""
+    value = _encoder.encode(TelemetryRecord(received_at=received_at, batch_id=batch_id, events=events))
+    headers = (("content-type", RECORD_CONTENT_TYPE), (RECORD_EVENTS_HEADER, b"%d" % len(events)))
+    return Record(TELEMETRY_TOPIC, experiment_id.encode(), value, headers)
 
 
 def batch_id_for(idempotency_key: str | None) -> str:
@@ -219,7 +226,8 @@ class Ingestor:
         if len(decoded) > self._max_events:
             raise too_many_events(len(decoded), self._max_events)
         received_at = dt.datetime.now(dt.UTC)
-        batch = build_rows(decoded, batch_id_for(idempotency_key), received_at)
+        batch_id = batch_id_for(idempotency_key)
+        batch = check_events(decoded, batch_id, received_at)
         metrics.EVENTS_REJECTED.inc(len(batch.errors))
         if batch.accepted == 0:
             raise validation_error(
@@ -231,8 +239,8 @@ class Ingestor:
             IngestResponse(data=IngestResult(accepted=batch.accepted, rejected=len(batch.errors), errors=batch.errors))
         )
         records = [
-            Record(TELEMETRY_TOPIC, experiment_id.encode(), _encoder.encode_lines(rows), RECORD_FORMAT)
-            for experiment_id, rows in batch.rows_by_experiment.items()
+            log_record(experiment_id, events, batch_id, received_at)
+            for experiment_id, events in batch.events_by_experiment.items()
         ]
         remember = None
         if idempotency_key is not None:

@@ -59,11 +59,11 @@ CREATE TABLE IF NOT EXISTS idempotency (
 PARTITION = 0  # one partition per topic, see the module docstring
 
 
-def _encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
+def encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
     return b"\n".join(name.encode() + b"=" + value for name, value in headers)
 
 
-def _decode_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
+def decode_headers(blob: bytes) -> tuple[tuple[str, bytes], ...]:
     if not blob:
         return ()
     pairs = []
@@ -247,7 +247,7 @@ class SqliteLog:
                     next_offset[record.topic] = offset + 1
                     positions.append((PARTITION, offset))
                     rows.append(
-                        (record.topic, offset, record.key, record.value, _encode_headers(record.headers), now_ms)
+                        (record.topic, offset, record.key, record.value, encode_headers(record.headers), now_ms)
                     )
                 conn.executemany(
                     "INSERT INTO records (topic, offset, key, value, headers, timestamp_ms) VALUES (?,?,?,?,?,?)",
@@ -324,7 +324,7 @@ class SqliteConsumer:
             )
             if rows:
                 batch[tp] = [
-                    StoredRecord(tp.topic, PARTITION, o, k, v, _decode_headers(h), ts)  # type: ignore[arg-type]
+                    StoredRecord(tp.topic, PARTITION, o, k, v, decode_headers(h), ts)  # type: ignore[arg-type]
                     for o, k, v, h, ts in rows
                 ]
                 self._position[tp] = batch[tp][-1].offset + 1

@@ -210,6 +210,20 @@ async def aggregate(request: web.Request) -> web.Response:
     return json_response({"data": points, "meta": meta})
 
 
+def group_query(group_by: str, group_key: str) -> tuple[str, dict[str, str]]:
+    """The suffix of the telemetry_aggregate/telemetry_quantiles variant for a grouping, and its parameters.
+
+    One file per kind of grouping: a single statement choosing the group with multiIf
+    computed every branch for every row. `group_by` is '', 'metadata' or one of
+    GROUP_COLUMNS (an allow-list, see `_group_parameters`).
+    """
+    if group_by == "":
+        return "", {}
+    if group_by == "metadata":
+        return "_by_metadata", {"group_key": group_key}
+    return "_by_column", {"group_by": group_by}
+
+
 def _group_parameters(group_by: str | None) -> tuple[str, str]:
     if group_by is None or group_by == "":
         return "", ""
@@ -234,22 +248,18 @@ async def _aggregate(
         raise bad_parameter("interval", f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
     group_by, group_key = _group_parameters(query.get("group_by"))
     params = filter_parameters(query)
-    params.update(
-        metric=metric or "",
-        interval_seconds=INTERVALS[interval] if interval else 0,
-        group_by=group_by,
-        group_key=group_key,
-        limit=MAX_POINTS,
-    )
+    params.update(metric=metric or "", interval_seconds=INTERVALS[interval] if interval else 0, limit=MAX_POINTS)
+    suffix, group_params = group_query(group_by, group_key)
+    params.update(group_params)
     grouped = group_by != ""
     if agg in QUANTILES:
         index = QUANTILES[agg]
-        rows: list[_QuantileRow] = _lines(await _query(request, "telemetry_quantiles", params), _QuantileRow)
+        rows: list[_QuantileRow] = _lines(await _query(request, "telemetry_quantiles" + suffix, params), _QuantileRow)
         return [
             AggregatePoint(timestamp=r.bucket, value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
             for r in rows
         ]
-    basic: list[_BasicRow] = _lines(await _query(request, "telemetry_aggregate", params), _BasicRow)
+    basic: list[_BasicRow] = _lines(await _query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
     return [
         AggregatePoint(
             timestamp=r.bucket,

@@ -31,8 +31,9 @@ T = TypeVar("T")
 
 # Every query answers in JSON lines with ISO 8601 UTC times, decoded by msgspec.
 QUERY_SETTINGS = {"date_time_output_format": "iso", "output_format_json_quote_64bit_integers": 0}
-# Rows arrive as the producers' RFC 3339 timestamps.
-INSERT_SETTINGS = {"date_time_input_format": "best_effort"}
+# Rows arrive as the producers' RFC 3339 timestamps; an event's free `data` object is
+# stored as its JSON text.
+INSERT_SETTINGS = {"date_time_input_format": "best_effort", "input_format_json_read_objects_as_strings": 1}
 
 
 class WarehouseError(Exception):

@@ -9,6 +9,12 @@ A pipeline of small steps, as in Sentry's Arroyo:
 3. insert the batch with the deduplication token `topic:partition:first-last`, and
    only then commit `last + 1`.
 
+Records of format v2 (`TelemetryRecord`) go into `telemetry_records`, whose
+materialized view writes their events into `telemetry_events`: the writer only puts
+each record's log position in front of it. Records of format v1 (JSON lines, written
+before v2) still go straight into `telemetry_events` with the position stamped on
+every line; a batch never mixes the two.
+
 A crash between 3's insert and its commit re-reads the same records. Two things keep
 them from being stored twice: on taking a partition the writer asks the warehouse
 for the highest log offset it already holds and starts after it, and ClickHouse
@@ -28,6 +34,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from schemas.telemetry import RECORD_CONTENT_TYPE, RECORD_EVENTS_HEADER
 from service import metrics
 from service.log import (
     TELEMETRY_DLQ_TOPIC,
@@ -45,7 +52,8 @@ from service.warehouse import Warehouse, WarehouseError
 
 logger = logging.getLogger(__name__)
 
-TABLE = "telemetry_events"
+TABLE = "telemetry_records"
+LEGACY_TABLE = "telemetry_events"
 MAX_BACKOFF_SECONDS = 30.0
 LAG_REFRESH_SECONDS = 2.0
 # Test hook: exit the process right after the first insert, before its commit, to
@@ -61,6 +69,7 @@ class Batch:
     records: list[StoredRecord] = field(default_factory=list)
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
+    legacy: bool = False  # format v1 records (see the module docstring)
 
     @property
     def first(self) -> int:
@@ -73,9 +82,42 @@ class Batch:
     def token(self) -> str:
         return f"{self.partition.topic}:{self.partition.partition}:{self.first}-{self.last}"
 
+    def table(self) -> str:
+        return LEGACY_TABLE if self.legacy else TABLE
+
+    def body(self) -> bytes:
+        return rows_of(self.records) if self.legacy else records_of(self.records)
+
+
+def record_shape(record: StoredRecord) -> tuple[bool, int]:
+    """(format v1?, events) of a record, from its headers (v1 records carry one event per line)."""
+    content_type = events = None
+    for name, value in record.headers:
+        if name == "content-type":
+            content_type = value
+        elif name == RECORD_EVENTS_HEADER:
+            events = value
+    if content_type == RECORD_CONTENT_TYPE and events is not None:
+        return False, int(events)
+    return True, record.value.count(b"\n")
+
+
+def records_of(records: list[StoredRecord]) -> bytes:
+    """Format v2 records as JSONEachRow rows of `telemetry_records`: each one's position put in front.
+
+    A v2 value is one compact JSON object, so the position fields go after its `{`:
+    one small copy per record, whatever the number of events in it.
+    """
+    parts: list[bytes | memoryview] = []
+    for record in records:
+        parts.append(b'{"log_partition":%d,"log_offset":%d,' % (record.partition, record.offset))
+        parts.append(memoryview(record.value)[1:])
+        parts.append(b"\n")
+    return b"".join(parts)
+
 
 def rows_of(records: list[StoredRecord]) -> bytes:
-    """The records' JSON lines, each row stamped with its log position.
+    """Format v1 records' JSON lines, each row stamped with its log position.
 
     Every row is a compact JSON object ending in `}` and a newline (JSON escapes
     newlines inside strings), so the position is spliced in before that brace.
@@ -210,15 +252,25 @@ class WarehouseWriter:
             for tp, records in fetched.items():
                 if tp not in self._started:
                     continue  # fetched before on_assigned set its start; read again from there
-                batch = self._pending.setdefault(tp, Batch(tp))
                 for record in records:
-                    batch.records.append(record)
-                    batch.rows += record.value.count(b"\n")
-                if batch.rows >= self._batch_rows:
-                    await self._enqueue(self._pending.pop(tp))
+                    await self._add(tp, record)
             now = time.monotonic()
             for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
                 await self._enqueue(self._pending.pop(tp))
+
+    async def _add(self, tp: TopicPartition, record: StoredRecord) -> None:
+        """Add a record to its partition's pending batch; queue the batch once full."""
+        legacy, rows = record_shape(record)
+        batch = self._pending.get(tp)
+        if batch is not None and batch.legacy != legacy:  # one format per insert
+            await self._enqueue(self._pending.pop(tp))
+            batch = None
+        if batch is None:
+            batch = self._pending[tp] = Batch(tp, legacy=legacy)
+        batch.records.append(record)
+        batch.rows += rows
+        if batch.rows >= self._batch_rows:
+            await self._enqueue(self._pending.pop(tp))
 
     async def _enqueue(self, batch: Batch) -> None:
         if self._queue.full():
@@ -253,7 +305,7 @@ class WarehouseWriter:
             started = time.perf_counter()
             try:
                 if whole:
-                    await self._warehouse.insert_json_lines(TABLE, rows_of(batch.records), batch.token())
+                    await self._warehouse.insert_json_lines(batch.table(), batch.body(), batch.token())
                 else:
                     await self._insert_one_by_one(batch)
             except WarehouseError as exc:
@@ -281,9 +333,9 @@ class WarehouseWriter:
 
     async def _insert_one_by_one(self, batch: Batch) -> None:
         for record in batch.records:
-            single = Batch(batch.partition, [record], record.value.count(b"\n"))
+            single = Batch(batch.partition, [record], record_shape(record)[1], legacy=batch.legacy)
             try:
-                await self._warehouse.insert_json_lines(TABLE, rows_of(single.records), single.token())
+                await self._warehouse.insert_json_lines(single.table(), single.body(), single.token())
                 metrics.ROWS_INSERTED.inc(single.rows)
             except WarehouseError as exc:
                 if not await self._warehouse.ping():

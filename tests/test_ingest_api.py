@@ -81,6 +81,21 @@ async def test_missing_timestamp_is_the_receive_time(client: TestClient) -> None
     assert got["timestamp"] == got["received_at"]
 
 
+async def test_timestamps_are_stored_in_utc(client: TestClient) -> None:
+    sent = [
+        event(id="offset", timestamp="2024-01-15T12:35:00.25+02:00"),
+        event(id="no-zone", timestamp="2024-01-15T10:35:00.5"),  # a time without a zone is UTC
+    ]
+    assert (await client.post(URL, json={"events": sent})).status == 202
+
+    async def arrived() -> bool:
+        return await stored_count(client) == 2
+
+    await eventually(arrived)
+    got = {e["id"]: e["timestamp"] for e in (await (await client.get(URL)).json())["data"]}
+    assert got == {"offset": "2024-01-15T10:35:00.250000Z", "no-zone": "2024-01-15T10:35:00.500000Z"}
+
+
 async def test_partly_valid_batch_reports_each_rejected_event(client: TestClient) -> None:
     batch = [
         event(),

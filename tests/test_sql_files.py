@@ -27,14 +27,9 @@ PAGE: dict[str, Any] = {
     "limit": 26,
     "offset": 0,
 }
-AGGREGATE: dict[str, Any] = {
-    **FILTERS,
-    "metric": "latency",
-    "interval_seconds": 300,
-    "group_by": "metadata",
-    "group_key": "region",
-    "limit": 1000,
-}
+AGGREGATE: dict[str, Any] = {**FILTERS, "metric": "latency", "interval_seconds": 300, "limit": 1000}
+BY_COLUMN: dict[str, Any] = {**AGGREGATE, "group_by": "model"}
+BY_METADATA: dict[str, Any] = {**AGGREGATE, "group_key": "region"}
 PARAMETERS: dict[str, dict[str, Any]] = {
     "migration_applied": {},
     "writer_resume_offset": {"partition": 0, "committed": 0},
@@ -42,7 +37,11 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_events_asc": PAGE,
     "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},
     "telemetry_aggregate": AGGREGATE,
+    "telemetry_aggregate_by_column": BY_COLUMN,
+    "telemetry_aggregate_by_metadata": BY_METADATA,
     "telemetry_quantiles": AGGREGATE,
+    "telemetry_quantiles_by_column": BY_COLUMN,
+    "telemetry_quantiles_by_metadata": BY_METADATA,
     "resource_events_resume": {},
     "model_statistics": {"model_id": "model_1", "model_name": "gpt-4", "since": "2024-01-01 00:00:00.000000"},
 }

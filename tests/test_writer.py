@@ -1,4 +1,4 @@
-"""The warehouse writer on the embedded log and chDB: splicing, DLQ, resuming, deduplication."""
+"""The warehouse writer on the embedded log and chDB: record bodies, DLQ, resuming, deduplication."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import datetime as dt
 from typing import Any
 
 import msgspec
+import pytest
 
-from schemas.telemetry import WarehouseRow
+from schemas.telemetry import TelemetryEvent, WarehouseRow
 from service.appkeys import LOG, WAREHOUSE
+from service.ingest import log_record
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, Record, StoredRecord, TopicPartition
-from service.writer import TABLE, rows_of
+from service.writer import LEGACY_TABLE, TABLE, record_shape, records_of, rows_of
 from tests.support import eventually
 
 NOW = dt.datetime(2024, 1, 15, 10, 0, tzinfo=dt.UTC)
@@ -32,11 +34,42 @@ def row(i: int, experiment: str = "exp_w") -> WarehouseRow:
     )
 
 
-def record_of(*rows: WarehouseRow) -> Record:
+def legacy_record_of(*rows: WarehouseRow) -> Record:
+    """A format v1 record, as logs written before format v2 hold them."""
     return Record(TELEMETRY_TOPIC, b"exp_w", msgspec.json.Encoder().encode_lines(list(rows)))
 
 
-def test_rows_are_stamped_with_their_log_position() -> None:
+def event(i: int) -> TelemetryEvent:
+    return TelemetryEvent(
+        id=f"evt_w_{i}",
+        event_name=["crucible", "test"],
+        timestamp=NOW,
+        measurements={"v": float(i)},
+        metadata={"experiment_id": "exp_w", "note": "a}\nb"},
+    )
+
+
+def record_of(*numbers: int) -> Record:
+    return log_record("exp_w", [event(i) for i in numbers], "b", NOW)
+
+
+def stored(record: Record, offset: int, partition: int = 0) -> StoredRecord:
+    return StoredRecord(TELEMETRY_TOPIC, partition, offset, record.key, record.value, record.headers, 0)
+
+
+def test_records_get_their_log_position_in_front() -> None:
+    lines = records_of([stored(record_of(1, 2), 41, partition=3), stored(record_of(3), 42, partition=3)]).splitlines()
+    decoded = [msgspec.json.decode(line) for line in lines]
+    assert [(d["log_partition"], d["log_offset"], len(d["events"])) for d in decoded] == [(3, 41, 2), (3, 42, 1)]
+    assert decoded[0]["events"][0]["metadata"]["note"] == "a}\nb"
+
+
+def test_record_shape_reads_the_format_from_the_headers() -> None:
+    assert record_shape(stored(record_of(1, 2, 3), 0)) == (False, 3)
+    assert record_shape(stored(legacy_record_of(row(1), row(2)), 0)) == (True, 2)
+
+
+def test_legacy_rows_are_stamped_with_their_log_position() -> None:
     value = msgspec.json.Encoder().encode_lines([row(1), row(2)])
     stored = [StoredRecord(TELEMETRY_TOPIC, 3, 41, b"", value, (), 0)]
     lines = rows_of(stored).splitlines()
@@ -65,29 +98,35 @@ async def count_rows(client: Any) -> int:
 async def test_a_record_the_warehouse_refuses_goes_to_the_dead_letter_topic(app_client: Any) -> None:
     client = await app_client()
     log = client.app[LOG]
-    bad = Record(TELEMETRY_TOPIC, b"exp_w", b'{"id":"evt_bad","timestamp":"not a time at all"}\n')
-    await log.append([record_of(row(1), row(2)), bad, record_of(row(3))])
+    good = record_of(1, 2)
+    unparsable = good.value.replace(b'"received_at":"', b'"received_at":"not a time')
+    bad = Record(TELEMETRY_TOPIC, b"exp_w", unparsable, good.headers)
+    bad_legacy = Record(TELEMETRY_TOPIC, b"exp_w", b'{"id":"evt_bad","timestamp":"not a time at all"}\n')
+    await log.append([good, bad, record_of(3), bad_legacy, legacy_record_of(row(4))])
 
     async def good_rows_stored() -> bool:
-        return await count_rows(client) == 3
+        return await count_rows(client) == 4
 
     await eventually(good_rows_stored)
     consumer = await log.consumer("dlq-reader", [TELEMETRY_DLQ_TOPIC])
     dead = (await consumer.getmany(timeout=5, max_records=10))[TopicPartition(TELEMETRY_DLQ_TOPIC, 0)]
-    assert [r.value for r in dead] == [bad.value]
-    headers = dict(dead[0].headers)
-    assert headers["source"] == f"{TELEMETRY_TOPIC}:0:1".encode()
-    assert headers["reason"]
+    assert [r.value for r in dead] == [bad.value, bad_legacy.value]
+    assert [dict(r.headers)["source"] for r in dead] == [f"{TELEMETRY_TOPIC}:0:{i}".encode() for i in (1, 3)]
+    assert all(dict(r.headers)["reason"] for r in dead)
     metrics = await (await client.get("/metrics")).text()
-    assert "crucible_dlq_records_total 1.0" in metrics
+    assert "crucible_dlq_records_total 2.0" in metrics
 
 
-async def test_the_same_range_inserted_again_is_dropped(app_client: Any) -> None:
+@pytest.mark.parametrize("legacy", [False, True])
+async def test_the_same_range_inserted_again_is_dropped(app_client: Any, legacy: bool) -> None:
     client = await app_client(writer=False)
     warehouse = client.app[WAREHOUSE]
-    body = rows_of([StoredRecord(TELEMETRY_TOPIC, 0, 0, b"", record_of(row(1), row(2)).value, (), 0)])
+    if legacy:
+        table, body = LEGACY_TABLE, rows_of([stored(legacy_record_of(row(1), row(2)), 0)])
+    else:
+        table, body = TABLE, records_of([stored(record_of(1, 2), 0)])
     for _ in range(3):
-        await warehouse.insert_json_lines(TABLE, body, "crucible.telemetry:0:0-0")
+        await warehouse.insert_json_lines(table, body, "crucible.telemetry:0:0-0")
     assert await count_rows(client) == 2
 
 
@@ -96,9 +135,9 @@ async def test_writer_resumes_after_what_the_warehouse_holds(app_client: Any, tm
     # between insert and commit. The writer must start at offset 2.
     client = await app_client(writer=False)
     log, warehouse = client.app[LOG], client.app[WAREHOUSE]
-    await log.append([record_of(row(1)), record_of(row(2)), record_of(row(3))])
-    stored = [StoredRecord(TELEMETRY_TOPIC, 0, i, b"", record_of(row(i + 1)).value, (), 0) for i in range(2)]
-    await warehouse.insert_json_lines(TABLE, rows_of(stored), "some-other-batching:0-1")
+    records = [record_of(1), record_of(2), record_of(3)]
+    await log.append(records)
+    await warehouse.insert_json_lines(TABLE, records_of([stored(r, i) for i, r in enumerate(records[:2])]), "other:0-1")
     await client.close()
 
     restarted = await app_client()

@@ -1,0 +1,24 @@
+-- count, sum, min, max and avg of one measurement per time bucket and group.
+-- Events without the measurement are left out (a missing value is NULL, not 0);
+-- `n` is how many values each point used. interval_seconds = 0: one bucket.
+-- Grouped by metadata[group_key].
+SELECT
+    if({interval_seconds:UInt32} = 0, NULL,
+       toStartOfInterval(timestamp, toIntervalSecond(greatest({interval_seconds:UInt32}, 1)))) AS bucket,
+    metadata[{group_key:String}] AS grp,
+    count() AS n,
+    sum(measurements[{metric:String}]) AS sum,
+    min(measurements[{metric:String}]) AS min,
+    max(measurements[{metric:String}]) AS max,
+    avg(measurements[{metric:String}]) AS avg
+FROM telemetry_events
+WHERE ({metric:String} = '' OR mapContains(measurements, {metric:String}))
+  AND ({event_name:Nullable(String)} IS NULL OR event_name = {event_name:Nullable(String)})
+  AND ({experiment_id:Nullable(String)} IS NULL OR experiment_id = {experiment_id:Nullable(String)})
+  AND ({run_id:Nullable(String)} IS NULL OR run_id = {run_id:Nullable(String)})
+  AND ({model:Nullable(String)} IS NULL OR model = {model:Nullable(String)})
+  AND ({after:Nullable(DateTime64(6))} IS NULL OR timestamp >= {after:Nullable(DateTime64(6))})
+  AND ({before:Nullable(DateTime64(6))} IS NULL OR timestamp < {before:Nullable(DateTime64(6))})
+GROUP BY grp, bucket
+ORDER BY grp, bucket
+LIMIT {limit:UInt32}

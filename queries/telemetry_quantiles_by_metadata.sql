@@ -1,0 +1,21 @@
+-- Exact p50, p95 and p99 of one measurement per time bucket and group, in one
+-- quantilesExactInclusive call: the same values as numpy.percentile's default
+-- (linear) method. Same buckets and filters as telemetry_aggregate.sql.
+-- Grouped by metadata[group_key].
+SELECT
+    if({interval_seconds:UInt32} = 0, NULL,
+       toStartOfInterval(timestamp, toIntervalSecond(greatest({interval_seconds:UInt32}, 1)))) AS bucket,
+    metadata[{group_key:String}] AS grp,
+    count() AS n,
+    quantilesExactInclusive(0.5, 0.95, 0.99)(measurements[{metric:String}]) AS quantiles
+FROM telemetry_events
+WHERE mapContains(measurements, {metric:String})
+  AND ({event_name:Nullable(String)} IS NULL OR event_name = {event_name:Nullable(String)})
+  AND ({experiment_id:Nullable(String)} IS NULL OR experiment_id = {experiment_id:Nullable(String)})
+  AND ({run_id:Nullable(String)} IS NULL OR run_id = {run_id:Nullable(String)})
+  AND ({model:Nullable(String)} IS NULL OR model = {model:Nullable(String)})
+  AND ({after:Nullable(DateTime64(6))} IS NULL OR timestamp >= {after:Nullable(DateTime64(6))})
+  AND ({before:Nullable(DateTime64(6))} IS NULL OR timestamp < {before:Nullable(DateTime64(6))})
+GROUP BY grp, bucket
+ORDER BY grp, bucket
+LIMIT {limit:UInt32}
