@@ -27,9 +27,10 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
-from tests.support import ServerProcess, free_port  # noqa: E402
+from tests.support import ServerProcess, create_admin_key, free_port  # noqa: E402
 
 __all__ = [
+    "AUTH_HEADERS",
     "ROOT",
     "CpuMeter",
     "PySpy",
@@ -46,8 +47,21 @@ __all__ = [
 ]
 
 
+# The Authorization header of the last server started: an unlimited admin key of its log.
+AUTH_HEADERS: dict[str, str] = {}
+_LOG_FLAGS_WITH_VALUE = ("--kafka", "--kafka-partitions")
+
+
 def start_server(data_dir: Path, log_file: Path, extra: Sequence[str] = (), timeout: float = 120.0) -> ServerProcess:
-    """`crucible serve --data-dir D --port P [extra]` as a child process, ready to answer."""
+    """`crucible serve --data-dir D --port P [extra]` as a child process, ready to answer,
+    after `crucible keys create` made an unlimited admin key on its log (in AUTH_HEADERS)."""
+    log_args = ["--data-dir", str(data_dir)]
+    for n, flag in enumerate(extra):
+        if flag in _LOG_FLAGS_WITH_VALUE:
+            log_args += [flag, extra[n + 1]]
+        elif flag == "--no-kafka-idempotence":
+            log_args.append(flag)
+    AUTH_HEADERS["Authorization"] = "Bearer " + create_admin_key(log_args)
     server = ServerProcess(["serve", "--data-dir", str(data_dir), *extra], free_port(), log=log_file)
     return server.start(wait_ready=True, timeout=timeout)
 
@@ -71,7 +85,7 @@ def source_revision() -> str | None:
 
 
 def get_json(url: str, timeout: float = 30.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as answer:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH_HEADERS), timeout=timeout) as answer:
         return json.loads(answer.read())
 
 

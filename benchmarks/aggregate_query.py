@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from _support import (
+    AUTH_HEADERS,
     PySpy,
     RssSampler,
     add_server_arguments,
@@ -241,7 +242,7 @@ def run_fill(data_dir: Path, events: int, values_file: Path, optimize: bool, dir
 
 def timed_get(conn: http.client.HTTPConnection, path: str) -> tuple[float, int, bytes]:
     started = time.perf_counter()
-    conn.request("GET", path)
+    conn.request("GET", path, headers=AUTH_HEADERS)
     answer = conn.getresponse()
     body = answer.read()
     return time.perf_counter() - started, answer.status, body

@@ -48,6 +48,7 @@ from typing import Any
 
 import psutil
 from _support import (  # also puts the repository root on sys.path
+    AUTH_HEADERS,
     CpuMeter,
     PySpy,
     RssSampler,
@@ -164,7 +165,9 @@ async def max_load(config: dict[str, Any], bodies: list[bytes]) -> dict[str, Any
     per_second: dict[int, int] = {}
     accepted = 0
     timeout = aiohttp.ClientTimeout(total=120)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connections), timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=connections), timeout=timeout, headers=config["headers"]
+    ) as session:
         start = time.monotonic()
         deadline = start + config["seconds"]
         last_answer = start
@@ -225,9 +228,11 @@ async def paced_load(config: dict[str, Any], bodies: list[bytes], marker_templat
 
     async with (
         aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=config["max_in_flight"]), timeout=timeout
+            connector=aiohttp.TCPConnector(limit=config["max_in_flight"]), timeout=timeout, headers=config["headers"]
         ) as session,
-        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=16), timeout=timeout) as poll_session,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=16), timeout=timeout, headers=config["headers"]
+        ) as poll_session,
     ):
 
         async def count_of(experiment_id: str) -> int:
@@ -305,6 +310,7 @@ async def paced_load(config: dict[str, Any], bodies: list[bytes], marker_templat
 
 def run_generator(config: dict[str, Any], on_start: Any = None) -> dict[str, Any]:
     """Run the load generator in a child process; `on_start()` is called as it starts."""
+    config = {**config, "headers": dict(AUTH_HEADERS)}  # the generator is another process
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     process = ctx.Process(target=generator_process, args=(config, child), name=f"loadgen-{config['mode']}")

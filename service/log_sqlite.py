@@ -391,7 +391,7 @@ class SqliteReader:
                 break
             await self._log.wait_for_append(min(remaining, self.POLL_SECONDS))
         records = [
-            StoredRecord(self._topic, PARTITION, o, k, v, _decode_headers(h), ts)  # type: ignore[arg-type]
+            StoredRecord(self._topic, PARTITION, o, k, v, decode_headers(h), ts)  # type: ignore[arg-type]
             for o, k, v, h, ts in rows
         ]
         if records:

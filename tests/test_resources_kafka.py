@@ -85,14 +85,16 @@ async def test_concurrent_starts_through_two_processes_give_one_200_and_one_409(
         async with http.post(a.url + "/api/v1/experiments", json={"experiment": {"name": f"race {attempt}"}}) as answer:
             experiment_id = (await answer.json())["data"]["id"]
 
-        async def visible_on_b() -> bool:
-            async with http.get(f"{b.url}/api/v1/experiments/{experiment_id}") as answer:
+        url = f"/api/v1/experiments/{experiment_id}"
+
+        async def visible_on_b(url: str = url) -> bool:
+            async with http.get(b.url + url) as answer:
                 return answer.status == 200
 
         await seconds_until(visible_on_b)
 
-        async def start(server: ServerProcess) -> tuple[int, dict[str, Any]]:
-            async with http.post(f"{server.url}/api/v1/experiments/{experiment_id}/start") as answer:
+        async def start(server: ServerProcess, url: str = url) -> tuple[int, dict[str, Any]]:
+            async with http.post(f"{server.url}{url}/start") as answer:
                 return answer.status, await answer.json()
 
         (first, body_a), (second, body_b) = await asyncio.gather(start(a), start(b))
