@@ -9,6 +9,11 @@ import msgspec
 from schemas.resources import RateLimits
 
 
+class RateLimitsInput(RateLimits, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Rate limits as a client sends them: a misspelt class is an error, not a default.
+    (The log's `RateLimits` accepts unknown fields, so newer classes can be added.)"""
+
+
 class ApiKeyOut(msgspec.Struct, kw_only=True):
     """A key; `secret` is present only in the answer that created it."""
 

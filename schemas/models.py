@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 from msgspec import Meta
 
 ModelName = Annotated[str, Meta(min_length=1, max_length=255)]
 ModelText = Annotated[str, Meta(max_length=255)]
-MODEL_STATUSES = ("active", "inactive", "deprecated")
+ModelStatus = Literal["active", "inactive", "deprecated"]
+MODEL_STATUSES: tuple[str, ...] = get_args(ModelStatus)
 
 
 class ModelOut(msgspec.Struct, kw_only=True):

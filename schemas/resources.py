@@ -9,7 +9,7 @@ read back from the log forbids unknown fields.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -112,13 +112,16 @@ class ModelDeleted(ModelEvent, frozen=True, kw_only=True):
     pass
 
 
+PerMinute = Annotated[int, msgspec.Meta(ge=1)]
+
+
 class RateLimits(msgspec.Struct, frozen=True, kw_only=True):
     """Per-minute limits of one API key, by endpoint class (API.md's table by default)."""
 
-    read: int = 1000
-    write: int = 100
-    ingest: int = 10_000  # events, not requests
-    export: int = 10
+    read: PerMinute = 1000
+    write: PerMinute = 100
+    ingest: PerMinute = 10_000  # events, not requests
+    export: PerMinute = 10
 
 
 class ApiKeyEvent(ResourceEvent, frozen=True, kw_only=True):

@@ -176,6 +176,7 @@ async def create_experiment(request: web.Request) -> web.Response:
 @routes.get("/api/v1/experiments/{id}")
 @requires("read")
 async def get_experiment(request: web.Request) -> web.Response:
+    check_known(request.query, ("as_of",))
     experiment_id = request.match_info["id"]
     past = as_of_state(request, experiment_id)
     if past is not None:
@@ -193,7 +194,6 @@ async def update_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
     body = await read_body(request)
     values = check_fields(unwrap(parse_object(body), "experiment"), UPDATE_FIELDS, "an experiment")
-    experiment_in(state_of(request), experiment_id)
     done = await run_command(
         request, lambda env: ExperimentUpdated(**env.fields(), experiment_id=experiment_id, **values), body
     )
@@ -204,7 +204,6 @@ async def update_experiment(request: web.Request) -> web.Response:
 @requires("write")
 async def delete_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
-    experiment_in(state_of(request), experiment_id)
     await run_command(request, lambda env: ExperimentDeleted(**env.fields(), experiment_id=experiment_id))
     return web.Response(status=204)
 
@@ -215,8 +214,7 @@ async def act_on_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
     event_type = ACTIONS[request.match_info["action"]]
     body = await read_body(request)
-    parse_object(body, allow_empty=True)  # no fields, but a malformed body is still an error
-    experiment_in(state_of(request), experiment_id)
+    check_fields(parse_object(body, allow_empty=True), {}, "an action")  # takes no fields
     done = await run_command(request, lambda env: event_type(**env.fields(), experiment_id=experiment_id), body)
     return done_response(done, experiment_detail(done.state.experiments[experiment_id]), 200)
 
@@ -230,10 +228,11 @@ async def clone_experiment(request: web.Request) -> web.Response:
     values = check_fields(
         unwrap(raw, "experiment", optional=True) if "experiment" in raw else raw, CLONE_FIELDS, "a clone"
     )
-    source = experiment_in(state_of(request), source_id)
     clone_id = new_experiment_id()
 
     def make_event(env: Envelope) -> ExperimentCreated:
+        # Looked up here, not before: a retried clone replays even once its source is gone.
+        source = experiment_in(state_of(request), source_id)
         return ExperimentCreated(
             **env.fields(),
             experiment_id=clone_id,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from aiohttp import web
 from msgspec import Meta
 
-from schemas.keys import SessionOut
+from schemas.keys import RateLimitsInput, SessionOut
 from schemas.resources import RateLimits, SessionEnded
 from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
 from service.auth import ANY_SCOPE, authenticate, principal_of, public, requires, unauthorized
@@ -28,7 +28,7 @@ KeyName = Annotated[str, Meta(min_length=1, max_length=255)]
 KEY_FIELDS = {
     "name": Field(KeyName, required=True),
     "scopes": Field(Annotated[list[str], Meta(min_length=1)], required=True),
-    "rate_limits": Field(RateLimits),
+    "rate_limits": Field(RateLimitsInput),
 }
 SESSION_FIELDS = {"api_key": Field(Annotated[str, Meta(min_length=1, max_length=1000)], required=True)}
 SORTS = {"created_at": lambda k: time_key(k.created_at), "name": lambda k: k.name.casefold()}
@@ -62,7 +62,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/api-keys")
-@requires("admin")
+@requires("admin", limit="read")
 async def list_api_keys(request: web.Request) -> web.Response:
     query = request.query
     check_known(query, ("sort", "page", "per_page", "cursor"))
@@ -75,7 +75,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/api-keys/{id}")
-@requires("admin")
+@requires("admin", limit="read")
 async def get_api_key(request: web.Request) -> web.Response:
     return json_response({"data": key_out(key_in(request, request.match_info["id"]))})
 

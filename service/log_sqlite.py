@@ -134,9 +134,11 @@ class SqliteLog:
             self._pending.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        # A read whose task was cancelled may still run in its thread: close under its lock.
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     async def append(
         self, records: Sequence[Record], remember: tuple[str, bytes] | None = None
@@ -180,8 +182,13 @@ class SqliteLog:
         """Return when this process appends something, or after `timeout` seconds."""
         waiter = asyncio.get_running_loop().create_future()
         self._append_waiters.append(waiter)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter, timeout)
+        # asyncio.wait, not wait_for: on Python 3.11 wait_for loses a cancellation that
+        # arrives as the waiter completes, and a stopping consumer would then run on.
+        try:
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            if not waiter.done():  # an idle log must not pile up waiters
+                self._append_waiters.remove(waiter)
 
     def _wake_waiters(self) -> None:
         waiters, self._append_waiters = self._append_waiters, []
@@ -193,8 +200,9 @@ class SqliteLog:
         """Run one statement on the reader connection (group commits of offsets use it too)."""
 
         def run() -> list[tuple[object, ...]]:
-            assert self._reader is not None
             with self._reader_lock:
+                if self._reader is None:
+                    raise LogUnavailable("the log is stopped")
                 return self._reader.execute(sql, params).fetchall()
 
         return await asyncio.to_thread(run)

@@ -65,10 +65,9 @@ class Projector:
         if offset >= self.state.position:
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(offset, []).append(waiter)
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                raise ProjectorStalled(f"resource event {offset} not applied after {timeout} s") from None
+            done, _ = await asyncio.wait({waiter}, timeout=timeout)  # see SqliteLog.wait_for_append
+            if not done:
+                raise ProjectorStalled(f"resource event {offset} not applied after {timeout} s")
         return self._outcomes.get(offset)
 
     async def _replay(self, reader: LogReader) -> None:
