@@ -143,10 +143,11 @@ def list_latencies(base: str, secret: str, requests: int) -> list[list[Any]]:
     rows = []
     for label, query in LIST_QUERIES.items():
         url = f"{base}/api/v1/experiments?per_page=25&{query}"
-        request_ms("GET", url, secret)  # the first request after a change builds the sorted view
+        # The first request after a change sorts and filters; the next ones find that cached.
+        first_ms, _ = request_ms("GET", url, secret)
         timings = [request_ms("GET", url, secret)[0] / 1000 for _ in range(requests)]
         p = percentiles_ms(timings)
-        rows.append([label, requests, p["p50"], p["p99"]])
+        rows.append([label, first_ms, requests, p["p50"], p["p99"]])
     return rows
 
 
@@ -244,7 +245,7 @@ def report(result: dict[str, Any]) -> None:
     print(f"  replay at start-up: {result['replay_seconds']} s (target <= {TARGETS['replay_seconds']} s)")
     print(f"  /readyz after {result['ready_seconds']:.1f} s")
     print(f"  peak RSS of the server after replay, during list/create: {result['peak_rss_mib']:.0f} MiB\n")
-    print_table(["list query (25 per page)", "requests", "p50 ms", "p99 ms"], result["list"])
+    print_table(["list query (25 per page)", "first ms", "requests", "p50 ms", "p99 ms"], result["list"])
     create = result["create"]
     target = TARGETS["create_p99_ms"]
     print(f"\ncreate experiment: p50 {create['p50']:.2f} ms, p99 {create['p99']:.2f} ms (target <= {target} ms)")

@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 AUDIT_GROUP = "crucible-audit"
 TABLE = "resource_events"
-BATCH_RECORDS = 5_000
+BATCH_RECORDS = 2_000
 RETRY_SECONDS = (0.5, 1, 2, 5, 10)
 
 
@@ -98,7 +98,8 @@ class AuditWriter:
 
     async def _insert(self, records: list[StoredRecord]) -> None:
         token = f"{RESOURCES_TOPIC}:0:{records[0].offset}-{records[-1].offset}"
-        body = audit_rows(records)
+        # Off the event loop: catching up on a long log must not stall API requests.
+        body = await asyncio.to_thread(audit_rows, records)
         attempt = 0
         while True:  # a warehouse that is down delays the copy; the log keeps the events meanwhile
             try:

@@ -127,12 +127,13 @@ async def list_experiments(request: web.Request) -> web.Response:
     page = parse_page(query, sort)
     keep = _filter(given)
     state = state_of(request)
-    rows = _views.ordered(state, state.position, state.experiments.values(), sort.field)
-    result = paginate(rows, keep, sort, page)
+    filter_key = tuple(sorted(given.items()))
+    rows = _views.rows(state, state.position, state.experiments.values(), sort.field, keep, filter_key)
+    result = paginate(rows, sort, page)
     return json_response({"data": [experiment_out(e) for e in result.items], "meta": result.meta})
 
 
-def _filter(given: dict[str, str]) -> Callable[[Experiment], bool]:
+def _filter(given: dict[str, str]) -> Callable[[Experiment], bool] | None:
     """One predicate for all the filters given; each is checked once, here."""
     checks: list[Callable[[Experiment], bool]] = []
     if "status" in given:
@@ -155,7 +156,7 @@ def _filter(given: dict[str, str]) -> Callable[[Experiment], bool]:
         tag = given["tag"]
         checks.append(lambda e: tag in e.tags)
     if not checks:
-        return lambda e: True
+        return None
     if len(checks) == 1:
         return checks[0]
     return lambda e: all(check(e) for check in checks)

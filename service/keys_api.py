@@ -69,8 +69,8 @@ async def list_api_keys(request: web.Request) -> web.Response:
     sort = parse_sort(query.get("sort"), SORTS, "-created_at")
     page = parse_page(query, sort)
     state = state_of(request)
-    rows = _views.ordered(state, state.position, state.api_keys.values(), sort.field)
-    result = paginate(rows, lambda key: True, sort, page)
+    rows = _views.rows(state, state.position, state.api_keys.values(), sort.field)
+    result = paginate(rows, sort, page)
     return json_response({"data": [key_out(k) for k in result.items], "meta": result.meta})
 
 

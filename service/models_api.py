@@ -109,8 +109,9 @@ async def list_models(request: web.Request) -> web.Response:
         return name_part in model.name.casefold() and all(getattr(model, f) == v for f, v in exact.items())
 
     state = state_of(request)
-    rows = _views.ordered(state, state.position, state.models.values(), sort.field)
-    result = paginate(rows, keep, sort, page)
+    filter_key = tuple(sorted(given.items()))
+    rows = _views.rows(state, state.position, state.models.values(), sort.field, keep if given else None, filter_key)
+    result = paginate(rows, sort, page)
     return json_response({"data": [model_out(m) for m in result.items], "meta": result.meta})
 
 
