@@ -14,6 +14,7 @@ import logging
 
 import msgspec
 
+from service import metrics
 from service.log import RESOURCES_TOPIC, EventLog, StoredRecord, TopicPartition
 from service.warehouse import Warehouse, WarehouseError
 
@@ -93,6 +94,7 @@ class AuditWriter:
                     await self._insert(records)
                     await consumer.commit({tp: records[-1].offset + 1})
                     self.copied += len(records)
+                    metrics.AUDIT_POSITION.set(records[-1].offset + 1)
         finally:
             await consumer.stop()
 

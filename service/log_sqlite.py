@@ -107,6 +107,7 @@ class SqliteLog:
         self._thread: threading.Thread | None = None
         self._next_offset: dict[str, int] = {}
         self._append_waiters: list[asyncio.Future[None]] = []
+        self.appends = 0  # commits this process made, counted on the event loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reader: sqlite3.Connection | None = None
         self._reader_lock = threading.Lock()
@@ -178,8 +179,15 @@ class SqliteLog:
     async def reader(self, topic: str, start: int = 0) -> SqliteReader:
         return SqliteReader(self, topic, start)
 
-    async def wait_for_append(self, timeout: float) -> None:
-        """Return when this process appends something, or after `timeout` seconds."""
+    async def wait_for_append(self, timeout: float, since: int) -> None:
+        """Return when this process appends something after the `appends` count `since`
+        (at once if it already has), or after `timeout` seconds.
+
+        Readers take `appends` before they query: an append that commits while their
+        query runs then wakes them instead of leaving them asleep for the whole timeout.
+        """
+        if self.appends != since:
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._append_waiters.append(waiter)
         # asyncio.wait, not wait_for: on Python 3.11 wait_for loses a cancellation that
@@ -191,6 +199,7 @@ class SqliteLog:
                 self._append_waiters.remove(waiter)
 
     def _wake_waiters(self) -> None:
+        self.appends += 1
         waiters, self._append_waiters = self._append_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -313,11 +322,12 @@ class SqliteConsumer:
     async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
         deadline = time.monotonic() + timeout
         while True:
+            appends = self._log.appends
             batch = await self._fetch(max_records)
             remaining = deadline - time.monotonic()
             if batch or remaining <= 0:
                 return batch
-            await self._log.wait_for_append(min(remaining, 0.05))
+            await self._log.wait_for_append(min(remaining, 0.05), appends)
 
     async def _fetch(self, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
         batch: dict[TopicPartition, list[StoredRecord]] = {}
@@ -389,6 +399,7 @@ class SqliteReader:
     async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
         deadline = time.monotonic() + timeout
         while True:
+            appends = self._log.appends
             rows = await self._log._read(
                 "SELECT offset, key, value, headers, timestamp_ms FROM records"
                 " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
@@ -397,7 +408,7 @@ class SqliteReader:
             remaining = deadline - time.monotonic()
             if rows or remaining <= 0:
                 break
-            await self._log.wait_for_append(min(remaining, self.POLL_SECONDS))
+            await self._log.wait_for_append(min(remaining, self.POLL_SECONDS), appends)
         records = [
             StoredRecord(self._topic, PARTITION, o, k, v, decode_headers(h), ts)  # type: ignore[arg-type]
             for o, k, v, h, ts in rows

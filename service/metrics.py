@@ -24,3 +24,4 @@ DLQ_RECORDS = Counter("crucible_dlq_records_total", "Log records sent to the dea
 RESOURCES_POSITION = Gauge("crucible_resources_position", "Next crucible.resources offset this process will apply")
 AUTH_FAILURES = Counter("crucible_auth_failures_total", "Requests refused by authentication or scope", ["status"])
 RATE_LIMITED = Counter("crucible_rate_limited_total", "Requests refused by a rate limit", ["limit"])
+AUDIT_POSITION = Gauge("crucible_audit_position", "Next crucible.resources offset the audit writer will copy")
