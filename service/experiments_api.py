@@ -21,6 +21,7 @@ from schemas.resources import (
     ExperimentCancelled,
     ExperimentCreated,
     ExperimentDeleted,
+    ExperimentEvent,
     ExperimentPaused,
     ExperimentResumed,
     ExperimentStarted,
@@ -128,7 +129,7 @@ async def list_experiments(request: web.Request) -> web.Response:
     keep = _filter(given)
     state = state_of(request)
     filter_key = tuple(sorted(given.items()))
-    rows = _views.rows(state, state.position, state.experiments.values(), sort.field, keep, filter_key)
+    rows = _views.rows(state, state.version(ExperimentEvent), state.experiments.values(), sort.field, keep, filter_key)
     result = paginate(rows, sort, page)
     return json_response({"data": [experiment_out(e) for e in result.items], "meta": result.meta})
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from msgspec import Meta
 
 from schemas.keys import RateLimitsInput, SessionOut
-from schemas.resources import RateLimits, SessionEnded
+from schemas.resources import ApiKeyEvent, RateLimits, SessionEnded
 from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
 from service.auth import ANY_SCOPE, authenticate, principal_of, public, requires, unauthorized
 from service.bodies import Field, check_fields, parse_object, read_body, unwrap
@@ -69,7 +69,7 @@ async def list_api_keys(request: web.Request) -> web.Response:
     sort = parse_sort(query.get("sort"), SORTS, "-created_at")
     page = parse_page(query, sort)
     state = state_of(request)
-    rows = _views.rows(state, state.position, state.api_keys.values(), sort.field)
+    rows = _views.rows(state, state.version(ApiKeyEvent), state.api_keys.values(), sort.field)
     result = paginate(rows, sort, page)
     return json_response({"data": [key_out(k) for k in result.items], "meta": result.meta})
 

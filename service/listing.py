@@ -23,11 +23,16 @@ T = TypeVar("T")
 SortKey = Callable[[Any], str]
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
 def time_key(value: dt.datetime | None) -> str:
-    """A datetime as text that sorts like the datetime (fixed width, UTC)."""
+    """A datetime as text that sorts like the datetime: fixed-width microseconds since 1970
+    (cheaper than formatting a date, which sorting 100,000 rows would do 100,000 times)."""
     if value is None:
         return ""
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return f"{(value - _EPOCH) // _MICROSECOND:020d}"
 
 
 @dataclass(frozen=True, slots=True)

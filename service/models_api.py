@@ -11,7 +11,7 @@ import msgspec
 from aiohttp import web
 
 from schemas.models import MODEL_STATUSES, ModelName, ModelOut, ModelStatistics, ModelStatus, ModelText
-from schemas.resources import ModelCreated, ModelDeleted, ModelUpdated
+from schemas.resources import ModelCreated, ModelDeleted, ModelEvent, ModelUpdated
 from service.auth import requires
 from service.bodies import Field, check_fields, parse_object, read_body, unwrap
 from service.errors import ApiError, bad_parameter
@@ -110,7 +110,9 @@ async def list_models(request: web.Request) -> web.Response:
 
     state = state_of(request)
     filter_key = tuple(sorted(given.items()))
-    rows = _views.rows(state, state.position, state.models.values(), sort.field, keep if given else None, filter_key)
+    rows = _views.rows(
+        state, state.version(ModelEvent), state.models.values(), sort.field, keep if given else None, filter_key
+    )
     result = paginate(rows, sort, page)
     return json_response({"data": [model_out(m) for m in result.items], "meta": result.meta})
 

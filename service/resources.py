@@ -130,6 +130,12 @@ class Resources:
     requests: dict[str, RequestSeen] = field(default_factory=dict)  # Idempotency-Key → first event
     histories: dict[str, list[Applied]] = field(default_factory=dict)  # deleted resources' too
     position: int = 0
+    # Changes applied per event class (ExperimentEvent, ModelEvent...): a view of one
+    # collection stays valid while events of other kinds flow by.
+    changes: dict[type[ResourceEvent], int] = field(default_factory=dict)
+
+    def version(self, kind: type[ResourceEvent]) -> int:
+        return self.changes.get(kind, 0)
 
     def apply(self, event: AnyResourceEvent, offset: int) -> Rejection | None:
         """Fold one event at `offset`; returns why it was refused, or None if it changed the state."""
@@ -138,6 +144,8 @@ class Resources:
             self._remember_request(event, offset, rejection)
         if rejection is None:
             _APPLY[type(event)](self, event)
+            kind = type(event).__mro__[1]
+            self.changes[kind] = self.changes.get(kind, 0) + 1
             self.histories.setdefault(event.resource_id, []).append(Applied(offset, event))
         self.position = offset + 1
         return rejection
