@@ -15,6 +15,25 @@ Tags = Annotated[list[Tag], Meta(max_length=100)]
 Config = dict[str, Any]
 
 
+class ExperimentInput(msgspec.Struct, kw_only=True):
+    """The fields a client sets (POST: `name` required; PATCH: any of them; `config` only while pending)."""
+
+    name: ExperimentName
+    description: Description = ""
+    config: Config = {}
+    tags: Tags = []
+
+
+class ExperimentBody(msgspec.Struct, kw_only=True):
+    experiment: ExperimentInput
+
+
+class CloneInput(msgspec.Struct, kw_only=True):
+    """The clone's name; "<name> (copy)" when absent."""
+
+    name: ExperimentName | None = None
+
+
 class RunSummary(msgspec.Struct, kw_only=True):
     id: str
     status: str

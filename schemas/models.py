@@ -14,6 +14,20 @@ ModelStatus = Literal["active", "inactive", "deprecated"]
 MODEL_STATUSES: tuple[str, ...] = get_args(ModelStatus)
 
 
+class ModelInput(msgspec.Struct, kw_only=True):
+    """The fields a client sets (POST: `name` required; PATCH: any of them)."""
+
+    name: ModelName
+    provider: ModelText = ""
+    type: ModelText = ""
+    config: dict[str, Any] = {}
+    status: ModelStatus = "active"
+
+
+class ModelBody(msgspec.Struct, kw_only=True):
+    model: ModelInput
+
+
 class ModelOut(msgspec.Struct, kw_only=True):
     id: str
     name: str

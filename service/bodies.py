@@ -31,6 +31,14 @@ class Field:
     nonblank: bool = False  # when present, it may not be null or blank (a PATCHed name)
 
 
+def fields_of(struct: type[msgspec.Struct], optional: bool = False, nonblank: tuple[str, ...] = ()) -> dict[str, Field]:
+    """The fields of an input struct (the documented contract) as checks; `optional` for PATCH."""
+    return {
+        info.name: Field(info.type, required=info.required and not optional, nonblank=info.name in nonblank)
+        for info in msgspec.structs.fields(struct)
+    }
+
+
 async def read_body(request: web.Request) -> bytes:
     if request.content_length is not None and request.content_length > MAX_COMMAND_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"request body is larger than {MAX_COMMAND_BODY_BYTES} bytes")

@@ -8,15 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from schemas.experiments import (
-    Config,
-    Description,
-    ExperimentDetail,
-    ExperimentName,
-    ExperimentOut,
-    ResultsSummary,
-    Tags,
-)
+from schemas.experiments import CloneInput, ExperimentDetail, ExperimentInput, ExperimentOut, ResultsSummary
 from schemas.resources import (
     ExperimentCancelled,
     ExperimentCreated,
@@ -28,7 +20,7 @@ from schemas.resources import (
     ExperimentUpdated,
 )
 from service.auth import requires
-from service.bodies import Field, check_fields, parse_object, read_body, unwrap
+from service.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.commands import Envelope
 from service.errors import ApiError, bad_parameter
 from service.listing import SortedViews, paginate, time_key
@@ -45,19 +37,9 @@ from service.responses import (
 
 routes = web.RouteTableDef()
 
-CREATE_FIELDS = {
-    "name": Field(ExperimentName, required=True),
-    "description": Field(Description),
-    "config": Field(Config),
-    "tags": Field(Tags),
-}
-UPDATE_FIELDS = {
-    "name": Field(ExperimentName, nonblank=True),
-    "description": Field(Description),
-    "config": Field(Config),
-    "tags": Field(Tags),
-}
-CLONE_FIELDS = {"name": Field(ExperimentName, nonblank=True)}
+CREATE_FIELDS = fields_of(ExperimentInput)
+UPDATE_FIELDS = fields_of(ExperimentInput, optional=True, nonblank=("name",))
+CLONE_FIELDS = fields_of(CloneInput, nonblank=("name",))
 FILTERS = {
     "status": "text",
     "name": "text",
@@ -238,7 +220,7 @@ async def clone_experiment(request: web.Request) -> web.Response:
         return ExperimentCreated(
             **env.fields(),
             experiment_id=clone_id,
-            name=values.get("name", f"{source.name} (copy)")[:255],
+            name=values.get("name") or f"{source.name} (copy)"[:255],
             description=source.description,
             config=source.config,
             tags=source.tags,

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Any
+from typing import Any
 
 from aiohttp import web
-from msgspec import Meta
 
-from schemas.keys import RateLimitsInput, SessionOut
+from schemas.keys import ApiKeyInput, SessionInput, SessionOut
 from schemas.resources import ApiKeyEvent, RateLimits, SessionEnded
 from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
 from service.auth import ANY_SCOPE, authenticate, principal_of, public, requires, unauthorized
-from service.bodies import Field, check_fields, parse_object, read_body, unwrap
+from service.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.commands import request_ref, submit
 from service.credentials import SCOPES, SESSION_COOKIE, key_for_secret
 from service.errors import ApiError
@@ -24,13 +23,8 @@ from service.responses import done_response, json_response, state_of
 
 routes = web.RouteTableDef()
 
-KeyName = Annotated[str, Meta(min_length=1, max_length=255)]
-KEY_FIELDS = {
-    "name": Field(KeyName, required=True),
-    "scopes": Field(Annotated[list[str], Meta(min_length=1)], required=True),
-    "rate_limits": Field(RateLimitsInput),
-}
-SESSION_FIELDS = {"api_key": Field(Annotated[str, Meta(min_length=1, max_length=1000)], required=True)}
+KEY_FIELDS = fields_of(ApiKeyInput)
+SESSION_FIELDS = fields_of(SessionInput)
 SORTS = {"created_at": lambda k: time_key(k.created_at), "name": lambda k: k.name.casefold()}
 
 _views: SortedViews[ApiKey] = SortedViews(SORTS)

@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from schemas.models import MODEL_STATUSES, ModelName, ModelOut, ModelStatistics, ModelStatus, ModelText
+from schemas.models import MODEL_STATUSES, ModelInput, ModelOut, ModelStatistics
 from schemas.resources import ModelCreated, ModelDeleted, ModelEvent, ModelUpdated
 from service.auth import requires
-from service.bodies import Field, check_fields, parse_object, read_body, unwrap
+from service.bodies import Field, check_fields, fields_of, parse_object, read_body, unwrap
 from service.errors import ApiError, bad_parameter
 from service.listing import SortedViews, paginate, time_key
 from service.params import allowed, check_known, parse_filters, parse_page, parse_sort
@@ -31,14 +31,8 @@ from service.warehouse import sql_datetime
 
 routes = web.RouteTableDef()
 
-CREATE_FIELDS = {
-    "name": Field(ModelName, required=True),
-    "provider": Field(ModelText),
-    "type": Field(ModelText),
-    "config": Field(dict[str, Any]),
-    "status": Field(ModelStatus),
-}
-UPDATE_FIELDS = {**CREATE_FIELDS, "name": Field(ModelName, nonblank=True)}
+CREATE_FIELDS = fields_of(ModelInput)
+UPDATE_FIELDS = fields_of(ModelInput, optional=True, nonblank=("name",))
 FILTERS = {"name": "text", "provider": "text", "type": "text", "status": "text"}
 SORTS: dict[str, Callable[[Any], str]] = {
     "name": lambda m: m.name.casefold(),
