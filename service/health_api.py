@@ -9,6 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from service.appkeys import LOG, PROJECTOR, WAREHOUSE, WRITER
 from service.auth import public, requires
+from service.openapi import build_document
 from service.responses import json_response
 
 routes = web.RouteTableDef()
@@ -55,3 +56,10 @@ def metrics_route(open_to_anyone: bool) -> web.RouteDef:
 
 async def _protected_metrics(request: web.Request) -> web.Response:
     return await prometheus_metrics(request)
+
+
+@routes.get("/api/v1/openapi.json")
+@requires("read")
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 document of this API."""
+    return json_response(build_document(request.app))
