@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from schemas.experiments import CloneInput, ExperimentDetail, ExperimentInput, ExperimentOut, ResultsSummary
@@ -22,15 +23,16 @@ from schemas.resources import (
 from service.auth import requires
 from service.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.commands import Envelope
-from service.errors import ApiError, bad_parameter
+from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
 from service.params import allowed, check_known, parse_datetime, parse_filters, parse_page, parse_sort
 from service.resources import EXPERIMENT_STATUSES, Experiment, Resources, experiment_missing
 from service.responses import (
-    as_of_state,
     done_response,
+    found,
     history_response,
     json_response,
+    now_or_as_of,
     run_command,
     state_of,
 )
@@ -68,36 +70,18 @@ def new_experiment_id() -> str:
 
 
 def experiment_out(experiment: Experiment) -> ExperimentOut:
-    return ExperimentOut(
-        id=experiment.id,
-        name=experiment.name,
-        description=experiment.description,
-        status=experiment.status,
-        config=experiment.config,
-        tags=experiment.tags,
-        started_at=experiment.started_at,
-        completed_at=experiment.completed_at,
-        created_at=experiment.created_at,
-        updated_at=experiment.updated_at,
-        cloned_from=experiment.cloned_from,
-    )
+    return msgspec.convert(experiment, ExperimentOut, from_attributes=True)
 
 
 def experiment_detail(experiment: Experiment) -> ExperimentDetail:
+    detail = msgspec.convert(experiment, ExperimentDetail, from_attributes=True)
     metric = experiment.config.get("metric")
-    summary = ResultsSummary(metric=metric if isinstance(metric, str) and metric else "accuracy")
-    return ExperimentDetail(**_fields(experiment_out(experiment)), results_summary=summary)
-
-
-def _fields(out: ExperimentOut) -> dict[str, Any]:
-    return {name: getattr(out, name) for name in out.__struct_fields__}
+    detail.results_summary = ResultsSummary(metric=metric if isinstance(metric, str) and metric else "accuracy")
+    return detail
 
 
 def experiment_in(state: Resources, experiment_id: str) -> Experiment:
-    experiment = state.experiments.get(experiment_id)
-    if experiment is None:
-        raise ApiError(404, "not_found", experiment_missing(experiment_id).message)
-    return experiment
+    return found(state.experiments, experiment_id, experiment_missing(experiment_id).message)
 
 
 @routes.get("/api/v1/experiments")
@@ -160,15 +144,8 @@ async def create_experiment(request: web.Request) -> web.Response:
 @routes.get("/api/v1/experiments/{id}")
 @requires("read")
 async def get_experiment(request: web.Request) -> web.Response:
-    check_known(request.query, ("as_of",))
     experiment_id = request.match_info["id"]
-    past = as_of_state(request, experiment_id)
-    if past is not None:
-        experiment = past.experiments.get(experiment_id)
-        if experiment is None:
-            raise ApiError(404, "not_found", f"experiment {experiment_id} did not exist at {request.query['as_of']}")
-    else:
-        experiment = experiment_in(state_of(request), experiment_id)
+    experiment = now_or_as_of(request, experiment_id, lambda state: state.experiments, "experiment")
     return json_response({"data": experiment_detail(experiment)})
 
 

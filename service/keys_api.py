@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from aiohttp import web
 
 from schemas.keys import ApiKeyInput, SessionInput, SessionOut
 from schemas.resources import ApiKeyEvent, RateLimits, SessionEnded
 from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
-from service.auth import ANY_SCOPE, authenticate, principal_of, public, requires, unauthorized
+from service.auth import ANY_SCOPE, principal_of, public, requires, unauthorized
 from service.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.commands import request_ref, submit
 from service.credentials import SCOPES, SESSION_COOKIE, key_for_secret
@@ -19,7 +18,7 @@ from service.keys import create_key, key_out, revoke_key
 from service.listing import SortedViews, paginate, time_key
 from service.params import check_known, parse_page, parse_sort
 from service.resources import ApiKey
-from service.responses import done_response, json_response, state_of
+from service.responses import done_response, found, json_response, state_of
 
 routes = web.RouteTableDef()
 
@@ -31,10 +30,7 @@ _views: SortedViews[ApiKey] = SortedViews(SORTS)
 
 
 def key_in(request: web.Request, key_id: str) -> ApiKey:
-    key = state_of(request).api_keys.get(key_id)
-    if key is None:
-        raise ApiError(404, "not_found", f"API key {key_id} not found")
-    return key
+    return found(state_of(request).api_keys, key_id, f"API key {key_id} not found")
 
 
 @routes.post("/api/v1/api-keys")
@@ -88,7 +84,7 @@ async def revoke_api_key(request: web.Request) -> web.Response:
 @public  # it authenticates the key in its body itself
 async def create_session(request: web.Request) -> web.Response:
     body = await read_body(request)
-    raw: dict[str, Any] = parse_object(body, allow_empty=True) if body.strip() else {}
+    raw = parse_object(body, allow_empty=True)
     if "api_key" not in raw:
         raise unauthorized('send {"api_key": "<secret>"} to open a session')
     values = check_fields(raw, SESSION_FIELDS, "a session")
@@ -117,7 +113,7 @@ async def create_session(request: web.Request) -> web.Response:
 @requires(ANY_SCOPE)
 async def end_session(request: web.Request) -> web.Response:
     """Log out: the session's token is refused from now on, in every API process."""
-    principal = authenticate(request)
+    principal = principal_of(request)
     if principal.session_id is None:
         raise ApiError(422, "validation_error", "no session to end: this request used an API key, not a session")
     token = request.cookies[SESSION_COOKIE]

@@ -14,15 +14,16 @@ from schemas.models import MODEL_STATUSES, ModelInput, ModelOut, ModelStatistics
 from schemas.resources import ModelCreated, ModelDeleted, ModelEvent, ModelUpdated
 from service.auth import requires
 from service.bodies import Field, check_fields, fields_of, parse_object, read_body, unwrap
-from service.errors import ApiError, bad_parameter
+from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
 from service.params import allowed, check_known, parse_filters, parse_page, parse_sort
 from service.resources import Model, Resources, model_missing
 from service.responses import (
-    as_of_state,
     done_response,
+    found,
     history_response,
     json_response,
+    now_or_as_of,
     run_command,
     state_of,
     warehouse_query,
@@ -63,23 +64,11 @@ _statistics_decoder = msgspec.json.Decoder(_StatisticsRow)
 
 
 def model_out(model: Model) -> ModelOut:
-    return ModelOut(
-        id=model.id,
-        name=model.name,
-        provider=model.provider,
-        type=model.type,
-        config=model.config,
-        status=model.status,
-        created_at=model.created_at,
-        updated_at=model.updated_at,
-    )
+    return msgspec.convert(model, ModelOut, from_attributes=True)
 
 
 def model_in(state: Resources, model_id: str) -> Model:
-    model = state.models.get(model_id)
-    if model is None:
-        raise ApiError(404, "not_found", model_missing(model_id).message)
-    return model
+    return found(state.models, model_id, model_missing(model_id).message)
 
 
 def model_values(body: bytes, fields: dict[str, Field]) -> dict[str, Any]:
@@ -124,15 +113,8 @@ async def create_model(request: web.Request) -> web.Response:
 @routes.get("/api/v1/models/{id}")
 @requires("read")
 async def get_model(request: web.Request) -> web.Response:
-    check_known(request.query, ("as_of",))
     model_id = request.match_info["id"]
-    past = as_of_state(request, model_id)
-    if past is not None:
-        model = past.models.get(model_id)
-        if model is None:
-            raise ApiError(404, "not_found", f"model {model_id} did not exist at {request.query['as_of']}")
-    else:
-        model = model_in(state_of(request), model_id)
+    model = now_or_as_of(request, model_id, lambda state: state.models, "model")
     return json_response({"data": model_out(model)})
 
 

@@ -294,16 +294,20 @@ def _experiment_created(state: Resources, event: ExperimentCreated) -> None:
 
 
 def _experiment_updated(state: Resources, event: ExperimentUpdated) -> None:
-    experiment = state.experiments[event.experiment_id]
-    if event.name is not UNSET:
-        experiment.name = event.name
-    if event.description is not UNSET:
-        experiment.description = event.description
-    if event.tags is not UNSET:
-        experiment.tags = event.tags
-    if event.config is not UNSET:
-        experiment.config = event.config
-    experiment.updated_at = event.at
+    _copy_changes(event, state.experiments[event.experiment_id])
+
+
+def _copy_changes(event: ExperimentUpdated | ModelUpdated, target: Experiment | Model) -> None:
+    """Set each field the update carries (UNSET: unchanged), and the time of the change.
+
+    The changeable fields are those the update event adds to its resource's base event."""
+    base_fields = msgspec.structs.fields(type(event).__mro__[1])
+    shared = {info.name for info in base_fields}
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        if value is not UNSET and name not in shared:
+            setattr(target, name, value)
+    target.updated_at = event.at
 
 
 def _experiment_transition(state: Resources, event: ExperimentStarted) -> None:
@@ -338,13 +342,8 @@ def _model_updated(state: Resources, event: ModelUpdated) -> None:
     model = state.models[event.model_id]
     if event.name is not UNSET:
         del state.model_ids_by_name[model.name.casefold()]
-        model.name = event.name
-        state.model_ids_by_name[model.name.casefold()] = model.id
-    for name in ("provider", "type", "config", "status"):
-        value = getattr(event, name)
-        if value is not UNSET:
-            setattr(model, name, value)
-    model.updated_at = event.at
+        state.model_ids_by_name[event.name.casefold()] = model.id
+    _copy_changes(event, model)
 
 
 def _model_deleted(state: Resources, event: ModelDeleted) -> None:

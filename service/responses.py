@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -15,9 +15,11 @@ from service.auth import principal_of
 from service.bodies import read_body
 from service.commands import Done, E, Envelope, request_ref, submit
 from service.errors import ApiError, bad_parameter
-from service.params import parse_datetime, parse_int
+from service.params import check_known, parse_datetime, parse_int
 from service.resources import Applied, Resources
 from service.warehouse import WarehouseError
+
+T = TypeVar("T")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -55,6 +57,23 @@ async def warehouse_query(request: web.Request, name: str, parameters: dict[str,
 
 def state_of(request: web.Request) -> Resources:
     return request.app[PROJECTOR].state
+
+
+def found(resources: Mapping[str, T], resource_id: str, message: str) -> T:
+    """The resource, or 404 `not_found` with `message`."""
+    resource = resources.get(resource_id)
+    if resource is None:
+        raise ApiError(404, "not_found", message)
+    return resource
+
+
+def now_or_as_of(request: web.Request, resource_id: str, pick: Callable[[Resources], Mapping[str, T]], what: str) -> T:
+    """GET of one resource: as it is now, or with `?as_of=<ISO 8601>` as it was then."""
+    check_known(request.query, ("as_of",))
+    past = as_of_state(request, resource_id)
+    if past is None:
+        return found(pick(state_of(request)), resource_id, f"{what} {resource_id} not found")
+    return found(pick(past), resource_id, f"{what} {resource_id} did not exist at {request.query['as_of']}")
 
 
 def as_of_state(request: web.Request, resource_id: str) -> Resources | None:

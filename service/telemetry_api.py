@@ -116,9 +116,6 @@ def filter_parameters(query: Mapping[str, str]) -> dict[str, Any]:
     return params
 
 
-_query = warehouse_query
-
-
 def scoped_idempotency_key(request: web.Request) -> str | None:
     """The request's Idempotency-Key within its caller's: keys of two clients never collide."""
     key = request.headers.get("Idempotency-Key")
@@ -176,7 +173,9 @@ async def list_events(request: web.Request) -> web.Response:
         limit=page.per_page + 1,
         offset=page.offset,
     )
-    body = await _query(request, "telemetry_events_desc" if sort.descending else "telemetry_events_asc", params)
+    body = await warehouse_query(
+        request, "telemetry_events_desc" if sort.descending else "telemetry_events_asc", params
+    )
     rows: list[_EventRow] = _lines(body, _EventRow)
     has_more = len(rows) > page.per_page
     rows = rows[: page.per_page]
@@ -186,7 +185,7 @@ async def list_events(request: web.Request) -> web.Response:
         key = last.timestamp if sort.field == "timestamp" else last.received_at
         next_cursor = encode_cursor(Cursor(str(sort), sql_datetime(key), last.id, params["snapshot"]))
     count_params = {k: params[k] for k in (*FILTERS, "snapshot")}
-    total = _lines(await _query(request, "telemetry_events_count", count_params), _Total)[0].total
+    total = _lines(await warehouse_query(request, "telemetry_events_count", count_params), _Total)[0].total
     meta = PageMeta(per_page=page.per_page, page=page.page, total=total, has_more=has_more, next_cursor=next_cursor)
     return json_response({"data": [stored_event(r) for r in rows], "meta": meta})
 
@@ -254,12 +253,14 @@ async def _aggregate(
     grouped = group_by != ""
     if agg in QUANTILES:
         index = QUANTILES[agg]
-        rows: list[_QuantileRow] = _lines(await _query(request, "telemetry_quantiles" + suffix, params), _QuantileRow)
+        rows: list[_QuantileRow] = _lines(
+            await warehouse_query(request, "telemetry_quantiles" + suffix, params), _QuantileRow
+        )
         return [
             AggregatePoint(timestamp=r.bucket, value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
             for r in rows
         ]
-    basic: list[_BasicRow] = _lines(await _query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
+    basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
     return [
         AggregatePoint(
             timestamp=r.bucket,
