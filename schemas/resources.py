@@ -84,6 +84,56 @@ class ExperimentDeleted(ExperimentEvent, frozen=True, kw_only=True):
     pass
 
 
+class ExperimentCompleted(ExperimentEvent, frozen=True, kw_only=True):
+    """Reported by a worker (telemetry `crucible.experiment.completed`)."""
+
+
+class ExperimentFailed(ExperimentEvent, frozen=True, kw_only=True):
+    """Reported by a worker (telemetry `crucible.experiment.failed`, metadata `error`)."""
+
+    error: str = ""
+
+
+class RunEvent(ResourceEvent, frozen=True, kw_only=True):
+    """A run's lifecycle, routed here from the worker's telemetry (`crucible.run.*`).
+
+    `event_id` is the telemetry event's id, and `reported_at` its timestamp (the
+    worker's clock): a retried batch carries the same ids, and the fold refuses what
+    it has already applied, so routing the same telemetry twice changes nothing.
+    """
+
+    run_id: str
+    experiment_id: str
+    reported_at: dt.datetime
+
+    @property
+    def resource_id(self) -> str:
+        return self.run_id
+
+
+class RunStarted(RunEvent, frozen=True, kw_only=True):
+    """`implicit`: made for the first event of a run that was never reported as started."""
+
+    hyperparameters: dict[str, Any] = {}
+    implicit: bool = False
+
+
+class RunCompleted(RunEvent, frozen=True, kw_only=True):
+    pass
+
+
+class RunFailed(RunEvent, frozen=True, kw_only=True):
+    error: str = ""
+
+
+class CheckpointUploaded(RunEvent, frozen=True, kw_only=True):
+    """A checkpoint's file is complete in the artifact store (written, synced, renamed)."""
+
+    checkpoint_id: str
+    size: int
+    sha256: str
+
+
 class ModelEvent(ResourceEvent, frozen=True, kw_only=True):
     model_id: str
 
@@ -164,6 +214,12 @@ AnyResourceEvent = (
     | ExperimentResumed
     | ExperimentCancelled
     | ExperimentDeleted
+    | ExperimentCompleted
+    | ExperimentFailed
+    | RunStarted
+    | RunCompleted
+    | RunFailed
+    | CheckpointUploaded
     | ModelCreated
     | ModelUpdated
     | ModelDeleted

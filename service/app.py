@@ -24,6 +24,7 @@ from service.log_sqlite import SqliteLog
 from service.migrations import migrate
 from service.projector import Projector
 from service.ratelimit import RateLimiter
+from service.run_events import RunRouter
 from service.settings import Settings
 from service.warehouse import Warehouse
 from service.writer import WarehouseWriter
@@ -140,9 +141,10 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app[SETTINGS] = settings
     app[LOG] = log
     app[WAREHOUSE] = warehouse
-    app[INGESTOR] = Ingestor(log, settings.max_batch_events)
+    projector = Projector(log, settings.idempotency_ttl_seconds)
+    app[PROJECTOR] = projector
+    app[INGESTOR] = Ingestor(log, settings.max_batch_events, RunRouter(lambda: projector.state.runs))
     app[WRITER] = WarehouseWriter(log, warehouse, settings) if settings.writer else None
-    app[PROJECTOR] = Projector(log, settings.idempotency_ttl_seconds)
     app[RATE_LIMITER] = RateLimiter()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])

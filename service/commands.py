@@ -76,6 +76,10 @@ def request_ref(request: web.Request, actor: str, body: bytes) -> RequestRef | N
     return RequestRef(f"{actor}:{key}", fingerprint)
 
 
+def resource_record(event: AnyResourceEvent) -> Record:
+    return Record(RESOURCES_TOPIC, event.resource_id.encode(), event_encoder.encode(event))
+
+
 def refusal(rejection: Rejection) -> ApiError:
     return ApiError(_STATUS.get(rejection.code, 409), rejection.code, rejection.message)
 
@@ -90,9 +94,8 @@ async def submit(
     rejection = projector.state.check(event)
     if rejection is not None:
         raise refusal(rejection)
-    record = Record(RESOURCES_TOPIC, event.resource_id.encode(), event_encoder.encode(event))
     try:
-        [(_, offset)] = await log.append([record])
+        [(_, offset)] = await log.append([resource_record(event)])
         rejection = await projector.applied(offset)
     except LogUnavailable as exc:
         raise ApiError(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from schemas.resources import AnyResourceEvent
 from schemas.telemetry import (
     RECORD_CONTENT_TYPE,
     RECORD_EVENTS_HEADER,
@@ -31,8 +32,10 @@ from schemas.telemetry import (
     TelemetryRecord,
 )
 from service import metrics
+from service.commands import resource_record
 from service.errors import ApiError, validation_error
 from service.log import TELEMETRY_TOPIC, EventLog, LogUnavailable, Record
+from service.run_events import RESERVED_PREFIX, RunRouter, is_reserved, reserved_problem
 
 MAX_FUTURE = dt.timedelta(days=1)
 EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -74,6 +77,7 @@ class ValidatedBatch:
     events_by_experiment: dict[str, list[TelemetryEvent]]
     accepted: int
     errors: list[IngestError]
+    reserved: list[TelemetryEvent]  # valid `crucible.run.*` / `crucible.experiment.*` events
 
 
 def decode_batch(body: bytes, max_events: int) -> list[TelemetryEvent | IngestError]:
@@ -122,6 +126,7 @@ def check_events(
     latest_allowed = received_at + MAX_FUTURE
     events_by_experiment: dict[str, list[TelemetryEvent]] = defaultdict(list)
     errors: list[IngestError] = []
+    reserved: list[TelemetryEvent] = []
     for index, event in enumerate(decoded):
         if isinstance(event, IngestError):
             errors.append(event)
@@ -133,9 +138,11 @@ def check_events(
             continue
         if event.id is None:
             event.id = f"evt_{batch_id}_{index}"
+        if event.event_name[0] == RESERVED_PREFIX and is_reserved(event.event_name):
+            reserved.append(event)
         events_by_experiment[event.metadata.get("experiment_id", "")].append(event)
     accepted = len(decoded) - len(errors)
-    return ValidatedBatch(dict(events_by_experiment), accepted, errors)
+    return ValidatedBatch(dict(events_by_experiment), accepted, errors, reserved)
 
 
 def _event_problem(
@@ -154,6 +161,8 @@ def _event_problem(
     names = event.event_name
     if ".".join(names).count(".") != len(names) - 1:  # names are stored dot-joined
         return "a name segment may not contain '.'", "event_name"
+    if names[0] == RESERVED_PREFIX and is_reserved(names):
+        return reserved_problem(event)
     return None
 
 
@@ -181,17 +190,20 @@ def _admit_all(events: int) -> None:
 class Ingestor:
     """Validates and appends batches; remembers answers by Idempotency-Key."""
 
-    def __init__(self, log: EventLog, max_events: int) -> None:
+    def __init__(self, log: EventLog, max_events: int, router: RunRouter | None = None) -> None:
         self._log = log
         self._max_events = max_events
+        self._router = router
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
-    async def ingest(self, body: bytes, idempotency_key: str | None, admit: Admit = _admit_all) -> Answer:
+    async def ingest(
+        self, body: bytes, idempotency_key: str | None, admit: Admit = _admit_all, actor: str = ""
+    ) -> Answer:
         """Validate and append a batch; `admit(n)` is called with the number of valid events
         before anything is appended, and may refuse the batch by raising (rate limits).
         A replayed answer is not admitted again."""
         if idempotency_key is None:
-            return await self._ingest(body, None, "", admit)
+            return await self._ingest(body, None, "", admit, actor)
         fingerprint = hashlib.sha256(body).hexdigest()
         # A retry arriving while the first attempt is still being appended waits for it.
         while (pending := self._in_flight.get(idempotency_key)) is not None:
@@ -202,7 +214,7 @@ class Ingestor:
         future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._in_flight[idempotency_key] = future
         try:
-            answer = await self._ingest(body, idempotency_key, fingerprint, admit)
+            answer = await self._ingest(body, idempotency_key, fingerprint, admit, actor)
             future.set_result(answer)
             return answer
         except BaseException as exc:
@@ -211,6 +223,11 @@ class Ingestor:
             raise
         finally:
             del self._in_flight[idempotency_key]
+
+    def _routed(self, reserved: list[TelemetryEvent], actor: str) -> list[AnyResourceEvent]:
+        if not reserved or self._router is None:
+            return []
+        return self._router.resource_events(reserved, actor)
 
     @staticmethod
     def _replay(remembered: _Remembered, fingerprint: str) -> Answer:
@@ -221,7 +238,9 @@ class Ingestor:
             )
         return Answer(remembered.status, remembered.body, replayed=True)
 
-    async def _ingest(self, body: bytes, idempotency_key: str | None, fingerprint: str, admit: Admit) -> Answer:
+    async def _ingest(
+        self, body: bytes, idempotency_key: str | None, fingerprint: str, admit: Admit, actor: str
+    ) -> Answer:
         decoded = decode_batch(body, self._max_events)
         if len(decoded) > self._max_events:
             raise too_many_events(len(decoded), self._max_events)
@@ -238,10 +257,13 @@ class Ingestor:
         answer_body = _encoder.encode(
             IngestResponse(data=IngestResult(accepted=batch.accepted, rejected=len(batch.errors), errors=batch.errors))
         )
-        records = [
+        # Lifecycle events go to the resources log in the same append: on the embedded
+        # log, one transaction; on Kafka, a retry re-routes them and the fold refuses repeats.
+        records = [resource_record(event) for event in self._routed(batch.reserved, actor)]
+        records.extend(
             log_record(experiment_id, events, batch_id, received_at)
             for experiment_id, events in batch.events_by_experiment.items()
-        ]
+        )
         remember = None
         if idempotency_key is not None:
             remember = (

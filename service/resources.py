@@ -22,9 +22,13 @@ from schemas.resources import (
     AnyResourceEvent,
     ApiKeyCreated,
     ApiKeyRevoked,
+    CheckpointUploaded,
     ExperimentCancelled,
+    ExperimentCompleted,
     ExperimentCreated,
     ExperimentDeleted,
+    ExperimentEvent,
+    ExperimentFailed,
     ExperimentPaused,
     ExperimentResumed,
     ExperimentStarted,
@@ -34,6 +38,10 @@ from schemas.resources import (
     ModelUpdated,
     RateLimits,
     ResourceEvent,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunStarted,
     SessionEnded,
 )
 
@@ -45,8 +53,13 @@ TRANSITIONS: dict[type[ResourceEvent], tuple[str, frozenset[str], str]] = {
     ExperimentPaused: ("pause", frozenset({"running"}), "paused"),
     ExperimentResumed: ("resume", frozenset({"paused"}), "running"),
     ExperimentCancelled: ("cancel", frozenset({"pending", "running", "paused"}), "cancelled"),
+    # Reported by workers through telemetry (`crucible.experiment.completed|failed`).
+    ExperimentCompleted: ("complete", frozenset({"pending", "running", "paused"}), "completed"),
+    ExperimentFailed: ("fail", frozenset({"pending", "running", "paused"}), "failed"),
 }
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
+RUN_STATUSES = ("pending", "running", "completed", "failed")
+FINAL_RUN_STATUSES = frozenset({"completed", "failed"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +105,34 @@ class Experiment:
     completed_at: dt.datetime | None = None
     cloned_from: str | None = None
     created_by: str = ""
+    error: str | None = None
+    run_ids: list[str] = field(default_factory=list)  # in the order they started
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A checkpoint file complete in the artifact store."""
+
+    size: int
+    sha256: str
+    uploaded_at: dt.datetime
+
+
+@dataclass(slots=True)
+class Run:
+    """A run as its lifecycle events left it; progress and metrics are SQL over its telemetry."""
+
+    id: str
+    experiment_id: str
+    status: str
+    hyperparameters: dict[str, Any]
+    started_at: dt.datetime
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    completed_at: dt.datetime | None = None
+    error: str | None = None
+    implicit: bool = False  # first seen through an event other than `crucible.run.started`
+    uploads: dict[str, Upload] = field(default_factory=dict)  # checkpoint id → its file
 
 
 @dataclass(slots=True)
@@ -125,6 +166,7 @@ class Resources:
     experiments: dict[str, Experiment] = field(default_factory=dict)  # in creation order
     models: dict[str, Model] = field(default_factory=dict)
     model_ids_by_name: dict[str, str] = field(default_factory=dict)  # casefolded name → id
+    runs: dict[str, Run] = field(default_factory=dict)  # runs of existing experiments, in start order
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     ended_sessions: dict[str, dt.datetime] = field(default_factory=dict)  # session id → its expiry
     requests: dict[str, RequestSeen] = field(default_factory=dict)  # Idempotency-Key → first event
@@ -146,7 +188,13 @@ class Resources:
             _APPLY[type(event)](self, event)
             kind = type(event).__mro__[1]
             self.changes[kind] = self.changes.get(kind, 0) + 1
-            self.histories.setdefault(event.resource_id, []).append(Applied(offset, event))
+            applied = Applied(offset, event)
+            self.histories.setdefault(event.resource_id, []).append(applied)
+            if isinstance(event, RunEvent):
+                # A run changes its experiment's view (its runs, maybe its status), and
+                # belongs to the experiment's history so `as_of` replays it too.
+                self.changes[ExperimentEvent] = self.changes.get(ExperimentEvent, 0) + 1
+                self.histories.setdefault(event.experiment_id, []).append(applied)
         self.position = offset + 1
         return rejection
 
@@ -218,7 +266,7 @@ def _check_experiment_updated(state: Resources, event: ExperimentUpdated) -> Rej
     return None
 
 
-def _check_transition(state: Resources, event: ExperimentStarted) -> Rejection | None:
+def _check_transition(state: Resources, event: ExperimentEvent) -> Rejection | None:
     experiment = state.experiments.get(event.experiment_id)
     if experiment is None:
         return experiment_missing(event.experiment_id)
@@ -272,6 +320,59 @@ def _check_api_key_revoked(state: Resources, event: ApiKeyRevoked) -> Rejection 
     return None
 
 
+def run_missing(run_id: str) -> Rejection:
+    return Rejection("not_found", f"run {run_id} not found")
+
+
+def _check_run_event(state: Resources, event: RunEvent) -> Rejection | None:
+    """What every run event needs: a live experiment, and the run (if known) being its."""
+    experiment = state.experiments.get(event.experiment_id)
+    if experiment is None:
+        return experiment_missing(event.experiment_id)
+    if experiment.status == "cancelled":
+        return Rejection("conflict", f"experiment {experiment.id} is cancelled: its runs no longer change")
+    run = state.runs.get(event.run_id)
+    if run is None and event.run_id in state.histories:
+        return Rejection("conflict", f"run {event.run_id} was deleted with its experiment")
+    if run is not None and run.experiment_id != event.experiment_id:
+        return Rejection("conflict", f"run {run.id} belongs to experiment {run.experiment_id}")
+    return None
+
+
+def _check_run_started(state: Resources, event: RunStarted) -> Rejection | None:
+    if (rejection := _check_run_event(state, event)) is not None:
+        return rejection
+    run = state.runs.get(event.run_id)
+    # The real start may still fill in a run first seen through a later event.
+    if run is not None and (event.implicit or not run.implicit):
+        return Rejection("conflict", f"run {run.id} has already started")
+    return None
+
+
+def _check_run_finished(state: Resources, event: RunCompleted | RunFailed) -> Rejection | None:
+    if (rejection := _check_run_event(state, event)) is not None:
+        return rejection
+    run = state.runs.get(event.run_id)
+    if run is not None and run.status in FINAL_RUN_STATUSES:
+        return Rejection("conflict", f"run {run.id} has already {run.status}")
+    return None
+
+
+def _check_checkpoint_uploaded(state: Resources, event: CheckpointUploaded) -> Rejection | None:
+    if (rejection := _check_run_event(state, event)) is not None:
+        return rejection
+    run = state.runs.get(event.run_id)
+    if run is None:
+        return run_missing(event.run_id)
+    upload = run.uploads.get(event.checkpoint_id)
+    if upload is not None and upload.sha256 != event.sha256:
+        return Rejection(
+            "conflict",
+            f"checkpoint {event.checkpoint_id} of run {run.id} already has another file (sha256 {upload.sha256})",
+        )
+    return None
+
+
 def _always(state: Resources, event: ResourceEvent) -> Rejection | None:
     return None
 
@@ -310,7 +411,7 @@ def _copy_changes(event: ExperimentUpdated | ModelUpdated, target: Experiment | 
     target.updated_at = event.at
 
 
-def _experiment_transition(state: Resources, event: ExperimentStarted) -> None:
+def _experiment_transition(state: Resources, event: ExperimentEvent) -> None:
     experiment = state.experiments[event.experiment_id]
     experiment.status = TRANSITIONS[type(event)][2]
     if experiment.status == "running" and experiment.started_at is None:
@@ -321,7 +422,65 @@ def _experiment_transition(state: Resources, event: ExperimentStarted) -> None:
 
 
 def _experiment_deleted(state: Resources, event: ExperimentDeleted) -> None:
-    del state.experiments[event.experiment_id]
+    experiment = state.experiments.pop(event.experiment_id)
+    for run_id in experiment.run_ids:
+        del state.runs[run_id]
+
+
+def _experiment_failed(state: Resources, event: ExperimentFailed) -> None:
+    _experiment_transition(state, event)
+    state.experiments[event.experiment_id].error = event.error or None
+
+
+def _run_of(state: Resources, event: RunEvent) -> Run:
+    """The event's run, made on the spot when the worker never reported its start."""
+    run = state.runs.get(event.run_id)
+    if run is None:
+        run = Run(
+            id=event.run_id,
+            experiment_id=event.experiment_id,
+            status="running",
+            hyperparameters={},
+            started_at=event.reported_at,
+            created_at=event.at,
+            updated_at=event.at,
+            implicit=True,
+        )
+        state.runs[run.id] = run
+        experiment = state.experiments.get(event.experiment_id)
+        if experiment is None:  # replaying only the run's own history (`replayed`)
+            return run
+        experiment.run_ids.append(run.id)
+        if experiment.status == "pending":  # a worker started it without asking
+            experiment.status = "running"
+            experiment.started_at = experiment.started_at or event.at
+            experiment.updated_at = event.at
+    return run
+
+
+def _run_started(state: Resources, event: RunStarted) -> None:
+    run = _run_of(state, event)
+    if not event.implicit:
+        run.hyperparameters = event.hyperparameters
+        run.started_at = event.reported_at
+        run.implicit = False
+    run.updated_at = event.at
+
+
+def _run_finished(state: Resources, event: RunCompleted | RunFailed) -> None:
+    run = _run_of(state, event)
+    if isinstance(event, RunFailed):
+        run.status, run.error = "failed", event.error or None
+    else:
+        run.status = "completed"
+    run.completed_at = event.reported_at
+    run.updated_at = event.at
+
+
+def _checkpoint_uploaded(state: Resources, event: CheckpointUploaded) -> None:
+    run = state.runs[event.run_id]
+    run.uploads[event.checkpoint_id] = Upload(event.size, event.sha256, event.at)
+    run.updated_at = event.at
 
 
 def _model_created(state: Resources, event: ModelCreated) -> None:
@@ -386,6 +545,10 @@ _CHECK: dict[type[ResourceEvent], _Check] = {
     ApiKeyCreated: _check_api_key_created,
     ApiKeyRevoked: _check_api_key_revoked,
     SessionEnded: _always,
+    RunStarted: _check_run_started,
+    RunCompleted: _check_run_finished,
+    RunFailed: _check_run_finished,
+    CheckpointUploaded: _check_checkpoint_uploaded,
     **{event_type: _check_transition for event_type in TRANSITIONS},
 }
 _APPLY: dict[type[ResourceEvent], _Apply] = {
@@ -398,7 +561,12 @@ _APPLY: dict[type[ResourceEvent], _Apply] = {
     ApiKeyCreated: _api_key_created,
     ApiKeyRevoked: _api_key_revoked,
     SessionEnded: _session_ended,
+    RunStarted: _run_started,
+    RunCompleted: _run_finished,
+    RunFailed: _run_finished,
+    CheckpointUploaded: _checkpoint_uploaded,
     **{event_type: _experiment_transition for event_type in TRANSITIONS},
+    ExperimentFailed: _experiment_failed,
 }
 
 event_decoder = msgspec.json.Decoder(AnyResourceEvent)

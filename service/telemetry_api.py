@@ -138,7 +138,10 @@ async def ingest_events(request: web.Request) -> web.Response:
         raise body_too_large(settings.max_body_bytes)
     try:
         answer = await request.app[INGESTOR].ingest(
-            body, scoped_idempotency_key(request), lambda events: take(request, "ingest", events)
+            body,
+            scoped_idempotency_key(request),
+            lambda events: take(request, "ingest", events),
+            actor=principal_of(request).key.id,
         )
     except ApiError as error:
         metrics.INGEST_BATCHES.labels(str(error.status)).inc()
