@@ -62,6 +62,7 @@ class ExperimentOut(msgspec.Struct, kw_only=True):
     created_at: dt.datetime
     updated_at: dt.datetime
     cloned_from: str | None = None
+    error: str | None = None  # why a worker reported it failed
 
 
 class ExperimentDetail(ExperimentOut, kw_only=True):

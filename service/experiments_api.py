@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from schemas.experiments import CloneInput, ExperimentDetail, ExperimentInput, ExperimentOut, ResultsSummary
+from schemas.experiments import CloneInput, ExperimentDetail, ExperimentInput, ExperimentOut
 from schemas.resources import (
     ExperimentCancelled,
     ExperimentCreated,
@@ -28,6 +28,7 @@ from service.listing import SortedViews, paginate, time_key
 from service.params import allowed, check_known, parse_datetime, parse_filters, parse_page, parse_sort
 from service.resources import EXPERIMENT_STATUSES, Experiment, Resources, experiment_missing
 from service.responses import (
+    as_of_state,
     done_response,
     found,
     history_response,
@@ -36,6 +37,7 @@ from service.responses import (
     run_command,
     state_of,
 )
+from service.run_views import experiment_runs
 
 routes = web.RouteTableDef()
 
@@ -73,10 +75,12 @@ def experiment_out(experiment: Experiment) -> ExperimentOut:
     return msgspec.convert(experiment, ExperimentOut, from_attributes=True)
 
 
-def experiment_detail(experiment: Experiment) -> ExperimentDetail:
+async def experiment_detail(request: web.Request, state: Resources, experiment_id: str) -> ExperimentDetail:
+    """The experiment in `state` with its runs, results summary and progress (SQL over its runs' telemetry)."""
+    experiment = state.experiments[experiment_id]
     detail = msgspec.convert(experiment, ExperimentDetail, from_attributes=True)
-    metric = experiment.config.get("metric")
-    detail.results_summary = ResultsSummary(metric=metric if isinstance(metric, str) and metric else "accuracy")
+    runs = [state.runs[run_id] for run_id in experiment.run_ids if run_id in state.runs]
+    detail.runs, detail.results_summary, detail.progress = await experiment_runs(request, experiment, runs)
     return detail
 
 
@@ -138,15 +142,16 @@ async def create_experiment(request: web.Request) -> web.Response:
     done = await run_command(
         request, lambda env: ExperimentCreated(**env.fields(), experiment_id=experiment_id, **values), body
     )
-    return done_response(done, experiment_detail(done.state.experiments[done.resource_id]), 201)
+    return done_response(done, await experiment_detail(request, done.state, done.resource_id), 201)
 
 
 @routes.get("/api/v1/experiments/{id}")
 @requires("read")
 async def get_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
-    experiment = now_or_as_of(request, experiment_id, lambda state: state.experiments, "experiment")
-    return json_response({"data": experiment_detail(experiment)})
+    now_or_as_of(request, experiment_id, lambda state: state.experiments, "experiment")  # 404s
+    state = as_of_state(request, experiment_id) or state_of(request)
+    return json_response({"data": await experiment_detail(request, state, experiment_id)})
 
 
 @routes.patch("/api/v1/experiments/{id}")
@@ -158,7 +163,7 @@ async def update_experiment(request: web.Request) -> web.Response:
     done = await run_command(
         request, lambda env: ExperimentUpdated(**env.fields(), experiment_id=experiment_id, **values), body
     )
-    return done_response(done, experiment_detail(done.state.experiments[experiment_id]), 200)
+    return done_response(done, await experiment_detail(request, done.state, experiment_id), 200)
 
 
 @routes.delete("/api/v1/experiments/{id}")
@@ -177,7 +182,7 @@ async def act_on_experiment(request: web.Request) -> web.Response:
     body = await read_body(request)
     check_fields(parse_object(body, allow_empty=True), {}, "an action")  # takes no fields
     done = await run_command(request, lambda env: event_type(**env.fields(), experiment_id=experiment_id), body)
-    return done_response(done, experiment_detail(done.state.experiments[experiment_id]), 200)
+    return done_response(done, await experiment_detail(request, done.state, experiment_id), 200)
 
 
 @routes.post("/api/v1/experiments/{id}/clone")
@@ -205,7 +210,7 @@ async def clone_experiment(request: web.Request) -> web.Response:
         )
 
     done = await run_command(request, make_event, body)
-    return done_response(done, experiment_detail(done.state.experiments[done.resource_id]), 201)
+    return done_response(done, await experiment_detail(request, done.state, done.resource_id), 201)
 
 
 @routes.get("/api/v1/experiments/{id}/history")

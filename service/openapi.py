@@ -22,6 +22,7 @@ from schemas.common import ErrorResponse, PageMeta
 from schemas.experiments import CloneInput, ExperimentBody, ExperimentDetail, ExperimentOut, HistoryEntry
 from schemas.keys import ApiKeyBody, ApiKeyOut, SessionInput, SessionOut
 from schemas.models import ModelBody, ModelOut, ModelStatistics
+from schemas.runs import CheckpointOut, LogLine, MetricHistory, RunDetail, RunOut
 from schemas.telemetry import AggregatePoint, IngestBatch, IngestResult, StoredEvent
 from service.auth import access_of
 
@@ -52,6 +53,12 @@ OPERATIONS: dict[str, Operation] = {
     "act_on_experiment": Operation(data=ExperimentDetail),
     "clone_experiment": Operation(CloneInput, ExperimentDetail, 201),
     "experiment_history": Operation(data=HistoryEntry, listing=True),
+    "list_runs": Operation(data=RunOut, listing=True),
+    "list_experiment_runs": Operation(data=RunOut, listing=True),
+    "get_run": Operation(data=RunDetail),
+    "list_checkpoints": Operation(data=list[CheckpointOut]),
+    "metric_history": Operation(data=MetricHistory),
+    "run_logs": Operation(data=list[LogLine]),
     "list_models": Operation(data=ModelOut, listing=True),
     "create_model": Operation(ModelBody, ModelOut, 201),
     "get_model": Operation(data=ModelOut),

@@ -39,6 +39,7 @@ DETAIL_FIELDS = {
     "created_at",
     "updated_at",
     "cloned_from",
+    "error",
     "progress",
     "runs",
     "results_summary",

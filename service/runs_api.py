@@ -1,0 +1,208 @@
+"""Endpoints under /api/v1/runs: lists, a run, its metric history, logs and checkpoints (API.md "Run Endpoints")."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from schemas.resources import RunEvent
+from schemas.runs import LogLine, LogPageMeta, MetricHistory, MetricPoint
+from service.auth import requires
+from service.errors import bad_parameter
+from service.listing import SortedViews, paginate, time_key
+from service.params import (
+    Cursor,
+    allowed,
+    check_known,
+    decode_cursor,
+    encode_cursor,
+    parse_datetime,
+    parse_filters,
+    parse_int,
+    parse_page,
+    parse_sort,
+)
+from service.resources import RUN_STATUSES, Resources, Run, experiment_missing, run_missing
+from service.responses import found, json_response, state_of, warehouse_query
+from service.run_events import LOG_LEVELS
+from service.run_views import checkpoint_answer, checkpoints_of, number, run_detail, runs_out
+from service.warehouse import sql_datetime
+
+routes = web.RouteTableDef()
+
+FILTERS = {"status": "text", "experiment_id": "text"}
+SORTS: dict[str, Callable[[Any], str]] = {
+    "started_at": lambda r: time_key(r.started_at),
+    "created_at": lambda r: time_key(r.created_at),
+    "updated_at": lambda r: time_key(r.updated_at),
+    "completed_at": lambda r: time_key(r.completed_at),
+    "status": lambda r: r.status,
+}
+DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT = 1_000, 100_000
+DEFAULT_LOG_LINES, MAX_LOG_LINES = 100, 1_000
+MAX_TAIL = 10_000
+LOG_SORT = "timestamp"  # log pages are in time order only; the cursor names it
+LOG_ORDER = parse_sort(LOG_SORT, (LOG_SORT,), LOG_SORT)
+
+_views: SortedViews[Run] = SortedViews(SORTS)
+
+
+class _HistoryRow(msgspec.Struct):
+    position: int
+    step: float | None
+    epoch: float | None
+    value: float
+    timestamp: dt.datetime
+    total: int
+
+
+class _LogRow(msgspec.Struct):
+    timestamp: dt.datetime
+    level: str
+    message: str
+    id: str
+
+
+_history_decoder = msgspec.json.Decoder(_HistoryRow)
+_log_decoder = msgspec.json.Decoder(_LogRow)
+
+
+def run_in(state: Resources, run_id: str) -> Run:
+    return found(state.runs, run_id, run_missing(run_id).message)
+
+
+@routes.get("/api/v1/runs")
+@requires("read")
+async def list_runs(request: web.Request) -> web.Response:
+    return await _list(request, parse_filters(request.query, FILTERS))
+
+
+@routes.get("/api/v1/experiments/{id}/runs")
+@requires("read")
+async def list_experiment_runs(request: web.Request) -> web.Response:
+    experiment_id = request.match_info["id"]
+    found(state_of(request).experiments, experiment_id, experiment_missing(experiment_id).message)
+    given = parse_filters(request.query, FILTERS)
+    if given.setdefault("experiment_id", experiment_id) != experiment_id:
+        raise bad_parameter("filter[experiment_id]", "contradicts the experiment in the path")
+    return await _list(request, given)
+
+
+async def _list(request: web.Request, given: dict[str, str]) -> web.Response:
+    query = request.query
+    check_known(query, ("sort", "page", "per_page", "cursor"))
+    sort = parse_sort(query.get("sort"), SORTS, "-started_at")
+    page = parse_page(query, sort)
+    keep = _filter(given)
+    state = state_of(request)
+    filter_key = tuple(sorted(given.items()))
+    rows = _views.rows(state, state.version(RunEvent), state.runs.values(), sort.field, keep, filter_key)
+    result = paginate(rows, sort, page)
+    return json_response({"data": await runs_out(request, result.items), "meta": result.meta})
+
+
+def _filter(given: dict[str, str]) -> Callable[[Run], bool] | None:
+    status, experiment_id = given.get("status"), given.get("experiment_id")
+    if status is not None and status not in RUN_STATUSES:
+        raise bad_parameter("filter[status]", f"unknown status {status!r}; use one of {allowed(RUN_STATUSES)}")
+    if status is not None and experiment_id is not None:
+        return lambda r: r.status == status and r.experiment_id == experiment_id
+    if status is not None:
+        return lambda r: r.status == status
+    if experiment_id is not None:
+        return lambda r: r.experiment_id == experiment_id
+    return None
+
+
+@routes.get("/api/v1/runs/{id}")
+@requires("read")
+async def get_run(request: web.Request) -> web.Response:
+    check_known(request.query, ())
+    run = run_in(state_of(request), request.match_info["id"])
+    return json_response({"data": await run_detail(request, run)})
+
+
+@routes.get("/api/v1/runs/{id}/checkpoints")
+@requires("read")
+async def list_checkpoints(request: web.Request) -> web.Response:
+    """Every checkpoint the run reported or uploaded, in the order reported."""
+    check_known(request.query, ())
+    run = run_in(state_of(request), request.match_info["id"])
+    return json_response({"data": [checkpoint_answer(c) for c in await checkpoints_of(request, run)]})
+
+
+@routes.get("/api/v1/runs/{id}/metrics/{name}")
+@requires("read")
+async def metric_history(request: web.Request) -> web.Response:
+    """One metric's history (step, epoch, value, timestamp), down-sampled to `max_points` for charts."""
+    check_known(request.query, ("max_points",))
+    run = run_in(state_of(request), request.match_info["id"])
+    name = request.match_info["name"]
+    max_points = parse_int("max_points", request.query.get("max_points"), DEFAULT_MAX_POINTS, 2, MAX_POINTS_LIMIT)
+    params = {"experiment_id": run.experiment_id, "run_id": run.id, "name": name, "max_points": max_points}
+    body = await warehouse_query(request, "run_metric_history", params)
+    rows = [_history_decoder.decode(line) for line in body.splitlines() if line]
+    total = rows[0].total if rows else 0
+    points = [
+        MetricPoint(
+            step=None if row.step is None else number(row.step),
+            epoch=None if row.epoch is None else number(row.epoch),
+            value=row.value,
+            timestamp=row.timestamp,
+        )
+        for row in rows
+    ]
+    history = MetricHistory(run_id=run.id, name=name, total_points=total, downsampled=total > max_points, points=points)
+    return json_response({"data": history})
+
+
+@routes.get("/api/v1/runs/{id}/logs")
+@requires("read")
+async def run_logs(request: web.Request) -> web.Response:
+    """Log lines oldest first: at or above `level`, since a time; `tail` gives the most recent N,
+    else pages of `per_page` lines follow `meta.next_cursor`."""
+    query = request.query
+    check_known(query, ("level", "since", "tail", "per_page", "cursor"))
+    run = run_in(state_of(request), request.match_info["id"])
+    level = query.get("level", LOG_LEVELS[0])
+    if level not in LOG_LEVELS:
+        raise bad_parameter("level", f"unknown level {level!r}; use one of {allowed(LOG_LEVELS)}")
+    params: dict[str, Any] = {
+        "experiment_id": run.experiment_id,
+        "run_id": run.id,
+        "min_severity": LOG_LEVELS.index(level) + 1,
+        "since": sql_datetime(parse_datetime("since", query["since"])) if "since" in query else None,
+    }
+    if "tail" in query:
+        if "cursor" in query or "per_page" in query:
+            raise bad_parameter("tail", "gives the most recent lines at once; it takes no cursor or per_page")
+        params["limit"] = parse_int("tail", query["tail"], 0, 1, MAX_TAIL)
+        rows = _log_rows(await warehouse_query(request, "run_logs_tail", params))[::-1]
+        meta = LogPageMeta(next_cursor=None, has_more=False)
+        return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
+    per_page = parse_int("per_page", query.get("per_page"), DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
+    cursor = decode_cursor(query["cursor"], LOG_ORDER) if "cursor" in query else None
+    params["cursor_time"] = cursor.value if cursor is not None else None
+    params["cursor_id"] = cursor.id if cursor is not None else ""
+    params["limit"] = per_page + 1  # one more tells whether another page follows
+    rows = _log_rows(await warehouse_query(request, "run_logs", params))
+    has_more = len(rows) > per_page
+    rows = rows[:per_page]
+    next_cursor = None
+    if has_more:
+        last = rows[-1]
+        next_cursor = encode_cursor(Cursor(LOG_SORT, sql_datetime(last.timestamp), last.id, ""))
+    meta = LogPageMeta(next_cursor=next_cursor, has_more=has_more, per_page=per_page)
+    return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
+
+
+def _log_rows(body: bytes) -> list[_LogRow]:
+    return [_log_decoder.decode(line) for line in body.splitlines() if line]
+
+
+def _log_line(row: _LogRow) -> LogLine:
+    return LogLine(timestamp=row.timestamp, level=row.level, message=row.message)
