@@ -128,3 +128,37 @@ async def test_a_key_revoked_through_one_process_is_refused_by_the_other_within_
             return answer.status == 401
 
     assert await seconds_until(refused_by_b) < VISIBLE_WITHIN_SECONDS
+
+
+async def test_runs_reported_through_one_process_are_runs_on_the_other(two_servers: Any, http: Http) -> None:
+    """Lifecycle telemetry ingested by b (no writer) becomes a run on both; a's writer stores
+    the telemetry in a's warehouse (each process here has its own chDB), which gives the run its metrics."""
+    a, b, secret = two_servers
+    http.headers = {"Authorization": f"Bearer {secret}"}
+    async with http.post(a.url + "/api/v1/experiments", json={"experiment": {"name": "runs"}}) as answer:
+        experiment_id = (await answer.json())["data"]["id"]
+    metadata = {"run_id": "run_k", "experiment_id": experiment_id}
+    events = [
+        {"event_name": ["crucible", "run", "started"], "metadata": metadata, "data": {"hyperparameters": {"lr": 3}}},
+        {"event_name": ["crucible", "run", "progress"], "metadata": metadata, "measurements": {"loss": 0.5}},
+        {"event_name": ["crucible", "run", "completed"], "metadata": metadata},
+    ]
+
+    async def visible_on_b() -> bool:
+        return (await http.get(f"{b.url}/api/v1/experiments/{experiment_id}")).status == 200
+
+    await seconds_until(visible_on_b)
+    async with http.post(b.url + "/api/v1/telemetry/events", json={"events": events}) as answer:
+        assert answer.status == 202, await answer.text()
+
+    async def completed(server: ServerProcess, metrics: dict[str, float]) -> bool:
+        async with http.get(f"{server.url}/api/v1/runs/run_k") as answer:
+            if answer.status != 200:
+                return False
+            run = (await answer.json())["data"]
+            return bool(
+                run["status"] == "completed" and run["hyperparameters"] == {"lr": 3} and run["metrics"] == metrics
+            )
+
+    await seconds_until(lambda: completed(b, {}))
+    await seconds_until(lambda: completed(a, {"loss": 0.5}), timeout=20)
