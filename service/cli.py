@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -15,6 +16,7 @@ from service import cli_log
 from service import settings as settings_module
 from service.app import create_app
 from service.credentials import SCOPES
+from service.demo import DEFAULT_URL, DemoOptions, default_key, run_demo
 from service.errors import ApiError
 from service.keys import parse_rate_limits
 from service.log import RESOURCES_TOPIC
@@ -27,6 +29,7 @@ WRITER_HELP = "run only the warehouse writer (health and /metrics on --port)"
 MIGRATE_HELP = "apply the warehouse migrations in queries/migrations and exit"
 KEYS_HELP = "create, list or revoke API keys (works beside a running server)"
 REPLAY_HELP = "print a topic of the event log as JSON lines"
+DEMO_HELP = "create an experiment and simulate workers training runs against a running server"
 # The settings a command that only touches the log needs.
 LOG_SETTINGS = [
     "data_dir",
@@ -71,6 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", default=RESOURCES_TOPIC, help=f"topic to print (default {RESOURCES_TOPIC})")
     replay.add_argument("--from", dest="start", type=int, default=0, help="first offset to print (default 0)")
     settings_module.add_arguments(replay, only=LOG_SETTINGS)
+    demo = commands.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP)
+    demo.add_argument("--url", default=os.environ.get("CRUCIBLE_URL", DEFAULT_URL), help=f"default {DEFAULT_URL}")
+    demo.add_argument("--key", help="API key (default: CRUCIBLE_API_KEY, else ./data/admin.key)")
+    demo.add_argument("--workers", type=int, default=3, help="simulated workers, one run each (default 3)")
+    demo.add_argument("--seconds", type=float, default=120.0, help="how long the runs train (default 120)")
     return parser
 
 
@@ -113,6 +121,8 @@ async def _migrate(settings: Settings) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":  # a client of a running server: no settings of its own
+        return _demo(args)
     try:
         settings = settings_module.load(vars(args))
     except SettingsError as exc:
@@ -145,6 +155,22 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
             asyncio.run(cli_log.keys_revoke(settings, args.key_id))
     except ApiError as exc:
         print(f"crucible keys: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    key = args.key or default_key()
+    if key is None:
+        print("crucible demo: give --key (or CRUCIBLE_API_KEY); `crucible serve` printed one", file=sys.stderr)
+        return 2
+    if args.workers < 1 or args.seconds <= 0:
+        print("crucible demo: --workers must be at least 1 and --seconds positive", file=sys.stderr)
+        return 2
+    try:
+        run_demo(DemoOptions(url=args.url, key=key, workers=args.workers, seconds=args.seconds))
+    except OSError as exc:  # urllib's errors are OSErrors: server down, refused key
+        print(f"crucible demo: {args.url} did not take the demo: {exc}", file=sys.stderr)
         return 1
     return 0
 
