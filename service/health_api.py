@@ -26,14 +26,14 @@ async def healthz(request: web.Request) -> web.Response:
 @public
 async def readyz(request: web.Request) -> web.Response:
     """The log and the warehouse answer, the projector has replayed the resources log,
-    and the writer (if this process runs one) is inserting."""
+    and the writer (if this process runs one) has joined its group and is inserting."""
     log_ok, warehouse_ok = await asyncio.gather(request.app[LOG].ping(), request.app[WAREHOUSE].ping())
     writer = request.app[WRITER]
     checks = {
         "log": log_ok,
         "warehouse": warehouse_ok,
         "projector": request.app[PROJECTOR].caught_up,
-        "writer": writer.healthy and writer.running if writer is not None else None,
+        "writer": writer.healthy and writer.running and writer.joined if writer is not None else None,
     }
     ready = log_ok and warehouse_ok and checks["projector"] and checks["writer"] is not False
     return json_response(

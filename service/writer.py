@@ -159,6 +159,9 @@ class WarehouseWriter:
         self._crash_after_insert = os.environ.get(CRASH_AFTER_INSERT_ENV) == "1"
         self.healthy = True
         self.running = False
+        # Set once the group has given this writer its partitions (none is an answer too):
+        # until then it inserts nothing, so the process is not ready.
+        self.joined = False
         self.committed_records = 0
 
     async def run(self) -> None:
@@ -167,7 +170,7 @@ class WarehouseWriter:
         try:
             await self._run()
         finally:
-            self.running = False
+            self.running = self.joined = False
 
     async def _run(self) -> None:
         self._consumer = await self._log.consumer(WAREHOUSE_GROUP, [TELEMETRY_TOPIC], listener=self)
@@ -215,6 +218,7 @@ class WarehouseWriter:
             self._pending.pop(tp, None)
             consumer.seek(tp, start)
             self._started.add(tp)
+        self.joined = True
 
     async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
         """Insert and commit what was read of partitions another member is taking over."""
