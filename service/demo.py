@@ -19,9 +19,10 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from crucible_client import Client
+if TYPE_CHECKING:
+    from crucible_client import Client
 
 DEFAULT_URL = "http://127.0.0.1:4000"
 ADMIN_KEY_FILE = Path("data") / "admin.key"
@@ -61,6 +62,8 @@ def _rest(options: DemoOptions, method: str, path: str, body: dict[str, Any] | N
 
 def run_demo(options: DemoOptions) -> str:
     """Create and start an experiment, train its runs, report it completed; returns its id."""
+    from crucible_client import Client  # the workers' client; the server's commands never load it
+
     experiment = _rest(
         options,
         "POST",
