@@ -71,6 +71,11 @@ async def put(client: TestClient, run_id: str, checkpoint_id: str, body: Any, st
     return answer, await answer.json()
 
 
+async def refused(client: TestClient, checkpoint_id: str, status: int, code: str, body: Any, **kwargs: Any) -> Any:
+    """An upload to run_ckpt1 that must fail with `status` and `code`; returns the error."""
+    return await error(client, "PUT", checkpoint_url("run_ckpt1", checkpoint_id), status, code, data=body, **kwargs)
+
+
 async def download(client: TestClient, run_id: str, checkpoint_id: str, status: int = 200, **headers: str) -> Any:
     answer = await client.get(download_url(run_id, checkpoint_id), headers=headers)
     body = await answer.read()
@@ -240,7 +245,7 @@ async def test_the_same_file_again_is_200_another_is_409_and_replaces_nothing(cl
     assert again == first
 
     other = random_bytes(300_000, seed=2)
-    failure = await error(client, "PUT", checkpoint_url("run_ckpt1", "ckpt_1"), 409, "conflict", data=other)
+    failure = await refused(client, "ckpt_1", 409, "conflict", other)
     assert sha256(data) in failure["message"]
     _, got = await download(client, "run_ckpt1", "ckpt_1")
     assert got == data
@@ -256,15 +261,7 @@ async def test_idempotency_key_replays_the_first_answer(client: TestClient) -> N
     _, first = await put(client, "run_ckpt1", "ckpt_7", data, 201, headers=key)
     answer, again = await put(client, "run_ckpt1", "ckpt_7", data, 201, headers=key)
     assert again == first and answer.headers["Idempotent-Replayed"] == "true"
-    await error(
-        client,
-        "PUT",
-        checkpoint_url("run_ckpt1", "ckpt_7"),
-        422,
-        "validation_error",
-        data=random_bytes(50_000, seed=3),
-        headers=key,
-    )
+    await refused(client, "ckpt_7", 422, "validation_error", random_bytes(50_000, seed=3), headers=key)
     _, got = await download(client, "run_ckpt1", "ckpt_7")
     assert got == data
 
@@ -272,25 +269,11 @@ async def test_idempotency_key_replays_the_first_answer(client: TestClient) -> N
 async def test_a_body_that_does_not_match_its_sha256_is_422_and_nothing_is_kept(client: TestClient) -> None:
     await start_run(client)
     data = random_bytes(1 * MiB)
-    failure = await error(
-        client,
-        "PUT",
-        checkpoint_url("run_ckpt1", "ckpt_bad"),
-        422,
-        "validation_error",
-        data=data,
-        headers={"X-Content-SHA256": sha256(b"something else")},
+    failure = await refused(
+        client, "ckpt_bad", 422, "validation_error", data, headers={"X-Content-SHA256": sha256(b"something else")}
     )
     assert sha256(data) in failure["details"]["X-Content-SHA256"][0]
-    await error(
-        client,
-        "PUT",
-        checkpoint_url("run_ckpt1", "ckpt_bad"),
-        422,
-        "validation_error",
-        data=data,
-        headers={"X-Content-SHA256": "not-hex"},
-    )
+    await refused(client, "ckpt_bad", 422, "validation_error", data, headers={"X-Content-SHA256": "not-hex"})
     assert files_under(run_folder(client, "run_ckpt1")) == set()
     assert client.app[PROJECTOR].state.runs["run_ckpt1"].uploads == {}
     await error(client, "GET", download_url("run_ckpt1", "ckpt_bad"), 404, "not_found")
@@ -303,8 +286,8 @@ async def test_over_the_size_limit_is_413_and_leaves_nothing(app_client: Any) ->
     await start_run(client)
     data = random_bytes(3 * MiB)
     # Declared too large: refused before reading. Streamed (no length): refused once past the limit.
-    await error(client, "PUT", checkpoint_url("run_ckpt1", "ckpt_big"), 413, "payload_too_large", data=data)
-    await error(client, "PUT", checkpoint_url("run_ckpt1", "ckpt_big"), 413, "payload_too_large", data=chunked(data))
+    await refused(client, "ckpt_big", 413, "payload_too_large", data)
+    await refused(client, "ckpt_big", 413, "payload_too_large", chunked(data))
     assert files_under(run_folder(client, "run_ckpt1")) == set()
     assert client.app[PROJECTOR].state.runs["run_ckpt1"].uploads == {}
     await put(client, "run_ckpt1", "ckpt_big", data[: 1 * MiB], 201)  # exactly the limit is fine
@@ -338,15 +321,7 @@ async def test_scopes_workers_upload_readers_download(client: TestClient) -> Non
     answer = await client.put(checkpoint_url("run_ckpt1", "ckpt_s"), data=b"abc", headers=auth(worker["secret"]))
     assert answer.status == 201, await answer.text()
     assert "X-RateLimit-Limit" in answer.headers  # counted in the write class
-    await error(
-        client,
-        "PUT",
-        checkpoint_url("run_ckpt1", "ckpt_s"),
-        403,
-        "forbidden",
-        data=b"abc",
-        headers=auth(reader["secret"]),
-    )
+    await refused(client, "ckpt_s", 403, "forbidden", b"abc", headers=auth(reader["secret"]))
     await error(client, "GET", download_url("run_ckpt1", "ckpt_s"), 403, "forbidden", headers=auth(worker["secret"]))
     answer = await client.get(download_url("run_ckpt1", "ckpt_s"), headers=auth(reader["secret"]))
     assert answer.status == 200 and await answer.read() == b"abc"
@@ -445,7 +420,7 @@ async def test_symlinks_planted_in_the_store_are_not_followed(client: TestClient
 
     # A symlink where a new checkpoint will go: the upload is refused, the link's target untouched.
     (folder / "ckpt_2").symlink_to(outside / "secret")
-    await error(client, "PUT", checkpoint_url("run_ckpt1", "ckpt_2"), 500, "storage_error", data=b"OVERWRITTEN")
+    await refused(client, "ckpt_2", 500, "storage_error", b"OVERWRITTEN")
     assert (folder / "ckpt_2").is_symlink() and (outside / "secret").read_bytes() == b"TOP SECRET"
     assert client.app[PROJECTOR].state.runs["run_ckpt1"].uploads.keys() == {"ckpt_1"}
     (folder / "ckpt_2").unlink()
@@ -534,22 +509,14 @@ async def test_s3_store_round_trip(app_client: Any, s3_endpoint: str) -> None:
         assert got == big[-100:]
 
         await put(client, "run_ckpt1", "ckpt_small", small, 200)
-        await error(client, "PUT", checkpoint_url("run_ckpt1", "ckpt_small"), 409, "conflict", data=b"other")
-        await error(
+        await refused(client, "ckpt_small", 409, "conflict", b"other")
+        await refused(client, "ckpt_over", 413, "payload_too_large", chunked(random_bytes(21 * MiB), 1 * MiB))
+        await refused(
             client,
-            "PUT",
-            checkpoint_url("run_ckpt1", "ckpt_over"),
-            413,
-            "payload_too_large",
-            data=chunked(random_bytes(21 * MiB), 1 * MiB),
-        )
-        await error(
-            client,
-            "PUT",
-            checkpoint_url("run_ckpt1", "ckpt_mismatch"),
+            "ckpt_mismatch",
             422,
             "validation_error",
-            data=chunked(big, 1 * MiB),
+            chunked(big, 1 * MiB),
             headers={"X-Content-SHA256": sha256(b"")},
         )
         listing = await s3.list_objects_v2(Bucket="checkpoints")
@@ -558,3 +525,26 @@ async def test_s3_store_round_trip(app_client: Any, s3_endpoint: str) -> None:
         assert (await s3.list_multipart_uploads(Bucket="checkpoints")).get("Uploads", []) == []
         _, got = await download(client, "run_ckpt1", "ckpt_small")
         assert got == small
+
+
+async def test_an_upload_cut_short_keeps_nothing(client: TestClient) -> None:
+    await start_run(client)
+    _reader, writer = await asyncio.open_connection(client.host, client.port)
+    head = (
+        f"PUT {checkpoint_url('run_ckpt1', 'ckpt_cut')} HTTP/1.1\r\nHost: {client.host}\r\n"
+        f"Authorization: Bearer {client.secret}\r\nContent-Length: {4 * MiB}\r\n\r\n"
+    )
+    writer.write(head.encode() + random_bytes(1 * MiB))
+    await writer.drain()
+
+    async def staging() -> bool:
+        return any(name.startswith(".upload-") for name in files_under(run_folder(client, "run_ckpt1")))
+
+    await eventually(staging, interval=0.01)
+    writer.close()  # the client goes away three quarters short
+
+    async def cleaned() -> bool:
+        return files_under(run_folder(client, "run_ckpt1")) == set()
+
+    await eventually(cleaned)
+    assert client.app[PROJECTOR].state.runs["run_ckpt1"].uploads == {}
