@@ -197,6 +197,22 @@ async def test_entity_tags_and_head(client: TestClient) -> None:
     assert answer.status == 404
 
 
+async def test_an_empty_file(client: TestClient) -> None:
+    await start_run(client)
+    _, body = await put(client, "run_ckpt1", "ckpt_empty", b"", 201)
+    assert body["data"]["size"] == 0 and body["data"]["sha256"] == sha256(b"")
+    answer, got = await download(client, "run_ckpt1", "ckpt_empty")
+    assert got == b"" and answer.headers["Content-Length"] == "0"
+    await error(
+        client,
+        "GET",
+        download_url("run_ckpt1", "ckpt_empty"),
+        416,
+        "range_not_satisfiable",
+        headers={"Range": "bytes=0-"},
+    )
+
+
 async def test_the_reported_path_names_the_download_but_never_a_file(client: TestClient) -> None:
     experiment_id = await start_run(client)
     await put(client, "run_ckpt1", "ckpt_pt", b"weights", 201)
