@@ -139,13 +139,18 @@ class RssSampler(threading.Thread):
     def peaks_by_phase(self) -> dict[str, int]:
         return dict(self._marks)
 
+    def current(self) -> int:
+        """The RSS of the process and its children now, in bytes."""
+        total = int(self._process.memory_info().rss)
+        for child in self._process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                total += child.memory_info().rss
+        return total
+
     def run(self) -> None:
         while not self._halt.is_set():
             try:
-                total = self._process.memory_info().rss
-                for child in self._process.children(recursive=True):
-                    with contextlib.suppress(psutil.Error):
-                        total += child.memory_info().rss
+                total = self.current()
             except psutil.Error:
                 break
             self.samples += 1

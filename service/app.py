@@ -10,8 +10,20 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import experiments_api, health_api, keys_api, models_api, runs_api, telemetry_api
-from service.appkeys import INGESTOR, LOG, PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS, WAREHOUSE, WRITER
+from service import checkpoints_api, experiments_api, health_api, keys_api, models_api, runs_api, telemetry_api
+from service.appkeys import (
+    ARTIFACTS,
+    CHECKPOINT_LOCKS,
+    INGESTOR,
+    LOG,
+    PROJECTOR,
+    RATE_LIMITER,
+    SESSION_SIGNER,
+    SETTINGS,
+    WAREHOUSE,
+    WRITER,
+)
+from service.artifacts import make_store
 from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.credentials import SessionSigner, load_session_secret
@@ -91,6 +103,13 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
     await warehouse.stop()
 
 
+async def _artifacts_context(app: web.Application) -> AsyncIterator[None]:
+    store = app[ARTIFACTS]
+    await store.start()
+    yield
+    await store.stop()
+
+
 async def _writer_context(app: web.Application) -> AsyncIterator[None]:
     """The warehouse writer, and the audit writer that copies resource events beside it."""
     writer = app[WRITER]
@@ -150,10 +169,16 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app.cleanup_ctx.extend([_log_context, _projector_context])
     if api and settings.embedded_log:
         app.cleanup_ctx.append(_admin_key_context)
-    app.cleanup_ctx.extend([_warehouse_context, _writer_context, _gc_context])
+    app.cleanup_ctx.extend([_warehouse_context, _writer_context])
     if api:
-        for module in (telemetry_api, experiments_api, runs_api, models_api, keys_api):
+        # Checkpoint uploads stream their body from request.content, which client_max_size
+        # does not limit; their own limit is checkpoint_max_bytes.
+        app[ARTIFACTS] = make_store(settings)
+        app[CHECKPOINT_LOCKS] = checkpoints_api.KeyedLocks()
+        app.cleanup_ctx.append(_artifacts_context)
+        for module in (telemetry_api, experiments_api, runs_api, checkpoints_api, models_api, keys_api):
             app.add_routes(module.routes)
+    app.cleanup_ctx.append(_gc_context)
     app.add_routes(health_api.routes)
     app.add_routes([health_api.metrics_route(settings.metrics_public)])
     app.on_response_prepare.append(add_rate_limit_headers)

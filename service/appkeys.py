@@ -9,6 +9,8 @@ from aiohttp import web
 from service.settings import Settings
 
 if TYPE_CHECKING:
+    from service.artifacts import ArtifactStore
+    from service.checkpoints_api import KeyedLocks
     from service.credentials import SessionSigner
     from service.ingest import Ingestor
     from service.log import EventLog
@@ -25,3 +27,5 @@ WRITER: web.AppKey[WarehouseWriter | None] = web.AppKey("writer")
 PROJECTOR: web.AppKey[Projector] = web.AppKey("projector")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 SESSION_SIGNER: web.AppKey[SessionSigner] = web.AppKey("session_signer")
+ARTIFACTS: web.AppKey[ArtifactStore] = web.AppKey("artifacts")
+CHECKPOINT_LOCKS: web.AppKey[KeyedLocks] = web.AppKey("checkpoint_locks")

@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from schemas.checkpoints import CheckpointFile
 from schemas.common import ErrorResponse, PageMeta
 from schemas.experiments import CloneInput, ExperimentBody, ExperimentDetail, ExperimentOut, HistoryEntry
 from schemas.keys import ApiKeyBody, ApiKeyOut, SessionInput, SessionOut
@@ -25,8 +26,10 @@ from schemas.models import ModelBody, ModelOut, ModelStatistics
 from schemas.runs import CheckpointOut, LogLine, MetricHistory, RunDetail, RunOut
 from schemas.telemetry import AggregatePoint, IngestBatch, IngestResult, StoredEvent
 from service.auth import access_of
+from service.checkpoints_api import SHA256_HEADER
 
 VERSION = "1.0.0"
+BINARY = "application/octet-stream"
 _REF = "#/components/schemas/{name}"
 _PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -39,6 +42,10 @@ class Operation:
     data: Any = None
     status: int = 200
     listing: bool = False  # `data` is a list, with `meta` (PageMeta)
+    raw_body: str | None = None  # the media type of a body that is raw bytes, not JSON
+    raw_answer: str | None = None  # the media type of an answer that is raw bytes, not JSON
+    also: tuple[int, ...] = ()  # other success statuses, with the same answer (304: none, by HTTP's rules)
+    headers: tuple[str, ...] = ()  # optional request headers it reads
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -75,6 +82,12 @@ OPERATIONS: dict[str, Operation] = {
     "openapi_document": Operation(data=dict[str, Any]),
     "healthz": Operation(data=dict[str, Any]),
     "readyz": Operation(data=dict[str, Any]),
+    "upload_checkpoint": Operation(
+        data=CheckpointFile, status=201, raw_body=BINARY, also=(200,), headers=(SHA256_HEADER,)
+    ),
+    "download_checkpoint": Operation(
+        raw_answer=BINARY, also=(206, 304), headers=("Range", "If-Range", "If-None-Match")
+    ),
     "prometheus_metrics": Operation(),
     "_protected_metrics": Operation(),
 }
@@ -134,15 +147,17 @@ def build_document(app: web.Application) -> dict[str, Any]:
             entry["description"] = f"Needs the {access.scope!r} scope."
         else:
             entry["security"] = []
-        if route.method == "POST":
-            entry["parameters"].append(
-                {"name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"}}
-            )
+        headers = (*operation.headers, "Idempotency-Key") if route.method in ("POST", "PUT") else operation.headers
+        entry["parameters"] += [
+            {"name": name, "in": "header", "required": False, "schema": {"type": "string"}} for name in headers
+        ]
         if route in bodies:
             entry["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": schemas[bodies[route]]}},
             }
+        elif operation.raw_body is not None:
+            entry["requestBody"] = {"required": True, "content": {operation.raw_body: {}}}
         paths.setdefault(path, {})[route.method.lower()] = entry
     return {
         "openapi": "3.1.0",
@@ -174,4 +189,9 @@ def _responses(operation: Operation, answer_schema: dict[str, Any] | None) -> di
     success: dict[str, Any] = {"description": "success"}
     if answer_schema is not None:
         success["content"] = {"application/json": {"schema": answer_schema}}
-    return {str(operation.status): success, "default": error}
+    elif operation.raw_answer is not None:
+        success["content"] = {operation.raw_answer: {}}  # OpenAPI 3.1: raw bytes need no schema
+    answers = {str(operation.status): success}
+    for status in operation.also:
+        answers[str(status)] = {"description": "not modified"} if status == 304 else success
+    return {**answers, "default": error}

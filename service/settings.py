@@ -49,6 +49,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     session_secret: str | None = None
     session_ttl_seconds: Positive = 12 * 3600
     metrics_public: bool = True
+    artifact_store: str | None = None
+    checkpoint_max_bytes: Positive = 10 * 1024**3
 
     @property
     def data_path(self) -> Path:
@@ -66,7 +68,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 HELP: dict[str, str] = {
     "host": "address to listen on",
     "port": "port to listen on",
-    "data_dir": "directory of the embedded log and warehouse (and of nothing else)",
+    "data_dir": "directory of the embedded log and warehouse, and of checkpoint files unless --artifact-store",
     "kafka": "Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); unset = embedded log in the data dir",
     "kafka_partitions": "partitions of crucible.telemetry when this process creates it",
     "kafka_replication_factor": "replication factor of topics this process creates",
@@ -89,6 +91,9 @@ HELP: dict[str, str] = {
     " (unset = one kept in the data dir)",
     "session_ttl_seconds": "how long a session cookie from POST /api/v1/sessions stays valid",
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
+    "artifact_store": "where checkpoint files go: a directory, or s3://bucket/prefix?endpoint=URL&region=NAME"
+    " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
+    "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
 }
 
 
@@ -149,8 +154,23 @@ def _check_consistency(settings: Settings) -> None:
             raise SettingsError(
                 f"invalid --clickhouse {settings.clickhouse!r}: expected http(s)://[user:password@]host[:port][/database]"
             )
+    if settings.artifact_store is not None:
+        _check_artifact_store(settings.artifact_store)
     if settings.kafka is not None:
         for server in settings.kafka.split(","):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit():
                 raise SettingsError(f"invalid --kafka {settings.kafka!r}: expected HOST:PORT[,HOST:PORT...]")
+
+
+def _check_artifact_store(location: str) -> None:
+    scheme = urlparse(location).scheme
+    if scheme == "s3":
+        from service.artifacts_s3 import S3Location  # the store's own parser, so the two agree
+
+        try:
+            S3Location.parse(location)
+        except ValueError as exc:
+            raise SettingsError(f"invalid --artifact-store {location!r}: {exc}") from None
+    elif scheme not in ("", "file") or not location.removeprefix("file://"):
+        raise SettingsError(f"invalid --artifact-store {location!r}: expected a directory, file:///path or s3://bucket")

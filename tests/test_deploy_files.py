@@ -133,7 +133,7 @@ def test_dockerfile() -> None:
     base = re.search(r"^FROM\s+(\S+)", dockerfile, re.MULTILINE)
     assert base is not None
     assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", base.group(1)), base.group(1)
-    assert re.search(r"^RUN pip install \.", dockerfile, re.MULTILINE)
+    assert re.search(r"^RUN pip install \"?\.", dockerfile, re.MULTILINE)
     user = re.findall(r"^USER\s+(\S+)", dockerfile, re.MULTILINE)
     assert user and user[-1] not in {"root", "0"}
     assert re.search(r"^EXPOSE 4000$", dockerfile, re.MULTILINE)
@@ -148,3 +148,15 @@ def test_nginx_conf() -> None:
     assert re.search(r"^\s*server api:4000\b", conf, re.MULTILINE)
     assert re.search(r"^\s*resolver 127\.0\.0\.11\b", conf, re.MULTILINE)
     assert re.search(r"^\s*listen 4000;", conf, re.MULTILINE)
+    # Checkpoint files stream through unbuffered, with the API's own size limit.
+    checkpoints = conf[conf.index("location ~ ^/api/v1/runs/[^/]+/checkpoints/") :]
+    checkpoints = checkpoints[: checkpoints.index("}")]
+    for directive in ("client_max_body_size 0;", "proxy_request_buffering off;", "proxy_buffering off;"):
+        assert directive in checkpoints, directive
+
+
+def test_the_api_replicas_share_one_artifact_store(services: dict[str, Any]) -> None:
+    api = services["api"]
+    assert "artifacts:/artifacts" in api["volumes"]
+    assert _interpolate(api["environment"]["CRUCIBLE_ARTIFACT_STORE"]) == "/artifacts"
+    assert "CRUCIBLE_KAFKA_PARTITIONS" in api["environment"]

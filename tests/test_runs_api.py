@@ -446,3 +446,21 @@ async def test_a_late_start_fills_in_an_implicit_run(client: TestClient) -> None
     await eventually(filled)
     run = await get_run(client, "run_early")
     assert run["started_at"] == "2024-01-15T09:59:55Z" and run["status"] == "running"
+
+
+async def test_run_shows_uploaded_checkpoints(trained: Any) -> None:
+    client, _ = trained
+    content = b"weights" * 1000
+    path = f"{RUNS}/run_done/checkpoints"
+    await call(client, "PUT", f"{path}/ckpt_4", 201, data=content)
+    await call(client, "PUT", f"{path}/ckpt_extra", 201, data=b"x")
+    listed = (await call(client, "GET", path, 200))["data"]
+    assert [c["id"] for c in listed] == ["ckpt_2", "ckpt_4", "ckpt_extra"]  # uploaded, not reported: last
+    assert listed[0]["uploaded"] is False
+    uploaded = listed[1]
+    assert uploaded["uploaded"] is True and uploaded["size"] == len(content) and uploaded["epoch"] == 4
+    assert uploaded["download_url"] == f"{path}/ckpt_4/download"
+    download = await client.get(uploaded["download_url"])
+    assert download.status == 200 and await download.read() == content
+    assert download.headers["ETag"].strip('"') == uploaded["sha256"]
+    assert listed[2]["path"] is None and listed[2]["size"] == 1
