@@ -10,7 +10,15 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import experiments_api, health_api, keys_api, models_api, telemetry_api
+from service import (
+    comparison_api,
+    experiments_api,
+    health_api,
+    keys_api,
+    models_api,
+    statistics_api,
+    telemetry_api,
+)
 from service.appkeys import INGESTOR, LOG, PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS, WAREHOUSE, WRITER
 from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
@@ -150,7 +158,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app.cleanup_ctx.append(_admin_key_context)
     app.cleanup_ctx.extend([_warehouse_context, _writer_context, _gc_context])
     if api:
-        for module in (telemetry_api, experiments_api, models_api, keys_api):
+        for module in (telemetry_api, experiments_api, models_api, keys_api, statistics_api, comparison_api):
             app.add_routes(module.routes)
     app.add_routes(health_api.routes)
     app.add_routes([health_api.metrics_route(settings.metrics_public)])

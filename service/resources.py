@@ -35,7 +35,9 @@ from schemas.resources import (
     RateLimits,
     ResourceEvent,
     SessionEnded,
+    StatisticalResultRecorded,
 )
+from schemas.statistics import StatisticalOptions, StatisticalOutcome
 
 EXPERIMENT_STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 
@@ -118,6 +120,19 @@ class ApiKey:
 
 
 @dataclass(slots=True)
+class StatisticalResult:
+    """A recorded test: its outcome, the options it ran with and the telemetry it saw."""
+
+    id: str
+    experiment_id: str
+    options: StatisticalOptions
+    outcome: StatisticalOutcome
+    telemetry_position: dict[int, int]
+    created_at: dt.datetime
+    created_by: str
+
+
+@dataclass(slots=True)
 class Resources:
     """Everything the resources log says, as of `position` (the next offset to apply)."""
 
@@ -127,6 +142,7 @@ class Resources:
     model_ids_by_name: dict[str, str] = field(default_factory=dict)  # casefolded name → id
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     ended_sessions: dict[str, dt.datetime] = field(default_factory=dict)  # session id → its expiry
+    statistical_results: dict[str, StatisticalResult] = field(default_factory=dict)  # in recording order
     requests: dict[str, RequestSeen] = field(default_factory=dict)  # Idempotency-Key → first event
     histories: dict[str, list[Applied]] = field(default_factory=dict)  # deleted resources' too
     position: int = 0
@@ -272,6 +288,14 @@ def _check_api_key_revoked(state: Resources, event: ApiKeyRevoked) -> Rejection 
     return None
 
 
+def _check_statistical_result(state: Resources, event: StatisticalResultRecorded) -> Rejection | None:
+    if event.experiment_id not in state.experiments:
+        return experiment_missing(event.experiment_id)
+    if event.stat_id in state.statistical_results:
+        return Rejection("conflict", f"statistical result {event.stat_id} already exists")
+    return None
+
+
 def _always(state: Resources, event: ResourceEvent) -> Rejection | None:
     return None
 
@@ -373,6 +397,18 @@ def _session_ended(state: Resources, event: SessionEnded) -> None:
         del state.ended_sessions[session_id]
 
 
+def _statistical_result_recorded(state: Resources, event: StatisticalResultRecorded) -> None:
+    state.statistical_results[event.stat_id] = StatisticalResult(
+        id=event.stat_id,
+        experiment_id=event.experiment_id,
+        options=event.options,
+        outcome=event.outcome,
+        telemetry_position=event.telemetry_position,
+        created_at=event.at,
+        created_by=event.actor,
+    )
+
+
 _Check = Callable[[Resources, Any], Rejection | None]
 _Apply = Callable[[Resources, Any], None]
 
@@ -386,6 +422,7 @@ _CHECK: dict[type[ResourceEvent], _Check] = {
     ApiKeyCreated: _check_api_key_created,
     ApiKeyRevoked: _check_api_key_revoked,
     SessionEnded: _always,
+    StatisticalResultRecorded: _check_statistical_result,
     **{event_type: _check_transition for event_type in TRANSITIONS},
 }
 _APPLY: dict[type[ResourceEvent], _Apply] = {
@@ -398,6 +435,7 @@ _APPLY: dict[type[ResourceEvent], _Apply] = {
     ApiKeyCreated: _api_key_created,
     ApiKeyRevoked: _api_key_revoked,
     SessionEnded: _session_ended,
+    StatisticalResultRecorded: _statistical_result_recorded,
     **{event_type: _experiment_transition for event_type in TRANSITIONS},
 }
 

@@ -44,6 +44,17 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_quantiles_by_metadata": BY_METADATA,
     "resource_events_resume": {},
     "model_statistics": {"model_id": "model_1", "model_name": "gpt-4", "since": "2024-01-01 00:00:00.000000"},
+    "statistical_samples": {
+        "experiment_id": "exp_1",
+        "metric": "accuracy",
+        "collect_values": True,
+        "group_column": "model",
+        "group_key": "",
+        "groups": ["gpt-4"],
+        "label_key": "sample_id",
+        "label_required": False,
+    },
+    "comparison_metrics": {"experiment_ids": ["exp_1", "exp_2"], "metrics": [], "event_name": None},
 }
 
 
