@@ -36,7 +36,7 @@ _LATEX_SPECIAL = {
     "|": r"\textbar{}",
     '"': r"\textquotedbl{}",
 }
-_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~")
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~&$")
 _SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 

@@ -235,15 +235,7 @@ def mann_whitney_u(a: Group, b: Group, options: StatisticalOptions, effect: str)
     result = stats.mannwhitneyu(x, y, alternative=SCIPY_ALTERNATIVE[options.alternative])
     n1, n2 = x.size, y.size
     r = 2 * float(result.statistic) / (n1 * n2) - 1
-    se = math.sqrt((n1 + n2 + 1) / (3 * n1 * n2))
-    return Finding(
-        finite(result.statistic),
-        finite(result.pvalue),
-        r,
-        None,
-        correlation_interval(r, se, options.alpha, options.alternative),
-        "rank_biserial",
-    )
+    return _rank_finding(result, r, math.sqrt((n1 + n2 + 1) / (3 * n1 * n2)), options)
 
 
 def wilcoxon_signed_rank(a: Group, b: Group, options: StatisticalOptions, effect: str) -> Finding:
@@ -266,10 +258,14 @@ def _signed_rank(differences: np.ndarray, what: str, options: StatisticalOptions
         raise StatisticsError("metric", f"{what} are all 0; the signed-rank test needs non-zero differences")
     result = stats.wilcoxon(differences, alternative=SCIPY_ALTERNATIVE[options.alternative])
     r, n = signed_rank_biserial(differences)
-    se = math.sqrt(n * (n + 1) * (2 * n + 1) / 6) / (n * (n + 1) / 2)
+    return _rank_finding(result, r, math.sqrt(n * (n + 1) * (2 * n + 1) / 6) / (n * (n + 1) / 2), options)
+
+
+def _rank_finding(result: object, r: float, se: float, options: StatisticalOptions) -> Finding:
+    """A rank test's scipy result with its rank-biserial r and r's Fisher-z interval."""
     return Finding(
-        finite(result.statistic),
-        finite(result.pvalue),
+        finite(result.statistic),  # type: ignore[attr-defined]
+        finite(result.pvalue),  # type: ignore[attr-defined]
         r,
         None,
         correlation_interval(r, se, options.alpha, options.alternative),

@@ -69,7 +69,7 @@ _views: SortedViews[StatisticalResult] = SortedViews(SORTS)
 class _SampleRow(msgspec.Struct):
     grp: str
     n: int
-    values: list[float]
+    values: bytes  # little-endian float64s, base64 in the JSON (see statistical_samples.sql)
     labels: list[str]
     positions: tuple[list[int], list[int]]
 
@@ -169,7 +169,7 @@ def _run(
             "groups",
             f"no {what} for group {missing[0]!r} (grouped by {options.group_by}); groups with samples: {present}",
         )
-    groups = [Group(name, np.asarray(rows[name].values, dtype=np.float64), rows[name].labels) for name in names]
+    groups = [Group(name, np.frombuffer(rows[name].values, dtype="<f8"), rows[name].labels) for name in names]
     position: dict[int, int] = {}
     for name in names:
         for partition, offset in zip(*rows[name].positions, strict=True):
