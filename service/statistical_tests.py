@@ -143,18 +143,25 @@ def matched(a: Group, b: Group, pair_by: str) -> tuple[np.ndarray, np.ndarray]:
     """The values of `a` and `b` aligned by their pair key; every sample must have exactly one partner."""
     keys = {}
     for group in (a, b):
+        unkeyed = sum(1 for label in group.labels if not label)
+        if unkeyed:
+            raise StatisticsError(
+                "options.pair_by",
+                f"{unkeyed} samples of group {group.name!r} have no {pair_by} in their metadata; "
+                "a paired test matches every sample by it",
+            )
         repeated = [key for key, count in Counter(group.labels).items() if count > 1]
         if repeated:
             raise StatisticsError(
                 "options.pair_by",
-                f"group {group.name!r} has more than one sample with {pair_by} {_examples(repeated)}; "
+                f"group {group.name!r} has more than one sample with {pair_by} {examples(repeated)}; "
                 "a paired test needs one sample per key and group",
             )
         keys[group.name] = dict(zip(group.labels, group.values, strict=True))
     only_a = sorted(set(keys[a.name]) - set(keys[b.name]))
     only_b = sorted(set(keys[b.name]) - set(keys[a.name]))
     if only_a or only_b:
-        parts = [f"{len(keys_)} of {g.name!r} ({_examples(keys_)})" for g, keys_ in ((a, only_a), (b, only_b)) if keys_]
+        parts = [f"{len(keys_)} of {g.name!r} ({examples(keys_)})" for g, keys_ in ((a, only_a), (b, only_b)) if keys_]
         raise StatisticsError(
             "options.pair_by",
             f"unmatched pairs by {pair_by} between {a.name!r} and {b.name!r}: {' and '.join(parts)} "
@@ -167,7 +174,8 @@ def matched(a: Group, b: Group, pair_by: str) -> tuple[np.ndarray, np.ndarray]:
     )
 
 
-def _examples(keys: Sequence[str]) -> str:
+def examples(keys: Sequence[str]) -> str:
+    """The first few keys, quoted, and how many more there are."""
     shown = ", ".join(repr(k) for k in keys[:SHOWN_EXAMPLES])
     return shown + (f" and {len(keys) - SHOWN_EXAMPLES} more" if len(keys) > SHOWN_EXAMPLES else "")
 
@@ -298,7 +306,7 @@ def fisher_exact(a: Group, b: Group, options: StatisticalOptions, effect: str) -
         raise StatisticsError(
             "options.category",
             f"fisher_exact needs exactly 2 categories; {a.name!r} and {b.name!r} have {len(categories)} "
-            f"({_examples(categories)}); use chi_square",
+            f"({examples(categories)}); use chi_square",
         )
     alternative = SCIPY_ALTERNATIVE[options.alternative]
     result = stats.fisher_exact(table, alternative=alternative)
@@ -424,7 +432,7 @@ def chi_square(groups: list[Group], options: StatisticalOptions, effect: str) ->
     if len(categories) < 2:
         raise StatisticsError(
             "options.category",
-            f"every sample has {options.category} {_examples(categories)}; chi_square needs at least 2 categories",
+            f"every sample has {options.category} {examples(categories)}; chi_square needs at least 2 categories",
         )
     result = stats.chi2_contingency(table, correction=options.continuity_correction)
     return Finding(finite(result.statistic), finite(result.pvalue), _cramers_v(table), float(result.dof))

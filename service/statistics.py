@@ -197,7 +197,7 @@ def check_groups(test_type: str, groups: Sequence[Group], options: StatisticalOp
     """Refuse group counts and sample sizes the test cannot use, and options that depend on them."""
     procedure = PROCEDURES[test_type]
     count = len(groups)
-    names = ", ".join(repr(g.name) for g in groups)
+    names = tests.examples([g.name for g in groups])
     if procedure.one_group is not None and procedure.two_group is None and count != 1:
         raise StatisticsError(
             "groups", f"{test_type} tests exactly one group; found {count} ({names}): name one in groups"

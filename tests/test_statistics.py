@@ -401,6 +401,11 @@ def test_unmatched_pairs_name_the_keys() -> None:
     )
 
 
+def test_a_sample_without_a_pair_key_is_refused() -> None:
+    error = refused("paired_t_test", [group("a", A[:2], ["k", ""]), group("b", B[:2], ["k", "j"])], pair_by="id")
+    assert error.message.startswith("1 samples of group 'a' have no id in their metadata")
+
+
 def test_a_repeated_pair_key_is_refused() -> None:
     error = refused("paired_t_test", [group("a", A[:2], ["k", "k"]), group("b", B[:2], ["k", "j"])], pair_by="id")
     assert "group 'a' has more than one sample with id 'k'" in error.message
