@@ -8,7 +8,9 @@ on a loopback port, so the repository root must be importable.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -16,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,8 @@ __all__ = [
     "percentiles_ms",
     "print_table",
     "read_metrics",
+    "result_header",
+    "run_in_child",
     "source_revision",
     "start_server",
 ]
@@ -82,6 +86,35 @@ def source_revision() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
+
+
+def result_header(benchmark: str, **fields: Any) -> dict[str, Any]:
+    """The first fields of a benchmark's JSON line: its name, its parameters, the commit and the time."""
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return {"benchmark": benchmark, **fields, "commit": source_revision(), "started_at": started}
+
+
+def run_in_child(target: Callable[..., None], args: Sequence[Any], timeout: float, name: str) -> Any:
+    """`target(*args, conn)` in a spawned process, and what it sends on `conn`.
+
+    Fills of chDB run this way: chDB allows one process per data path, so the benchmark's
+    own process must not open the server's warehouse."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=target, args=(*args, child), name=name)
+    process.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while not parent.poll(1.0):
+            if not process.is_alive():
+                raise RuntimeError(f"the {name} process exited with {process.exitcode} (see its traceback above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {name} process did not finish in {timeout:.0f} s")
+        return parent.recv()
+    finally:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
 
 
 def get_json(url: str, timeout: float = 30.0) -> Any:

@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import http.client
 import json
-import multiprocessing
 import shutil
 import statistics
 import sys
@@ -42,7 +41,8 @@ from _support import (
     percentiles_ms,
     print_profile,
     print_table,
-    source_revision,
+    result_header,
+    run_in_child,
     start_server,
 )
 
@@ -217,24 +217,9 @@ def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_re
 
 
 def run_fill(data_dir: Path, events: int, values_file: Path, optimize: bool, direct_repeat: int) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(
-        target=fill, args=(str(data_dir), events, str(values_file), optimize, direct_repeat, child), name="fill"
-    )
-    process.start()
-    try:
-        deadline = time.monotonic() + 600 + events / 50_000  # generous: ~1M rows/s expected
-        while not parent.poll(1.0):
-            if not process.is_alive():
-                raise RuntimeError(f"the fill process exited with {process.exitcode} (see its traceback above)")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the fill did not finish in time")
-        return parent.recv()
-    finally:
-        process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
+    args = (str(data_dir), events, str(values_file), optimize, direct_repeat)
+    result: dict[str, Any] = run_in_child(fill, args, timeout=600 + events / 50_000, name="fill")  # ~1M rows/s expected
+    return result
 
 
 # -- timing and checking -----------------------------------------------------------------
@@ -288,13 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="crucible-bench-aggregate-"))
     data_dir = root / "data"
     values_file = root / "values.npy"
-    result: dict[str, Any] = {
-        "benchmark": "aggregate_query",
-        "events": args.events,
-        "repeat": args.repeat,
-        "commit": source_revision(),
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    result = result_header("aggregate_query", events=args.events, repeat=args.repeat)
     try:
         print(f"filling {args.events:,} events into {data_dir / 'warehouse'}", flush=True)
         filled = run_fill(data_dir, args.events, values_file, args.optimize, args.direct_repeat)

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from schemas.statistics import StatisticalOptions, StatisticalOutcome
+
 
 class RequestRef(msgspec.Struct, frozen=True, array_like=True):
     """The Idempotency-Key of the request that caused an event, and its body's fingerprint.
@@ -206,6 +208,25 @@ class SessionEnded(ResourceEvent, frozen=True, kw_only=True):
         return self.session_id
 
 
+class StatisticalResultEvent(ResourceEvent, frozen=True, kw_only=True):
+    stat_id: str
+
+    @property
+    def resource_id(self) -> str:
+        return self.stat_id
+
+
+class StatisticalResultRecorded(StatisticalResultEvent, frozen=True, kw_only=True):
+    """A statistical test run on an experiment's telemetry: what was asked, what it found,
+    and which telemetry it saw (the highest log offset per partition among the rows used),
+    so the result can be traced to its data and re-run on the same rows."""
+
+    experiment_id: str
+    options: StatisticalOptions
+    outcome: StatisticalOutcome
+    telemetry_position: dict[int, int] = {}
+
+
 AnyResourceEvent = (
     ExperimentCreated
     | ExperimentUpdated
@@ -226,4 +247,5 @@ AnyResourceEvent = (
     | ApiKeyCreated
     | ApiKeyRevoked
     | SessionEnded
+    | StatisticalResultRecorded
 )

@@ -10,7 +10,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import checkpoints_api, experiments_api, health_api, keys_api, models_api, runs_api, telemetry_api
+from service import (
+    checkpoints_api,
+    comparison_api,
+    experiments_api,
+    health_api,
+    keys_api,
+    models_api,
+    runs_api,
+    statistics_api,
+    telemetry_api,
+)
 from service.appkeys import (
     ARTIFACTS,
     CHECKPOINT_LOCKS,
@@ -176,7 +186,16 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app[ARTIFACTS] = make_store(settings)
         app[CHECKPOINT_LOCKS] = checkpoints_api.KeyedLocks()
         app.cleanup_ctx.append(_artifacts_context)
-        for module in (telemetry_api, experiments_api, runs_api, checkpoints_api, models_api, keys_api):
+        for module in (
+            telemetry_api,
+            experiments_api,
+            runs_api,
+            checkpoints_api,
+            models_api,
+            keys_api,
+            statistics_api,
+            comparison_api,
+        ):
             app.add_routes(module.routes)
     app.cleanup_ctx.append(_gc_context)
     app.add_routes(health_api.routes)

@@ -79,27 +79,29 @@ def unwrap(body: dict[str, Any], wrapper: str, optional: bool = False) -> dict[s
     return inner
 
 
-def check_fields(raw: Mapping[str, Any], fields: Mapping[str, Field], what: str) -> dict[str, Any]:
-    """Each present field converted to its type; 422 listing every problem by field."""
+def check_fields(raw: Mapping[str, Any], fields: Mapping[str, Field], what: str, prefix: str = "") -> dict[str, Any]:
+    """Each present field converted to its type; 422 listing every problem by field.
+
+    `prefix` names a nested object's fields in the details (`options.` gives `options.alpha`)."""
     values: dict[str, Any] = {}
     problems: dict[str, list[str]] = {}
     for name, spec in fields.items():
         if name not in raw:
             if spec.required:
-                problems[name] = [BLANK]
+                problems[prefix + name] = [BLANK]
             continue
         value = raw[name]
         if (spec.required or spec.nonblank) and (value is None or (isinstance(value, str) and not value.strip())):
-            problems[name] = [BLANK]
+            problems[prefix + name] = [BLANK]
             continue
         try:
             values[name] = msgspec.convert(raw[name], spec.type)
         except msgspec.ValidationError as exc:
             message, _, path = str(exc).partition(" - at `$")
-            problems[name] = [message + (f" at {name}{path.rstrip('`')}" if path else "")]
+            problems[prefix + name] = [message + (f" at {prefix}{name}{path.rstrip('`')}" if path else "")]
     for name in raw:
         if name not in fields:
-            problems[name] = [f"is not a field of {what}; fields are {', '.join(fields)}"]
+            problems[prefix + name] = [f"is not a field of {what}; fields are {', '.join(fields)}"]
     if problems:
         first = next(iter(problems))
         raise validation_error(f"{first.capitalize()} {problems[first][0]}", problems)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import inspect
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +30,9 @@ from service.projector import Projector, ProjectorStalled
 from service.resources import Rejection, RequestSeen, Resources, event_encoder
 
 E = TypeVar("E", bound=AnyResourceEvent)
+# How a command makes its event; a coroutine when that needs I/O (a statistical test
+# reads telemetry), which then runs only when the request is not a retry.
+MakeEvent = Callable[["Envelope"], E | Awaitable[E]]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 MAX_IDEMPOTENCY_KEY = 255
@@ -85,12 +89,13 @@ def refusal(rejection: Rejection) -> ApiError:
 
 
 async def submit(
-    log: EventLog, projector: Projector, make_event: Callable[[Envelope], E], actor: str, ref: RequestRef | None = None
+    log: EventLog, projector: Projector, make_event: MakeEvent[E], actor: str, ref: RequestRef | None = None
 ) -> Done:
     """Check and append the event `make_event` builds; return once this process has folded it."""
     if ref is not None and (seen := projector.state.requests.get(ref.key)) is not None:
         return _replay(projector, seen, ref)
-    event = make_event(envelope(actor, ref))
+    made = make_event(envelope(actor, ref))
+    event: E = await made if inspect.isawaitable(made) else made
     rejection = projector.state.check(event)
     if rejection is not None:
         raise refusal(rejection)

@@ -24,6 +24,7 @@ from schemas.experiments import CloneInput, ExperimentBody, ExperimentDetail, Ex
 from schemas.keys import ApiKeyBody, ApiKeyOut, SessionInput, SessionOut
 from schemas.models import ModelBody, ModelOut, ModelStatistics
 from schemas.runs import CheckpointOut, LogLine, MetricHistory, RunDetail, RunOut
+from schemas.statistics import ComparisonInput, ComparisonReport, StatisticalResultOut, StatisticalTestBody
 from schemas.telemetry import AggregatePoint, IngestBatch, IngestResult, StoredEvent
 from service.auth import access_of
 from service.checkpoints_api import SHA256_HEADER
@@ -79,6 +80,11 @@ OPERATIONS: dict[str, Operation] = {
     "revoke_api_key": Operation(status=204),
     "create_session": Operation(SessionInput, SessionOut, 201),
     "end_session": Operation(status=204),
+    "create_statistical_result": Operation(StatisticalTestBody, StatisticalResultOut, 201),
+    "list_statistical_results": Operation(data=StatisticalResultOut, listing=True),
+    "list_experiment_statistical_results": Operation(data=StatisticalResultOut, listing=True),
+    "get_statistical_result": Operation(data=StatisticalResultOut),
+    "export_comparison": Operation(ComparisonInput, ComparisonReport),
     "openapi_document": Operation(data=dict[str, Any]),
     "healthz": Operation(data=dict[str, Any]),
     "readyz": Operation(data=dict[str, Any]),

@@ -43,7 +43,9 @@ from schemas.resources import (
     RunFailed,
     RunStarted,
     SessionEnded,
+    StatisticalResultRecorded,
 )
+from schemas.statistics import StatisticalOptions, StatisticalOutcome
 
 EXPERIMENT_STATUSES = ("pending", "running", "paused", "completed", "failed", "cancelled")
 
@@ -159,6 +161,19 @@ class ApiKey:
 
 
 @dataclass(slots=True)
+class StatisticalResult:
+    """A recorded test: its outcome, the options it ran with and the telemetry it saw."""
+
+    id: str
+    experiment_id: str
+    options: StatisticalOptions
+    outcome: StatisticalOutcome
+    telemetry_position: dict[int, int]
+    created_at: dt.datetime
+    created_by: str
+
+
+@dataclass(slots=True)
 class Resources:
     """Everything the resources log says, as of `position` (the next offset to apply)."""
 
@@ -169,6 +184,7 @@ class Resources:
     runs: dict[str, Run] = field(default_factory=dict)  # runs of existing experiments, in start order
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     ended_sessions: dict[str, dt.datetime] = field(default_factory=dict)  # session id → its expiry
+    statistical_results: dict[str, StatisticalResult] = field(default_factory=dict)  # in recording order
     requests: dict[str, RequestSeen] = field(default_factory=dict)  # Idempotency-Key → first event
     histories: dict[str, list[Applied]] = field(default_factory=dict)  # deleted resources' too
     position: int = 0
@@ -373,6 +389,14 @@ def _check_checkpoint_uploaded(state: Resources, event: CheckpointUploaded) -> R
     return None
 
 
+def _check_statistical_result(state: Resources, event: StatisticalResultRecorded) -> Rejection | None:
+    if event.experiment_id not in state.experiments:
+        return experiment_missing(event.experiment_id)
+    if event.stat_id in state.statistical_results:
+        return Rejection("conflict", f"statistical result {event.stat_id} already exists")
+    return None
+
+
 def _always(state: Resources, event: ResourceEvent) -> Rejection | None:
     return None
 
@@ -532,6 +556,18 @@ def _session_ended(state: Resources, event: SessionEnded) -> None:
         del state.ended_sessions[session_id]
 
 
+def _statistical_result_recorded(state: Resources, event: StatisticalResultRecorded) -> None:
+    state.statistical_results[event.stat_id] = StatisticalResult(
+        id=event.stat_id,
+        experiment_id=event.experiment_id,
+        options=event.options,
+        outcome=event.outcome,
+        telemetry_position=event.telemetry_position,
+        created_at=event.at,
+        created_by=event.actor,
+    )
+
+
 _Check = Callable[[Resources, Any], Rejection | None]
 _Apply = Callable[[Resources, Any], None]
 
@@ -549,6 +585,7 @@ _CHECK: dict[type[ResourceEvent], _Check] = {
     RunCompleted: _check_run_finished,
     RunFailed: _check_run_finished,
     CheckpointUploaded: _check_checkpoint_uploaded,
+    StatisticalResultRecorded: _check_statistical_result,
     **{event_type: _check_transition for event_type in TRANSITIONS},
 }
 _APPLY: dict[type[ResourceEvent], _Apply] = {
@@ -565,6 +602,7 @@ _APPLY: dict[type[ResourceEvent], _Apply] = {
     RunCompleted: _run_finished,
     RunFailed: _run_finished,
     CheckpointUploaded: _checkpoint_uploaded,
+    StatisticalResultRecorded: _statistical_result_recorded,
     **{event_type: _experiment_transition for event_type in TRANSITIONS},
     ExperimentFailed: _experiment_failed,
 }

@@ -13,7 +13,7 @@ from schemas.resources import ResourceEvent
 from service.appkeys import LOG, PROJECTOR, WAREHOUSE
 from service.auth import principal_of
 from service.bodies import read_body
-from service.commands import Done, E, Envelope, request_ref, submit
+from service.commands import Done, E, MakeEvent, request_ref, submit
 from service.errors import ApiError, bad_parameter
 from service.params import check_known, parse_datetime, parse_int
 from service.resources import Applied, Resources
@@ -37,7 +37,7 @@ def done_response(done: Done, payload: Any, status: int) -> web.Response:
     return json_response({"data": payload}, status, headers)
 
 
-async def run_command(request: web.Request, make_event: Callable[[Envelope], E], body: bytes | None = None) -> Done:
+async def run_command(request: web.Request, make_event: MakeEvent[E], body: bytes | None = None) -> Done:
     """Submit the event `make_event` builds, as the caller, honouring Idempotency-Key."""
     if body is None:
         body = await read_body(request)

@@ -58,6 +58,17 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "run_logs_tail": {"experiment_id": "exp_1", "run_id": "run_1", "min_severity": 1, "since": None, "limit": 10},
     "run_checkpoints": {"experiment_ids": ["exp_1"], "run_ids": ["run_1"]},
     "experiment_best_metric": {"experiment_id": "exp_1", "metric": "accuracy"},
+    "statistical_samples": {
+        "experiment_id": "exp_1",
+        "metric": "accuracy",
+        "collect_values": True,
+        "group_column": "model",
+        "group_key": "",
+        "groups": ["gpt-4"],
+        "label_key": "sample_id",
+        "label_required": False,
+    },
+    "comparison_metrics": {"experiment_ids": ["exp_1", "exp_2"], "metrics": [], "event_name": None},
 }
 
 

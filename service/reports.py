@@ -1,0 +1,363 @@
+"""Comparison reports rendered as LaTeX (booktabs), Markdown, HTML or CSV, from their numbers.
+
+Every text that comes from a user (experiment names, metric names, a caption) is
+escaped for its format here, and nowhere else. LaTeX compiles with a plain pdflatex:
+it needs booktabs and graphicx only, and characters outside what pdflatex's utf8 input
+knows (Latin-1 and common punctuation) are replaced by '?'.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from schemas.statistics import Comparison, ComparisonCell
+
+RESIZE_ABOVE_METRICS = 5  # wider tables are scaled to the text width
+# Beyond Latin-1, the characters pdflatex's utf8 input knows: dashes, quotes, ellipsis, euro, bullet.
+TYPOGRAPHY = frozenset("\u2013\u2014\u2018\u2019\u201c\u201d\u2026\u20ac\u2022")
+_LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    '"': r"\textquotedbl{}",
+}
+_MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~&$")
+_SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    content: str
+    content_type: str
+    filename: str
+
+
+# -- escaping --------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def latex_escape(text: str) -> str:
+    """Text for LaTeX's text mode: specials escaped, unknown characters replaced by '?'."""
+    out = []
+    for char in _one_line(text):
+        if char in _LATEX_SPECIAL:
+            out.append(_LATEX_SPECIAL[char])
+        elif ord(char) < 0x20 or (ord(char) > 0xFF and char not in TYPOGRAPHY):
+            out.append("?")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def markdown_escape(text: str) -> str:
+    """Text for a Markdown table cell: ASCII punctuation backslash-escaped (CommonMark), one line."""
+    return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in _one_line(text))
+
+
+def html_escape(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet will not run as a formula."""
+    return "'" + text if text.startswith(_SPREADSHEET_FORMULA) else text
+
+
+# -- numbers ---------------------------------------------------------------------------------
+
+
+def half_width(cell: ComparisonCell) -> float | None:
+    if cell.mean is None or cell.ci_low is None or cell.ci_high is None:
+        return None
+    return (cell.ci_high - cell.ci_low) / 2
+
+
+def mean_and_margin(cell: ComparisonCell) -> tuple[str, str | None] | None:
+    """The mean and the interval's half-width, rounded to the half-width's two significant digits."""
+    if cell.mean is None:
+        return None
+    margin = half_width(cell)
+    if margin is None or margin <= 0 or not math.isfinite(margin):
+        return f"{cell.mean:.4g}", None
+    decimals = min(max(1 - math.floor(math.log10(margin)), 0), 10)
+    return f"{cell.mean:.{decimals}f}", f"{margin:.{decimals}f}"
+
+
+def p_text(p: float | None, below: str = "<0.001") -> str | None:
+    if p is None:
+        return None
+    return below if p < 0.001 else f"{p:.3f}"
+
+
+def _sample_range(comparison: Comparison) -> str:
+    sizes = [c.n for row in comparison.rows for c in row.cells if c.n > 0]
+    if not sizes:
+        return "0"
+    low, high = min(sizes), max(sizes)
+    return f"{low:,}" if low == high else f"{low:,}\N{EN DASH}{high:,}"
+
+
+def _level(comparison: Comparison) -> str:
+    return f"{round(comparison.confidence_level * 100, 4):g}"
+
+
+def _p_caption(comparison: Comparison) -> str:
+    adjusted = (
+        f", Holm-adjusted across the {len(comparison.rows) - 1} comparisons of each metric"
+        if comparison.corrected
+        else ""
+    )
+    return f"p-values of Welch's t-test of each experiment against the best one of each metric{adjusted}."
+
+
+# -- LaTeX -----------------------------------------------------------------------------------
+
+
+def _latex_cell(cell: ComparisonCell) -> str:
+    parts = mean_and_margin(cell)
+    if parts is None:
+        return "---"
+    mean, margin = parts
+    math_text = f"${mean} \\pm {margin}$" if margin is not None else f"${mean}$"
+    return f"{{\\boldmath{math_text}}}" if cell.best else math_text
+
+
+def _latex_header(comparison: Comparison, arrows: bool) -> str:
+    names = []
+    for metric, lower in zip(comparison.metrics, comparison.lower_is_better, strict=True):
+        arrow = (r" $\downarrow$" if lower else r" $\uparrow$") if arrows else ""
+        names.append(latex_escape(metric) + arrow)
+    return "Experiment & " + " & ".join(names) + r" \\"
+
+
+def _latex_table(comparison: Comparison, caption: str, label: str, body: list[str], arrows: bool) -> list[str]:
+    columns = "l" + "c" * len(comparison.metrics)
+    tabular = [
+        f"\\begin{{tabular}}{{{columns}}}",
+        r"\toprule",
+        _latex_header(comparison, arrows),
+        r"\midrule",
+        *body,
+        r"\bottomrule",
+        r"\end{tabular}",
+    ]
+    if len(comparison.metrics) > RESIZE_ABOVE_METRICS:
+        tabular = [r"\resizebox{\textwidth}{!}{%", *tabular, "}"]
+    return [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        *tabular,
+        r"\end{table}",
+    ]
+
+
+def render_latex(comparison: Comparison, template: str, caption: str | None, label: str) -> str:
+    default_caption = (
+        f"Comparison of {len(comparison.rows)} experiments: mean $\\pm$ half-width of the {_level(comparison)}\\,\\% "
+        f"confidence interval (t-distribution), n = {_sample_range(comparison)} values per cell. "
+        r"Best per metric in bold; $\uparrow$ higher is better, $\downarrow$ lower is better."
+    )
+    means = [
+        latex_escape(row.name) + " & " + " & ".join(_latex_cell(c) for c in row.cells) + r" \\"
+        for row in comparison.rows
+    ]
+    p_rows = [
+        latex_escape(row.name)
+        + " & "
+        + " & ".join("best" if c.best else (p_text(c.p_value_vs_best, "$<0.001$") or "---") for c in row.cells)
+        + r" \\"
+        for row in comparison.rows
+    ]
+    tables = [
+        *_latex_table(comparison, latex_escape(caption) if caption else default_caption, label, means, True),
+        "",
+        *_latex_table(comparison, latex_escape(_p_caption(comparison)), f"{label}-p", p_rows, False),
+    ]
+    if template == "table":
+        return "\n".join([r"% Needs \usepackage{booktabs} and \usepackage{graphicx}.", *tables, ""])
+    return "\n".join(
+        [
+            r"\documentclass{article}",
+            r"\usepackage[T1]{fontenc}",
+            r"\usepackage[utf8]{inputenc}",
+            r"\usepackage{booktabs}",
+            r"\usepackage{graphicx}",
+            r"\begin{document}",
+            *tables,
+            r"\end{document}",
+            "",
+        ]
+    )
+
+
+# -- Markdown and HTML -----------------------------------------------------------------------
+
+
+def _plain_cell(cell: ComparisonCell, bold: Callable[[str], str]) -> str:
+    parts = mean_and_margin(cell)
+    if parts is None:
+        return "—"
+    mean, margin = parts
+    text = f"{mean} ± {margin}" if margin is not None else mean
+    return (bold(text) if cell.best else text) + f" (n = {cell.n:,})"
+
+
+def _description(comparison: Comparison) -> str:
+    return (
+        f"Mean ± half-width of the {_level(comparison)} % confidence interval (t-distribution); "
+        "best per metric in bold; ↑ higher is better, ↓ lower is better."
+    )
+
+
+def _arrow(lower: bool) -> str:
+    return "↓" if lower else "↑"
+
+
+def render_markdown(comparison: Comparison, caption: str | None) -> str:
+    def row_line(cells: list[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    header = ["Experiment"] + [
+        f"{markdown_escape(m)} {_arrow(lower)}"
+        for m, lower in zip(comparison.metrics, comparison.lower_is_better, strict=True)
+    ]
+    rule = ["---"] + ["---:"] * len(comparison.metrics)
+    lines = [
+        "## Comparison of experiments",
+        "",
+        markdown_escape(caption) if caption else _description(comparison),
+        "",
+        row_line(header),
+        row_line(rule),
+    ]
+    for row in comparison.rows:
+        name = f"{markdown_escape(row.name)} (`{row.experiment_id}`)"
+        lines.append(row_line([name] + [_plain_cell(c, lambda t: f"**{t}**") for c in row.cells]))
+    lines += [
+        "",
+        f"### {_p_caption(comparison).rstrip('.')}",
+        "",
+        row_line(["Experiment", *header[1:]]),
+        row_line(rule),
+    ]
+    for row in comparison.rows:
+        cells = ["best" if c.best else (p_text(c.p_value_vs_best) or "—") for c in row.cells]
+        lines.append(row_line([markdown_escape(row.name), *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def _html_table(caption: str, header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["<table>", f"<caption>{caption}</caption>", "<thead><tr>"]
+    lines += [f"<th>{cell}</th>" for cell in header]
+    lines += ["</tr></thead>", "<tbody>"]
+    for row in rows:
+        lines.append("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>")
+    return [*lines, "</tbody>", "</table>"]
+
+
+def render_html(comparison: Comparison, caption: str | None) -> str:
+    header = ["Experiment"] + [
+        f"{html_escape(m)} {_arrow(lower)}"
+        for m, lower in zip(comparison.metrics, comparison.lower_is_better, strict=True)
+    ]
+    means = [
+        [html_escape(row.name)] + [_plain_cell(c, lambda t: f"<strong>{t}</strong>") for c in row.cells]
+        for row in comparison.rows
+    ]
+    p_rows = [
+        [html_escape(row.name)]
+        + ["best" if c.best else html_escape(p_text(c.p_value_vs_best) or "—") for c in row.cells]
+        for row in comparison.rows
+    ]
+    style = (
+        "table{border-collapse:collapse;margin:1em 0}caption{caption-side:top;text-align:left;padding:.4em 0}"
+        "thead{border-top:2px solid;border-bottom:1px solid}tbody{border-bottom:2px solid}"
+        "th,td{padding:.25em .75em;text-align:right}th:first-child,td:first-child{text-align:left}"
+    )
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en">',
+            '<head><meta charset="utf-8"><title>Comparison of experiments</title>',
+            f"<style>{style}</style></head>",
+            "<body>",
+            *_html_table(html_escape(caption) if caption else _description(comparison), header, means),
+            *_html_table(html_escape(_p_caption(comparison)), ["Experiment", *header[1:]], p_rows),
+            "</body>",
+            "</html>",
+            "",
+        ]
+    )
+
+
+# -- CSV -------------------------------------------------------------------------------------
+
+CSV_COLUMNS = [
+    "experiment_id",
+    "experiment_name",
+    "metric",
+    "lower_is_better",
+    "n",
+    "mean",
+    "std_dev",
+    "ci_low",
+    "ci_high",
+    "confidence_level",
+    "best",
+    "p_value_vs_best",
+]
+
+
+def render_csv(comparison: Comparison) -> str:
+    """One row per experiment and metric; numbers at full precision, empty when undefined."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in comparison.rows:
+        for metric, lower, cell in zip(comparison.metrics, comparison.lower_is_better, row.cells, strict=True):
+            numbers = [cell.mean, cell.std_dev, cell.ci_low, cell.ci_high]
+            writer.writerow(
+                [
+                    row.experiment_id,
+                    spreadsheet_safe(row.name),
+                    spreadsheet_safe(metric),
+                    str(lower).lower(),
+                    cell.n,
+                    *("" if v is None else repr(v) for v in numbers),
+                    comparison.confidence_level,
+                    str(cell.best).lower(),
+                    "" if cell.p_value_vs_best is None else repr(cell.p_value_vs_best),
+                ]
+            )
+    return out.getvalue()
+
+
+def render(comparison: Comparison, format: str, template: str, caption: str | None, label: str) -> Rendered:
+    """The report in `format`, with its media type and a file name."""
+    if format == "latex":
+        return Rendered(render_latex(comparison, template, caption, label), "application/x-latex", "comparison.tex")
+    if format == "markdown":
+        return Rendered(render_markdown(comparison, caption), "text/markdown; charset=utf-8", "comparison.md")
+    if format == "html":
+        return Rendered(render_html(comparison, caption), "text/html; charset=utf-8", "comparison.html")
+    return Rendered(render_csv(comparison), "text/csv; charset=utf-8", "comparison.csv")
