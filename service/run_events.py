@@ -16,6 +16,7 @@ import re
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from schemas.resources import (
     AnyResourceEvent,
@@ -99,63 +100,28 @@ class RunRouter:
     ) -> list[AnyResourceEvent]:
         assert event.id is not None and event.timestamp is not None  # filled in by ingest
         metadata = event.metadata
-        experiment_id = metadata["experiment_id"]
-        error = metadata.get("error", "")[:MAX_ERROR_CHARS]
+        fields: dict[str, Any] = {
+            "event_id": event.id,
+            "at": at,
+            "actor": actor,
+            "experiment_id": metadata["experiment_id"],
+        }
         kind, action = event.event_name[1], event.event_name[2]
+        error = metadata.get("error", "")[:MAX_ERROR_CHARS]
         if kind == "experiment":
             if action == "completed":
-                return [ExperimentCompleted(event_id=event.id, at=at, actor=actor, experiment_id=experiment_id)]
-            return [ExperimentFailed(event_id=event.id, at=at, actor=actor, experiment_id=experiment_id, error=error)]
-        run_id = metadata["run_id"]
-        reported_at = event.timestamp
+                return [ExperimentCompleted(**fields)]
+            return [ExperimentFailed(**fields, error=error)]
+        fields.update(run_id=metadata["run_id"], reported_at=event.timestamp)
         if action == "started":
-            hyperparameters = (event.data or {}).get("hyperparameters", {})
-            return [
-                RunStarted(
-                    event_id=event.id,
-                    at=at,
-                    actor=actor,
-                    experiment_id=experiment_id,
-                    run_id=run_id,
-                    reported_at=reported_at,
-                    hyperparameters=hyperparameters,
-                )
-            ]
+            return [RunStarted(**fields, hyperparameters=(event.data or {}).get("hyperparameters", {}))]
         if action == "completed":
-            return [
-                RunCompleted(
-                    event_id=event.id,
-                    at=at,
-                    actor=actor,
-                    experiment_id=experiment_id,
-                    run_id=run_id,
-                    reported_at=reported_at,
-                )
-            ]
+            return [RunCompleted(**fields)]
         if action == "failed":
-            return [
-                RunFailed(
-                    event_id=event.id,
-                    at=at,
-                    actor=actor,
-                    experiment_id=experiment_id,
-                    run_id=run_id,
-                    reported_at=reported_at,
-                    error=error,
-                )
-            ]
-        if self._first_sight(run_id, runs):
-            return [
-                RunStarted(
-                    event_id=uuid.uuid4().hex,
-                    at=at,
-                    actor=actor,
-                    experiment_id=experiment_id,
-                    run_id=run_id,
-                    reported_at=reported_at,
-                    implicit=True,
-                )
-            ]
+            return [RunFailed(**fields, error=error)]
+        if self._first_sight(fields["run_id"], runs):  # progress, log or checkpoint of an unknown run
+            fields["event_id"] = uuid.uuid4().hex
+            return [RunStarted(**fields, implicit=True)]
         return []
 
     def _first_sight(self, run_id: str, runs: Mapping[str, Run]) -> bool:
