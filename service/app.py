@@ -10,14 +10,33 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import experiments_api, health_api, keys_api, models_api, telemetry_api
-from service.appkeys import INGESTOR, LOG, PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS, WAREHOUSE, WRITER
+from service import (
+    experiments_api,
+    health_api,
+    keys_api,
+    models_api,
+    stream_api,
+    telemetry_api,
+    websocket_api,
+)
+from service.appkeys import (
+    INGESTOR,
+    LIVE_HUB,
+    LOG,
+    PROJECTOR,
+    RATE_LIMITER,
+    SESSION_SIGNER,
+    SETTINGS,
+    WAREHOUSE,
+    WRITER,
+)
 from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
 from service.ingest import Ingestor
 from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
+from service.live import LiveHub
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
 from service.log_kafka import KafkaLog
 from service.log_sqlite import SqliteLog
@@ -66,6 +85,20 @@ async def _projector_context(app: web.Application) -> AsyncIterator[None]:
     await projector.start()
     yield
     await projector.stop()
+
+
+async def _live_context(app: web.Application) -> AsyncIterator[None]:
+    """The live hub: WebSocket channels and telemetry streams of this process."""
+    hub = app[LIVE_HUB]
+    await hub.start()
+    yield
+    await hub.stop()
+
+
+async def _close_live_connections(app: web.Application) -> None:
+    """`on_shutdown`: live connections never end by themselves, and the server waits for every
+    handler before it runs the cleanup contexts."""
+    app[LIVE_HUB].end_all()
 
 
 async def _admin_key_context(app: web.Application) -> AsyncIterator[None]:
@@ -146,11 +179,15 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app[RATE_LIMITER] = RateLimiter()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])
+    if api:
+        app[LIVE_HUB] = LiveHub(log, app[PROJECTOR], settings)
+        app.cleanup_ctx.append(_live_context)
+        app.on_shutdown.append(_close_live_connections)
     if api and settings.embedded_log:
         app.cleanup_ctx.append(_admin_key_context)
     app.cleanup_ctx.extend([_warehouse_context, _writer_context, _gc_context])
     if api:
-        for module in (telemetry_api, experiments_api, models_api, keys_api):
+        for module in (telemetry_api, stream_api, experiments_api, models_api, keys_api, websocket_api):
             app.add_routes(module.routes)
     app.add_routes(health_api.routes)
     app.add_routes([health_api.metrics_route(settings.metrics_public)])

@@ -11,6 +11,7 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.credentials import SessionSigner
     from service.ingest import Ingestor
+    from service.live import LiveHub
     from service.log import EventLog
     from service.projector import Projector
     from service.ratelimit import RateLimiter
@@ -25,3 +26,4 @@ WRITER: web.AppKey[WarehouseWriter | None] = web.AppKey("writer")
 PROJECTOR: web.AppKey[Projector] = web.AppKey("projector")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 SESSION_SIGNER: web.AppKey[SessionSigner] = web.AppKey("session_signer")
+LIVE_HUB: web.AppKey[LiveHub] = web.AppKey("live_hub")

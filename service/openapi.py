@@ -65,6 +65,8 @@ OPERATIONS: dict[str, Operation] = {
     "revoke_api_key": Operation(status=204),
     "create_session": Operation(SessionInput, SessionOut, 201),
     "end_session": Operation(status=204),
+    "stream_events": Operation(),
+    "live_socket": Operation(status=101),
     "openapi_document": Operation(data=dict[str, Any]),
     "healthz": Operation(data=dict[str, Any]),
     "readyz": Operation(data=dict[str, Any]),

@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     session_secret: str | None = None
     session_ttl_seconds: Positive = 12 * 3600
     metrics_public: bool = True
+    ws_heartbeat_timeout_seconds: PositiveSeconds = 60.0
+    ws_max_frame_bytes: Positive = 64 * 1024
+    live_send_queue_bytes: Positive = 1024 * 1024
+    live_stats_seconds: PositiveSeconds = 5.0
+    sse_heartbeat_seconds: PositiveSeconds = 15.0
 
     @property
     def data_path(self) -> Path:
@@ -89,6 +94,12 @@ HELP: dict[str, str] = {
     " (unset = one kept in the data dir)",
     "session_ttl_seconds": "how long a session cookie from POST /api/v1/sessions stays valid",
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
+    "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
+    "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",
+    "live_send_queue_bytes": "bytes a live connection (WebSocket or SSE) may have waiting to be sent;"
+    " one that falls further behind is disconnected",
+    "live_stats_seconds": "how often dashboard channels get system_stats and experiment_summary",
+    "sse_heartbeat_seconds": "how often an idle telemetry stream sends a comment line to keep proxies open",
 }
 
 
