@@ -15,6 +15,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -40,9 +41,9 @@ PHOENIX_TOKEN_PROTOCOL = "base64url.bearer.phx."
 class Access:
     """What a route needs: a scope (None = anyone) and the rate-limit class it counts in.
 
-    `token_param`: the credential may also come as `?token=` (a key secret or a session
-    token), or as the Phoenix client's `authToken` protocol header: a browser cannot set
-    headers on a WebSocket."""
+    `token_param` (WebSockets, on which a browser cannot set headers): the credential may
+    also come as `?token=` (a key secret or a session token) or as the Phoenix client's
+    `authToken` sub-protocol; the session cookie counts only from a page of this server."""
 
     scope: str | None
     limit_class: str | None
@@ -104,7 +105,7 @@ def authenticate(request: web.Request, token_param: bool = False) -> Principal:
             return _key_principal(request, token)
         return _session_principal(request, token)
     cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie is not None and not token_param:  # a cross-site page cannot open a socket in the user's name
+    if cookie is not None and (not token_param or _same_origin(request)):
         return _session_principal(request, cookie)
     if token_param:
         raise unauthorized("authentication required: connect with params {token: <api key or session token>}")
@@ -127,6 +128,15 @@ def _session_principal(request: web.Request, token: str) -> Principal:
     if key is None or key.revoked_at is not None:
         raise unauthorized("the session's API key was revoked")
     return Principal(key, claims.session_id)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Whether a WebSocket handshake comes from a page of this server (or from no page at all).
+
+    Browsers send cookies with the WebSocket handshakes of any page, but no CORS check
+    applies to them: without this, another site's page could open a socket in its user's name."""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
 
 
 def _token_of(request: web.Request) -> str | None:

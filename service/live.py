@@ -77,7 +77,7 @@ class Subscriber(Protocol):
 
     @property
     def transport_name(self) -> str:
-        """"websocket" or "sse", for metrics."""
+        """ "websocket" or "sse", for metrics."""
 
     def deliver(self, chunks: Sequence[bytes]) -> None:
         """Send these bytes, or disconnect if the connection has too much waiting already."""

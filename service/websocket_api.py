@@ -2,7 +2,8 @@
 
 The official `phoenix` JavaScript client connects unchanged with
 `new Socket("/socket", {params: {token}})`. The token (an API key secret or a session
-token) is checked before the upgrade: a bad one is a 401 and no socket. Each
+token) is checked before the upgrade: a bad one is a 401, a key without the read
+scope a 403, and neither gets a socket. Each
 connection reads client messages in its handler and is a subscriber of the process's
 live hub, which writes pushes to it directly.
 
@@ -25,7 +26,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from schemas.live import JoinRefusal
 from service import metrics
 from service.appkeys import LIVE_HUB, PROJECTOR, SETTINGS
-from service.auth import ANY_SCOPE, Principal, principal_of, requires
+from service.auth import Principal, principal_of, requires
 from service.channels import ChannelRefusal, Topic, client_event, join
 from service.errors import ApiError, bad_parameter
 from service.live import Subscription
@@ -61,7 +62,7 @@ _encode = msgspec.json.Encoder().encode
 
 
 @routes.get("/socket/websocket")
-@requires(ANY_SCOPE, limit="read", token_param=True)
+@requires("read", token_param=True)
 async def live_socket(request: web.Request) -> web.StreamResponse:
     """Phoenix Channels WebSocket: experiment, telemetry and dashboard channels."""
     vsn = request.query.get("vsn", DEFAULT_VSN)

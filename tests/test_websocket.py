@@ -142,9 +142,7 @@ async def test_the_phoenix_auth_token_sub_protocol_connects(
     client: TestClient, anonymous: aiohttp.ClientSession
 ) -> None:
     encoded = base64.b64encode(client.secret.encode()).decode().rstrip("=")
-    ws = await anonymous.ws_connect(
-        socket_url(client, None), protocols=("phoenix", f"base64url.bearer.phx.{encoded}")
-    )
+    ws = await anonymous.ws_connect(socket_url(client, None), protocols=("phoenix", f"base64url.bearer.phx.{encoded}"))
     assert ws.protocol == "phoenix"
     await PhoenixClient(ws).nothing_else()
     await ws.close()
@@ -308,7 +306,11 @@ async def test_an_experiment_channel_pushes_status_changes(client: TestClient, c
     assert (await socket.push(topic, "status_changed")).payload["status"] == "running"
     cancelled = (await act(client, experiment["id"], "cancel"))["data"]
     pushed = (await socket.push(topic, "status_changed")).payload
-    assert pushed == {"status": "cancelled", "started_at": started["started_at"], "completed_at": cancelled["completed_at"]}
+    assert pushed == {
+        "status": "cancelled",
+        "started_at": started["started_at"],
+        "completed_at": cancelled["completed_at"],
+    }
     await socket.nothing_else()
 
 
