@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -77,7 +77,7 @@ class Subscriber(Protocol):
 
     @property
     def transport_name(self) -> str:
-        """ "websocket" or "sse", for metrics."""
+        """The label of its metrics: websocket or sse."""
 
     def deliver(self, chunks: Sequence[bytes]) -> None:
         """Send these bytes, or disconnect if the connection has too much waiting already."""
@@ -315,26 +315,23 @@ class LiveHub:
             if not topics:
                 self._ticker = None
                 return
-            messages = [Message("system_stats", _encode(self._system_stats(fresh=True))), *self._summary_message()]
+            self._last_summary = summary = self._summary()
+            stats = Message("system_stats", _encode(self._system_stats(fresh=True)))
+            messages = [stats, Message("experiment_summary", summary)]
             for topic in topics:
                 self.publish(topic, messages)
 
     def _summary_changed(self) -> None:
-        """experiment_summary to every dashboard, when the numbers differ from the last ones sent."""
+        """experiment_summary to every dashboard, when the numbers differ from the last ones sent to all."""
         self._summary_call = None
-        previous = self._last_summary
-        current = self._summary()
-        if current != previous:
+        summary = self._summary()
+        if summary != self._last_summary:
             for topic in self._dashboard_topics():
-                self.publish(topic, [Message("experiment_summary", current)])
-
-    def _summary_message(self) -> list[Message]:
-        return [Message("experiment_summary", self._summary())]
+                self.publish(topic, [Message("experiment_summary", summary)])
+            self._last_summary = summary
 
     def _summary(self) -> bytes:
-        summary = _encode(experiment_summary(self._projector.state, dt.datetime.now(dt.UTC)))
-        self._last_summary = summary
-        return summary
+        return _encode(experiment_summary(self._projector.state, dt.datetime.now(dt.UTC)))
 
     def _system_stats(self, fresh: bool = False) -> SystemStats:
         """A new sample, or the latest one if a dashboard tick took it recently (psutil's CPU
@@ -344,7 +341,3 @@ class LiveHub:
         if fresh or self._latest_stats is None or now - self._latest_stats[0] > self._stats_seconds:
             self._latest_stats = (now, self._sampler.sample())
         return self._latest_stats[1]
-
-
-def encode_payload(payload: Any) -> bytes:
-    return _encode(payload)

@@ -8,24 +8,24 @@ warehouse is fed: times in UTC, `received_at` of the batch, `data` as sent.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 import msgspec
 
-from schemas.telemetry import StoredEvent, TelemetryRecord, WarehouseRow
+from schemas.telemetry import StoredEvent, TelemetryRecord
 from service.log import StoredRecord
 from service.writer import record_shape
 
 _record_decoder = msgspec.json.Decoder(TelemetryRecord)
-_row_decoder = msgspec.json.Decoder(WarehouseRow)
-_data_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 def stored_events(record: StoredRecord) -> list[StoredEvent]:
-    """The events of one `crucible.telemetry` record, in their order in the batch."""
+    """The events of one `crucible.telemetry` record, in their order in the batch.
+
+    Only format v2 records: live channels read from the log's end, and this version of
+    the service writes nothing else (format v1 records are in old logs only)."""
     legacy, _ = record_shape(record)
     if legacy:
-        return [_from_row(_row_decoder.decode(line)) for line in record.value.splitlines() if line]
+        return []
     decoded = _record_decoder.decode(record.value)
     received_at = _utc(decoded.received_at)
     return [
@@ -40,19 +40,6 @@ def stored_events(record: StoredRecord) -> list[StoredEvent]:
         )
         for event in decoded.events
     ]
-
-
-def _from_row(row: WarehouseRow) -> StoredEvent:
-    """A format v1 record's line (written before v2), as the warehouse turns it into an event."""
-    return StoredEvent(
-        id=row.id,
-        event_name=row.event_name.split("."),
-        measurements=row.measurements,
-        metadata=row.metadata,
-        timestamp=_utc(row.timestamp),
-        received_at=_utc(row.received_at),
-        data=_data_decoder.decode(row.data) if row.data else None,
-    )
 
 
 def _utc(value: dt.datetime) -> dt.datetime:

@@ -83,21 +83,27 @@ class _V1Message(msgspec.Struct):
     join_ref: Ref = None
 
 
-_v2_decoder = msgspec.json.Decoder(_V2Message)
-_v1_decoder = msgspec.json.Decoder(_V1Message)
+class _JsonSerializer:
+    """What both serializers share: a message decoded by a msgspec decoder of its shape."""
 
-
-class PhoenixV2:
-    """Serializer 2.0.0: JSON arrays."""
-
-    vsn = "2.0.0"
+    vsn: str
+    shape: str  # for the error a client gets when it sends something else
+    decoder: msgspec.json.Decoder[Any]
 
     def decode(self, data: str | bytes) -> Message:
         try:
-            raw = _v2_decoder.decode(data)
+            raw = self.decoder.decode(data)
         except msgspec.DecodeError as exc:
-            raise ProtocolError(f"expected [join_ref, ref, topic, event, payload]: {exc}") from None
+            raise ProtocolError(f"expected {self.shape}: {exc}") from None
         return Message(raw.join_ref, raw.ref, raw.topic, raw.event, raw.payload)
+
+
+class PhoenixV2(_JsonSerializer):
+    """Serializer 2.0.0: JSON arrays."""
+
+    vsn = "2.0.0"
+    shape = "[join_ref, ref, topic, event, payload]"
+    decoder = msgspec.json.Decoder(_V2Message)
 
     def encode(self, topic: str, event: str, payload: bytes, join_ref: Ref = None, ref: Ref = None) -> bytes:
         """A message as a WebSocket frame; `payload` is already JSON."""
@@ -105,35 +111,17 @@ class PhoenixV2:
         return text_frame(b"".join((b"[", refs, b",", _encode(topic), b",", _encode(event), b",", payload, b"]")))
 
 
-class PhoenixV1:
+class PhoenixV1(_JsonSerializer):
     """Serializer 1.0.0: JSON objects (older clients)."""
 
     vsn = "1.0.0"
-
-    def decode(self, data: str | bytes) -> Message:
-        try:
-            raw = _v1_decoder.decode(data)
-        except msgspec.DecodeError as exc:
-            raise ProtocolError(f"expected {{topic, event, payload, ref}}: {exc}") from None
-        return Message(raw.join_ref, raw.ref, raw.topic, raw.event, raw.payload)
+    shape = "{topic, event, payload, ref}"
+    decoder = msgspec.json.Decoder(_V1Message)
 
     def encode(self, topic: str, event: str, payload: bytes, join_ref: Ref = None, ref: Ref = None) -> bytes:
-        body = b"".join(
-            (
-                b'{"topic":',
-                _encode(topic),
-                b',"event":',
-                _encode(event),
-                b',"payload":',
-                payload,
-                b',"ref":',
-                _encode(ref),
-                b',"join_ref":',
-                _encode(join_ref),
-                b"}",
-            )
-        )
-        return text_frame(body)
+        fields = (b'{"topic":', _encode(topic), b',"event":', _encode(event), b',"payload":', payload)
+        refs = (b',"ref":', _encode(ref), b',"join_ref":', _encode(join_ref), b"}")
+        return text_frame(b"".join((*fields, *refs)))
 
 
 V1 = PhoenixV1()

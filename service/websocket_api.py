@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,7 @@ class PhoenixConnection:
 
     # -- the hub's side ------------------------------------------------------------------
 
-    def deliver(self, chunks: Any) -> None:
+    def deliver(self, chunks: Sequence[bytes]) -> None:
         """Write pushes in order; a client that let too much pile up is disconnected instead."""
         transport = self._transport
         if self._closing is not None or transport is None or transport.is_closing():
@@ -183,11 +184,11 @@ class PhoenixConnection:
             self.end(WSCloseCode.INVALID_TEXT, f"malformed message: {exc}")
             return
         if message.topic == PHOENIX_TOPIC and message.event == HEARTBEAT:
-            self._reply(message, "ok", join_ref=None)
+            self._reply(message, "ok", without_join_ref=True)
         elif message.event == JOIN:
             await self._join(message)
         elif (channel := self._channels.get(message.topic)) is None:
-            self._refuse(message, ChannelRefusal("unmatched_topic", UNMATCHED_TOPIC), join_ref=None)
+            self._refuse(message, ChannelRefusal("unmatched_topic", UNMATCHED_TOPIC), without_join_ref=True)
         elif message.join_ref is not None and message.join_ref != channel.join_ref:
             pass  # sent for an earlier join of this topic (the client raced its close): Phoenix drops it too
         elif message.event == LEAVE:
@@ -235,12 +236,15 @@ class PhoenixConnection:
             return
         self._reply(message, "ok", _encode(answer))
 
-    def _reply(self, message: Message, status: str, response: bytes = EMPTY_OBJECT, join_ref: Any = ...) -> None:
-        """`phx_reply` to `message`, under its refs (Phoenix answers heartbeats and unmatched
-        topics without a join ref)."""
-        join_ref = message.join_ref if join_ref is ... else join_ref
+    def _reply(
+        self, message: Message, status: str, response: bytes = EMPTY_OBJECT, without_join_ref: bool = False
+    ) -> None:
+        """`phx_reply` to `message`, under its refs (Phoenix answers heartbeats and messages
+        for unjoined topics without the join ref)."""
+        join_ref = None if without_join_ref else message.join_ref
         payload = reply_payload(status, response)
         self.deliver([self.wire.encode(message.topic, REPLY, payload, join_ref, message.ref)])
 
-    def _refuse(self, message: Message, refusal: ChannelRefusal, join_ref: Any = ...) -> None:
-        self._reply(message, "error", _encode(JoinRefusal(reason=refusal.reason, code=refusal.code)), join_ref)
+    def _refuse(self, message: Message, refusal: ChannelRefusal, without_join_ref: bool = False) -> None:
+        response = _encode(JoinRefusal(reason=refusal.reason, code=refusal.code))
+        self._reply(message, "error", response, without_join_ref)
