@@ -9,8 +9,9 @@ Embedded default, this machine, the clients in this process. Phases:
    the server's RSS before they connect and once they all joined. Target <= 200 MiB
    extra for 2,000.
 3. fan-out: --fanout-sockets sockets joined to `telemetry:all` while --rate events/s
-   are ingested (1,000-event batches) for --seconds; how many events each socket got,
-   how many sockets were disconnected as too slow (`/metrics`), the server's CPU.
+   are ingested (1,000-event batches) for --seconds, plus --stalled-sockets that stop
+   reading once joined; how many events each socket got, how many sockets were
+   disconnected as too slow (`/metrics`), the server's CPU and peak RSS.
    Target: 500 sockets keep up with 10,000 events/s, or the slow ones are disconnected.
 
 The fan-out sockets are minimal clients (a raw asyncio protocol that counts pushes in
@@ -251,10 +252,15 @@ def drive_ingest(url: str, headers: dict[str, str], rate: int, batches: int, don
     done.send(time.monotonic() - started)
 
 
-async def fanout_phase(url: str, pid: int, count: int, rate: int, seconds: float) -> dict[str, Any]:
+async def fanout_phase(url: str, pid: int, count: int, stalled: int, rate: int, seconds: float) -> dict[str, Any]:
     batches = max(int(rate * seconds / BATCH), 1)
     sockets = await open_counting_sockets(url, "telemetry:all", count)
     joined = sum(s.joined for s in sockets)
+    # Sockets that stop reading once joined: the server must drop them, not buffer for them.
+    stalled_sockets = await open_counting_sockets(url, "telemetry:all", stalled)
+    for s in stalled_sockets:
+        assert s.transport is not None
+        s.transport.pause_reading()
     slow_metric = 'crucible_live_slow_disconnects_total{transport="websocket"}'
     slow_before = metric_value(read_metrics(url), slow_metric)
     expected = batches * BATCH
@@ -283,12 +289,13 @@ async def fanout_phase(url: str, pid: int, count: int, rate: int, seconds: float
     cpu = meter.stop()
     slow_after = metric_value(read_metrics(url), slow_metric)
     caught_up = [s for s in sockets if s.caught_up_at is not None]
-    close_all(sockets)
+    close_all(sockets + stalled_sockets)
     received = sorted(s.pushes for s in sockets)
     lags = [max((s.caught_up_at or 0) - last_202, 0.0) for s in caught_up]
     return {
         "sockets": count,
         "joined": joined,
+        "stalled": stalled,
         "events_sent": expected,
         "ingest_rate": expected / ingest_seconds,
         "kept_up": len(caught_up),
@@ -309,7 +316,7 @@ async def run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
     result: dict[str, Any] = {}
     result["latency"] = await latency_phase(url, args.latency_samples, args.latency_interval)
     result["idle"] = await idle_phase(url, pid, args.idle_sockets)
-    result["fanout"] = await fanout_phase(url, pid, args.fanout_sockets, args.rate, args.seconds)
+    result["fanout"] = await fanout_phase(url, pid, args.fanout_sockets, args.stalled_sockets, args.rate, args.seconds)
     return result
 
 
@@ -350,10 +357,11 @@ def report(result: dict[str, Any]) -> None:
     print_table(
         [
             "sockets",
+            "stalled",
             "events sent",
             "ingest ev/s",
             "kept up",
-            "slow, closed",
+            "closed as slow",
             "min got",
             "median got",
             "delivered ev/s",
@@ -366,6 +374,7 @@ def report(result: dict[str, Any]) -> None:
         [
             [
                 fanout["sockets"],
+                fanout["stalled"],
                 fanout["events_sent"],
                 fanout["ingest_rate"],
                 fanout["kept_up"],
@@ -390,6 +399,9 @@ def main() -> int:
     parser.add_argument("--latency-interval", type=float, default=0.05, help="seconds between them (default 0.05)")
     parser.add_argument("--idle-sockets", type=int, default=2000, help="idle sockets (default 2,000)")
     parser.add_argument("--fanout-sockets", type=int, default=500, help="sockets on telemetry:all (default 500)")
+    parser.add_argument(
+        "--stalled-sockets", type=int, default=10, help="more sockets there that stop reading (default 10)"
+    )
     parser.add_argument("--rate", type=int, default=10_000, help="events/s ingested in the fan-out (default 10,000)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of the fan-out (default 10)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
