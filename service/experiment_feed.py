@@ -1,13 +1,17 @@
 """What the `experiment:<id>` channel pushes, from the resources log and the experiment's telemetry.
 
-Two tables say it, so a new kind of event is one function and one entry:
+A feed lives in the live hub while a socket of its process has joined the channel:
 
+- after every resource event of its experiment (any event with its `experiment_id`),
+  `status_changed` when the experiment's status or times differ from what the channel
+  last saw, whichever event changed them;
 - `RESOURCE_PUSHES`: resource event type → function of the event and the state right
-  after it (the projector's fold) → pushes. The event reaches the channel of its
-  `experiment_id`.
-- `TELEMETRY_PUSHES`: telemetry event name → method of `ExperimentFeed` (which keeps
-  what a channel needs between events, like the progress rate) → pushes. Records keyed
-  by the experiment's id reach its feed while a socket of this process has joined it.
+  after it (the projector's fold) → further pushes (a deletion's `error`);
+- `TELEMETRY_PUSHES`: telemetry event name → method of the feed (which keeps what it
+  needs between events, like the progress rate) → pushes. Telemetry records keyed by
+  the experiment's id reach its feed.
+
+So a new kind of push is one function and one entry in a table.
 """
 
 from __future__ import annotations
@@ -22,14 +26,7 @@ from typing import Any
 import msgspec
 
 from schemas.live import LiveError, ProgressUpdated, StatusChanged
-from schemas.resources import (
-    ExperimentCancelled,
-    ExperimentDeleted,
-    ExperimentPaused,
-    ExperimentResumed,
-    ExperimentStarted,
-    ResourceEvent,
-)
+from schemas.resources import ExperimentDeleted, ResourceEvent
 from schemas.telemetry import StoredEvent
 from service.resources import Experiment, Resources
 
@@ -53,32 +50,14 @@ def status_of(experiment: Experiment) -> StatusChanged:
     )
 
 
-def status_changed(event: Any, state: Resources) -> list[Push]:
-    experiment = state.experiments.get(event.experiment_id)
-    return [] if experiment is None else [("status_changed", status_of(experiment))]
-
-
 def experiment_deleted(event: ExperimentDeleted, state: Resources) -> list[Push]:
     message = f"experiment {event.experiment_id} was deleted"
     return [("error", LiveError(message=message, code="experiment_deleted"))]
 
 
 RESOURCE_PUSHES: dict[type[ResourceEvent], Callable[[Any, Resources], list[Push]]] = {
-    ExperimentStarted: status_changed,
-    ExperimentPaused: status_changed,
-    ExperimentResumed: status_changed,
-    ExperimentCancelled: status_changed,
     ExperimentDeleted: experiment_deleted,
 }
-
-
-def resource_pushes(event: ResourceEvent, state: Resources) -> tuple[str, list[Push]] | None:
-    """(experiment id, pushes) of a resource event, or None when no experiment channel cares."""
-    push = RESOURCE_PUSHES.get(type(event))
-    experiment_id = getattr(event, "experiment_id", None)
-    if push is None or not isinstance(experiment_id, str):
-        return None
-    return experiment_id, push(event, state)
 
 
 @dataclass(slots=True)
@@ -108,11 +87,25 @@ class RunProgress:
 
 
 class ExperimentFeed:
-    """One experiment channel's memory between telemetry events (per process, while joined)."""
+    """One experiment channel's memory between events (per process, while joined)."""
 
-    def __init__(self, experiment_id: str) -> None:
+    def __init__(self, experiment_id: str, state: Resources) -> None:
         self.experiment_id = experiment_id
+        experiment = state.experiments.get(experiment_id)
+        self.status = None if experiment is None else status_of(experiment)
         self.runs: dict[str, RunProgress] = {}
+
+    def resource_event(self, event: ResourceEvent, state: Resources) -> list[Push]:
+        """The pushes of a resource event of this experiment, with `state` right after it."""
+        pushes: list[Push] = []
+        experiment = state.experiments.get(self.experiment_id)
+        if experiment is not None and (status := status_of(experiment)) != self.status:
+            self.status = status
+            pushes.append(("status_changed", status))
+        more = RESOURCE_PUSHES.get(type(event))
+        if more is not None:
+            pushes.extend(more(event, state))
+        return pushes
 
     def telemetry(self, events: list[StoredEvent]) -> list[Push]:
         """The pushes of a batch of this experiment's telemetry events."""

@@ -27,12 +27,12 @@ from typing import Protocol
 import msgspec
 
 from schemas.live import SystemStats
-from schemas.resources import AnyResourceEvent, ApiKeyRevoked, ExperimentEvent, SessionEnded
+from schemas.resources import AnyResourceEvent, ApiKeyRevoked, SessionEnded
 from service import metrics
 from service.auth import Principal
 from service.channels import ALL_EXPERIMENTS, DASHBOARD, EXPERIMENT, TELEMETRY, EventFilter, Topic
 from service.dashboard_feed import SystemSampler, experiment_summary
-from service.experiment_feed import ExperimentFeed, Push, experiment_topic, resource_pushes
+from service.experiment_feed import ExperimentFeed, Push, experiment_topic
 from service.live_events import stored_events
 from service.log import TELEMETRY_TOPIC, EventLog, LogReader, StoredRecord
 from service.projector import Projector
@@ -173,15 +173,19 @@ class LiveHub:
             self._subscribers.discard(subscriber)
             metrics.LIVE_CONNECTIONS.labels(subscriber.transport_name).dec()
 
-    async def subscribe(self, subscription: Subscription) -> None:
-        """Start delivering the topic's pushes; returns once nothing appended from now on can be missed."""
-        topic = subscription.topic
+    async def prepare(self, topic: Topic) -> None:
+        """Start what a subscription to `topic` needs (the telemetry tail). Await it, then
+        check the join, `subscribe` and answer without awaiting in between: the answer then
+        tells the state the first push follows from, and nothing appended after it is missed."""
         if topic.kind in (EXPERIMENT, TELEMETRY):
             await self._ensure_tailing()
-        # From here to the join's answer nothing awaits, so no push can come before it.
+
+    def subscribe(self, subscription: Subscription) -> None:
+        """Deliver the topic's pushes to the subscription from now on (after `prepare`)."""
+        topic = subscription.topic
         self._topics.setdefault(topic.name, set()).add(subscription)
         if topic.kind == EXPERIMENT and topic.argument not in self._feeds:
-            self._feeds[topic.argument] = ExperimentFeed(topic.argument)
+            self._feeds[topic.argument] = ExperimentFeed(topic.argument, self._projector.state)
         if topic.kind == DASHBOARD and self._ticker is None:
             self._ticker = asyncio.create_task(self._tick_dashboards(), name="live-dashboards")
 
@@ -231,11 +235,14 @@ class LiveHub:
         if isinstance(event, ApiKeyRevoked | SessionEnded):
             self._revoke(event)
             return
-        routed = resource_pushes(event, self._projector.state)
-        if routed is not None:
-            experiment_id, pushes = routed
+        experiment_id = getattr(event, "experiment_id", None)
+        if not isinstance(experiment_id, str):
+            return
+        feed = self._feeds.get(experiment_id)
+        if feed is not None:
+            pushes = feed.resource_event(event, self._projector.state)
             self.publish(experiment_topic(experiment_id), [message_of(p) for p in pushes])
-        if isinstance(event, ExperimentEvent) and self._summary_call is None and self._dashboard_topics():
+        if self._summary_call is None and self._dashboard_topics():
             loop = asyncio.get_running_loop()
             self._summary_call = loop.call_later(SUMMARY_DELAY_SECONDS, self._summary_changed)
 

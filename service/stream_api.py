@@ -100,7 +100,8 @@ class EventStream:
         subscription = Subscription(topic, self, event_filter)
         self._hub.connect(self)
         try:
-            await self._hub.subscribe(subscription)
+            await self._hub.prepare(topic)
+            self._hub.subscribe(subscription)
             await self._response.write(OPENED)
             await self._write_until_ended()
         except ConnectionResetError:

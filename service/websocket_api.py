@@ -202,8 +202,9 @@ class PhoenixConnection:
             self._hub.unsubscribe(earlier.subscription)
         try:
             joined = join(message.topic, message.payload, self.principal, self._projector.state)
-            subscription = Subscription(joined.topic, self, joined.event_filter)
-            await self._hub.subscribe(subscription)
+            await self._hub.prepare(joined.topic)
+            # Checked again: the state may have moved on while the telemetry tail started.
+            joined = join(message.topic, message.payload, self.principal, self._projector.state)
         except ChannelRefusal as refusal:
             self._refuse(message, refusal)
             return
@@ -212,8 +213,9 @@ class PhoenixConnection:
             self._refuse(message, ChannelRefusal("internal_error", "join crashed"))
             return
         if self._closing is not None:  # closed while the join waited for the telemetry tail
-            self._hub.unsubscribe(subscription)
             return
+        subscription = Subscription(joined.topic, self, joined.event_filter)
+        self._hub.subscribe(subscription)
         self._channels[message.topic] = Channel(joined.topic, message.join_ref, subscription)
         self._reply(message, "ok", _encode(joined.response))
         for push in self._hub.after_join(joined.topic):
