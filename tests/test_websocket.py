@@ -6,6 +6,7 @@ these tests drive the protocol frame by frame with aiohttp's WebSocket client.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import datetime as dt
@@ -190,6 +191,15 @@ async def test_a_revoked_key_loses_its_socket(client: TestClient, connect: Conne
     await call(client, "DELETE", f"/api/v1/api-keys/{reader['id']}", 204)
     frame = await socket.closed()
     assert frame.data == WSCloseCode.POLICY_VIOLATION
+
+
+async def test_stopping_the_server_closes_its_sockets_with_1001(client: TestClient, connect: Connect) -> None:
+    socket = await connect(client)
+    await socket.join("telemetry:all")
+    closing = asyncio.create_task(socket.closed())
+    await client.close()  # would wait for every handler, and sockets never end by themselves
+    frame = await closing
+    assert (frame.data, frame.extra) == (WSCloseCode.GOING_AWAY, "the server is stopping")
 
 
 # -- joining ---------------------------------------------------------------------------------
