@@ -5,8 +5,8 @@ A feed lives in the live hub while a socket of its process has joined the channe
 - after every resource event of its experiment (any event with its `experiment_id`),
   `status_changed` when the experiment's status or times differ from what the channel
   last saw, whichever event changed them;
-- `RESOURCE_PUSHES`: resource event type → function of the event and the state right
-  after it (the projector's fold) → further pushes (a deletion's `error`);
+- `RESOURCE_PUSHES`: resource event type → method of the feed, given the event and the
+  state right after it (the projector's fold) → further pushes (a deletion's `error`);
 - `TELEMETRY_PUSHES`: telemetry event name → method of the feed (which keeps what it
   needs between events, like the progress rate) → pushes. Telemetry records keyed by
   the experiment's id reach its feed.
@@ -50,21 +50,13 @@ def status_of(experiment: Experiment) -> StatusChanged:
     )
 
 
-def experiment_deleted(event: ExperimentDeleted, state: Resources) -> list[Push]:
-    message = f"experiment {event.experiment_id} was deleted"
-    return [("error", LiveError(message=message, code="experiment_deleted"))]
-
-
-RESOURCE_PUSHES: dict[type[ResourceEvent], Callable[[Any, Resources], list[Push]]] = {
-    ExperimentDeleted: experiment_deleted,
-}
-
-
 @dataclass(slots=True)
 class RunProgress:
-    """Recent (time, progress) reports of one run."""
+    """What a run's `crucible.run.progress` events said: recent (time, progress) reports,
+    and the latest value of each measurement (its metrics)."""
 
     reports: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def observe(self, at: dt.datetime, progress: float) -> None:
         seconds = at.timestamp()
@@ -93,7 +85,7 @@ class ExperimentFeed:
         self.experiment_id = experiment_id
         experiment = state.experiments.get(experiment_id)
         self.status = None if experiment is None else status_of(experiment)
-        self.runs: dict[str, RunProgress] = {}
+        self.runs: dict[str, RunProgress] = {}  # as reported since the channel was joined
 
     def resource_event(self, event: ResourceEvent, state: Resources) -> list[Push]:
         """The pushes of a resource event of this experiment, with `state` right after it."""
@@ -104,7 +96,7 @@ class ExperimentFeed:
             pushes.append(("status_changed", status))
         more = RESOURCE_PUSHES.get(type(event))
         if more is not None:
-            pushes.extend(more(event, state))
+            pushes.extend(more(self, event, state))
         return pushes
 
     def telemetry(self, events: list[StoredEvent]) -> list[Push]:
@@ -116,23 +108,37 @@ class ExperimentFeed:
                 pushes.extend(handler(self, event))
         return pushes
 
+    def deleted(self, event: ExperimentDeleted, state: Resources) -> list[Push]:
+        message = f"experiment {event.experiment_id} was deleted"
+        return [("error", LiveError(message=message, code="experiment_deleted"))]
+
     def progress_reported(self, event: StoredEvent) -> list[Push]:
         """`progress_updated`: the experiment's progress is the mean of its runs' latest, and
         its ETA the longest of theirs (runs run side by side), each from its observed rate."""
+        run_id = event.metadata.get("run_id", "")
+        run = self.runs.setdefault(run_id, RunProgress())
+        run.metrics.update(event.measurements)  # the latest value of a metric wins
         value = event.measurements.get(PROGRESS_MEASUREMENT)
         if value is None or math.isnan(value):
             return []
-        run_id = event.metadata.get("run_id", "")
-        run = self.runs.setdefault(run_id, RunProgress())
         run.observe(event.timestamp, min(max(value, 0.0), 1.0))
-        progress = sum(r.progress for r in self.runs.values()) / len(self.runs)
-        etas = [r.eta_seconds() for r in self.runs.values()]
+        reporting = [r for r in self.runs.values() if r.reports]
+        progress = sum(r.progress for r in reporting) / len(reporting)
+        etas = [r.eta_seconds() for r in reporting]
         eta = None if None in etas else max(e for e in etas if e is not None)
         return [
             ("progress_updated", ProgressUpdated(progress=progress, eta_seconds=_whole(eta), run_id=run_id)),
         ]
 
+    def metrics_of(self, run_id: str) -> dict[str, float]:
+        """The latest metrics a run reported while the channel was joined ({} if none)."""
+        run = self.runs.get(run_id)
+        return {} if run is None else dict(run.metrics)
 
+
+RESOURCE_PUSHES: dict[type[ResourceEvent], Callable[[ExperimentFeed, Any, Resources], list[Push]]] = {
+    ExperimentDeleted: ExperimentFeed.deleted,
+}
 TELEMETRY_PUSHES: dict[str, Callable[[ExperimentFeed, StoredEvent], list[Push]]] = {
     PROGRESS_EVENT: ExperimentFeed.progress_reported,
 }
