@@ -121,7 +121,9 @@ class RunStarted(RunEvent, frozen=True, kw_only=True):
 
 
 class RunCompleted(RunEvent, frozen=True, kw_only=True):
-    pass
+    """`metrics`: the measurements the completion event carried (final values)."""
+
+    metrics: dict[str, float] = {}
 
 
 class RunFailed(RunEvent, frozen=True, kw_only=True):

@@ -19,12 +19,15 @@ from service import (
     models_api,
     runs_api,
     statistics_api,
+    stream_api,
     telemetry_api,
+    websocket_api,
 )
 from service.appkeys import (
     ARTIFACTS,
     CHECKPOINT_LOCKS,
     INGESTOR,
+    LIVE_HUB,
     LOG,
     PROJECTOR,
     RATE_LIMITER,
@@ -40,6 +43,7 @@ from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
 from service.ingest import Ingestor
 from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
+from service.live import LiveHub
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
 from service.log_kafka import KafkaLog
 from service.log_sqlite import SqliteLog
@@ -89,6 +93,20 @@ async def _projector_context(app: web.Application) -> AsyncIterator[None]:
     await projector.start()
     yield
     await projector.stop()
+
+
+async def _live_context(app: web.Application) -> AsyncIterator[None]:
+    """The live hub: WebSocket channels and telemetry streams of this process."""
+    hub = app[LIVE_HUB]
+    await hub.start()
+    yield
+    await hub.stop()
+
+
+async def _close_live_connections(app: web.Application) -> None:
+    """`on_shutdown`: live connections never end by themselves, and the server waits for every
+    handler before it runs the cleanup contexts."""
+    app[LIVE_HUB].end_all()
 
 
 async def _admin_key_context(app: web.Application) -> AsyncIterator[None]:
@@ -177,6 +195,10 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app[RATE_LIMITER] = RateLimiter()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])
+    if api:
+        app[LIVE_HUB] = LiveHub(log, app[PROJECTOR], settings)
+        app.cleanup_ctx.append(_live_context)
+        app.on_shutdown.append(_close_live_connections)
     if api and settings.embedded_log:
         app.cleanup_ctx.append(_admin_key_context)
     app.cleanup_ctx.extend([_warehouse_context, _writer_context])
@@ -188,6 +210,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app.cleanup_ctx.append(_artifacts_context)
         for module in (
             telemetry_api,
+            stream_api,
             experiments_api,
             runs_api,
             checkpoints_api,
@@ -195,6 +218,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
             keys_api,
             statistics_api,
             comparison_api,
+            websocket_api,
         ):
             app.add_routes(module.routes)
     app.cleanup_ctx.append(_gc_context)

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from service.checkpoints_api import KeyedLocks
     from service.credentials import SessionSigner
     from service.ingest import Ingestor
+    from service.live import LiveHub
     from service.log import EventLog
     from service.projector import Projector
     from service.ratelimit import RateLimiter
@@ -29,3 +30,4 @@ RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 SESSION_SIGNER: web.AppKey[SessionSigner] = web.AppKey("session_signer")
 ARTIFACTS: web.AppKey[ArtifactStore] = web.AppKey("artifacts")
 CHECKPOINT_LOCKS: web.AppKey[KeyedLocks] = web.AppKey("checkpoint_locks")
+LIVE_HUB: web.AppKey[LiveHub] = web.AppKey("live_hub")

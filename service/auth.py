@@ -10,15 +10,18 @@ events by its handler (`take_events`), once the batch is decoded.
 
 from __future__ import annotations
 
+import base64
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from service import metrics
 from service.appkeys import PROJECTOR, RATE_LIMITER, SESSION_SIGNER
-from service.credentials import SESSION_COOKIE, key_for_secret
+from service.credentials import SECRET_PREFIX, SESSION_COOKIE, key_for_secret
 from service.errors import ApiError
 from service.ratelimit import Quota
 from service.resources import ApiKey
@@ -30,14 +33,21 @@ ACCESS_ATTRIBUTE = "crucible_access"
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 ANY_SCOPE = "any"  # any valid key or session, whatever its scopes
 QUOTA: web.RequestKey[Quota] = web.RequestKey("quota")
+# The Phoenix client's `authToken` travels as this WebSocket sub-protocol plus the token in base64.
+PHOENIX_TOKEN_PROTOCOL = "base64url.bearer.phx."
 
 
 @dataclass(frozen=True, slots=True)
 class Access:
-    """What a route needs: a scope (None = anyone) and the rate-limit class it counts in."""
+    """What a route needs: a scope (None = anyone) and the rate-limit class it counts in.
+
+    `token_param` (WebSockets, on which a browser cannot set headers): the credential may
+    also come as `?token=` (a key secret or a session token) or as the Phoenix client's
+    `authToken` sub-protocol; the session cookie counts only from a page of this server."""
 
     scope: str | None
     limit_class: str | None
+    token_param: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +61,14 @@ class Principal:
         return scope == ANY_SCOPE or scope in self.key.scopes or "admin" in self.key.scopes
 
 
-def requires(scope: str, limit: str | None = None) -> Callable[[H], H]:
+def requires(scope: str, limit: str | None = None, token_param: bool = False) -> Callable[[H], H]:
     """Declare a route's scope; `limit` is its rate-limit class (by default read for
-    the read scope, write otherwise; "ingest" is counted by the handler in events)."""
+    the read scope, write otherwise; "ingest" is counted by the handler in events);
+    `token_param` also takes the credential from the query (see `Access`)."""
     limit_class = limit or ("read" if scope == "read" else "write")
 
     def declare(handler: H) -> H:
-        setattr(handler, ACCESS_ATTRIBUTE, Access(scope, limit_class))
+        setattr(handler, ACCESS_ATTRIBUTE, Access(scope, limit_class, token_param))
         return handler
 
     return declare
@@ -80,28 +91,68 @@ def check_routes(app: web.Application) -> None:
             raise RuntimeError(f"route {route.method} {route.resource} declares no access (@requires or @public)")
 
 
-def authenticate(request: web.Request) -> Principal:
+def authenticate(request: web.Request, token_param: bool = False) -> Principal:
     """The caller, or 401."""
-    state = request.app[PROJECTOR].state
     header = request.headers.get("Authorization")
     if header is not None:
         scheme, _, secret = header.partition(" ")
         if scheme.lower() != "bearer" or not secret:
             raise unauthorized("the Authorization header must be 'Bearer <api key>'")
-        key = key_for_secret(state, secret.strip())
-        if key is None:
-            raise unauthorized("the API key is not valid (unknown, revoked or mistyped)")
-        return Principal(key)
-    token = request.cookies.get(SESSION_COOKIE)
+        return _key_principal(request, secret.strip())
+    token = _token_of(request) if token_param else None
     if token is not None:
-        claims = request.app[SESSION_SIGNER].verify(token)
-        if claims is None or claims.session_id in state.ended_sessions:
-            raise unauthorized("the session has expired or ended; log in again")
-        key = state.api_keys.get(claims.key_id)
-        if key is None or key.revoked_at is not None:
-            raise unauthorized("the session's API key was revoked")
-        return Principal(key, claims.session_id)
+        if token.startswith(SECRET_PREFIX + "."):
+            return _key_principal(request, token)
+        return _session_principal(request, token)
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is not None and (not token_param or _same_origin(request)):
+        return _session_principal(request, cookie)
+    if token_param:
+        raise unauthorized("authentication required: connect with params {token: <api key or session token>}")
     raise unauthorized("authentication required: send 'Authorization: Bearer <api key>' or a session cookie")
+
+
+def _key_principal(request: web.Request, secret: str) -> Principal:
+    key = key_for_secret(request.app[PROJECTOR].state, secret)
+    if key is None:
+        raise unauthorized("the API key is not valid (unknown, revoked or mistyped)")
+    return Principal(key)
+
+
+def _session_principal(request: web.Request, token: str) -> Principal:
+    state = request.app[PROJECTOR].state
+    claims = request.app[SESSION_SIGNER].verify(token)
+    if claims is None or claims.session_id in state.ended_sessions:
+        raise unauthorized("the session has expired or ended; log in again")
+    key = state.api_keys.get(claims.key_id)
+    if key is None or key.revoked_at is not None:
+        raise unauthorized("the session's API key was revoked")
+    return Principal(key, claims.session_id)
+
+
+def _same_origin(request: web.Request) -> bool:
+    """Whether a WebSocket handshake comes from a page of this server (or from no page at all).
+
+    Browsers send cookies with the WebSocket handshakes of any page, but no CORS check
+    applies to them: without this, another site's page could open a socket in its user's name."""
+    origin = request.headers.get("Origin")
+    return origin is None or urlsplit(origin).netloc == request.host
+
+
+def _token_of(request: web.Request) -> str | None:
+    """`?token=`, else the token the Phoenix client's `authToken` option puts in the
+    Sec-WebSocket-Protocol header (base64, after a fixed prefix)."""
+    token = request.query.get("token")
+    if token:
+        return token
+    for protocol in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        protocol = protocol.strip()
+        if protocol.startswith(PHOENIX_TOKEN_PROTOCOL):
+            encoded = protocol[len(PHOENIX_TOKEN_PROTOCOL) :]
+            standard = encoded.replace("-", "+").replace("_", "/")  # btoa gives + and /; accept URL-safe too
+            with contextlib.suppress(ValueError):
+                return base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True).decode()
+    return None
 
 
 def unauthorized(message: str) -> ApiError:
@@ -143,7 +194,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if access.scope is None:
         return await handler(request)
     try:
-        principal = authenticate(request)
+        principal = authenticate(request, access.token_param)
     except ApiError:
         metrics.AUTH_FAILURES.labels("401").inc()
         raise

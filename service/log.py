@@ -81,13 +81,14 @@ class LogConsumer(Protocol):
 
 
 class LogReader(Protocol):
-    """Reads one single-partition topic in order from an offset, outside any consumer group."""
+    """Reads a topic outside any consumer group: one partition from an offset (`reader`),
+    or every partition from its end (`tail`); in order within each partition."""
 
     async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
         """Records after the last one read, or [] once `timeout` seconds pass with none."""
 
     async def end_offset(self) -> int | None:
-        """The offset the next appended record will get, if the log can tell."""
+        """The offset the next appended record will get, if the log can tell (one partition only)."""
 
     async def stop(self) -> None: ...
 
@@ -128,6 +129,9 @@ class EventLog(Protocol):
 
     async def reader(self, topic: str, start: int = 0) -> LogReader:
         """Read partition 0 of `topic` from offset `start` (for single-partition topics)."""
+
+    async def tail(self, topic: str) -> LogReader:
+        """Read every partition of `topic` from its end: only records appended from now on."""
 
     async def ping(self) -> bool:
         """Whether the log answers now."""

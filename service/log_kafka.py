@@ -139,6 +139,22 @@ class KafkaLog:
         return True
 
     async def reader(self, topic: str, start: int = 0) -> KafkaReader:
+        consumer = await self._groupless_consumer()
+        partition = KafkaPartition(topic, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        return KafkaReader(consumer, [partition])
+
+    async def tail(self, topic: str) -> KafkaReader:
+        consumer = await self._groupless_consumer()
+        await consumer.topics()  # loads the metadata that names the topic's partitions
+        numbers = consumer.partitions_for_topic(topic) or {0}
+        partitions = [KafkaPartition(topic, number) for number in sorted(numbers)]
+        consumer.assign(partitions)
+        await consumer.seek_to_end(*partitions)
+        return KafkaReader(consumer, partitions)
+
+    async def _groupless_consumer(self) -> AIOKafkaConsumer:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._servers,
             group_id=None,
@@ -150,10 +166,7 @@ class KafkaLog:
             request_timeout_ms=max(int(self._timeout * 1000), 40_000),
         )
         await consumer.start()
-        partition = KafkaPartition(topic, 0)
-        consumer.assign([partition])
-        consumer.seek(partition, start)
-        return KafkaReader(consumer, partition)
+        return consumer
 
     async def consumer(
         self, group: str, topics: Sequence[str], listener: PartitionListener | None = None
@@ -174,22 +187,26 @@ class KafkaLog:
 
 
 class KafkaReader:
-    """Reads partition 0 of one topic without a consumer group (every process reads it all)."""
+    """Reads partitions of one topic without a consumer group (every process reads them all)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer, partition: KafkaPartition) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, partitions: list[KafkaPartition]) -> None:
         self._consumer = consumer
-        self._partition = partition
+        self._partitions = partitions
 
     async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
-        fetched = await self._consumer.getmany(self._partition, timeout_ms=int(timeout * 1000), max_records=max_records)
-        return [_stored(r) for r in fetched.get(self._partition, [])]
+        fetched = await self._consumer.getmany(
+            *self._partitions, timeout_ms=int(timeout * 1000), max_records=max_records
+        )
+        return [_stored(r) for records in fetched.values() for r in records]
 
     async def end_offset(self) -> int | None:
+        if len(self._partitions) != 1:
+            return None
         try:
-            ends = await self._consumer.end_offsets([self._partition])
+            ends = await self._consumer.end_offsets(self._partitions)
         except KafkaError:
             return None
-        return int(ends[self._partition])
+        return int(ends[self._partitions[0]])
 
     async def stop(self) -> None:
         await self._consumer.stop()

@@ -179,6 +179,15 @@ class SqliteLog:
     async def reader(self, topic: str, start: int = 0) -> SqliteReader:
         return SqliteReader(self, topic, start)
 
+    async def tail(self, topic: str) -> SqliteReader:
+        return SqliteReader(self, topic, await self.file_end_offset(topic))
+
+    async def file_end_offset(self, topic: str) -> int:
+        """The next offset of `topic` in the file, appends of other processes (`crucible keys`) included."""
+        rows = await self._read("SELECT max(offset) FROM records WHERE topic = ?", (topic,))
+        last = rows[0][0]
+        return 0 if last is None else int(last) + 1  # type: ignore[call-overload]
+
     async def wait_for_append(self, timeout: float, since: int) -> None:
         """Return when this process appends something after the `appends` count `since`
         (at once if it already has), or after `timeout` seconds.
@@ -418,9 +427,7 @@ class SqliteReader:
         return records
 
     async def end_offset(self) -> int | None:
-        rows = await self._log._read("SELECT max(offset) FROM records WHERE topic = ?", (self._topic,))
-        last = rows[0][0]
-        return 0 if last is None else int(last) + 1  # type: ignore[call-overload]
+        return await self._log.file_end_offset(self._topic)
 
     async def stop(self) -> None:
         return None

@@ -25,3 +25,14 @@ RESOURCES_POSITION = Gauge("crucible_resources_position", "Next crucible.resourc
 AUTH_FAILURES = Counter("crucible_auth_failures_total", "Requests refused by authentication or scope", ["status"])
 RATE_LIMITED = Counter("crucible_rate_limited_total", "Requests refused by a rate limit", ["limit"])
 AUDIT_POSITION = Gauge("crucible_audit_position", "Next crucible.resources offset the audit writer will copy")
+LIVE_CONNECTIONS = Gauge("crucible_live_connections", "Open live connections (WebSocket, SSE)", ["transport"])
+LIVE_SLOW_DISCONNECTS = Counter(
+    "crucible_live_slow_disconnects_total",
+    "Live connections closed because they fell further behind than --live-send-queue-bytes",
+    ["transport"],
+)
+LIVE_TELEMETRY_RECORDS = Counter(
+    "crucible_live_telemetry_records_total",
+    "Telemetry log records the live hub read: decoded for a subscriber, or skipped (nobody wanted them)",
+    ["outcome"],
+)

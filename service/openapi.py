@@ -85,6 +85,8 @@ OPERATIONS: dict[str, Operation] = {
     "list_experiment_statistical_results": Operation(data=StatisticalResultOut, listing=True),
     "get_statistical_result": Operation(data=StatisticalResultOut),
     "export_comparison": Operation(ComparisonInput, ComparisonReport),
+    "stream_events": Operation(),
+    "live_socket": Operation(status=101),
     "openapi_document": Operation(data=dict[str, Any]),
     "healthz": Operation(data=dict[str, Any]),
     "readyz": Operation(data=dict[str, Any]),

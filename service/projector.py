@@ -3,7 +3,8 @@
 Every API process runs one. At start-up it replays the topic from offset 0, then
 tails it; a change made through any process reaches every other one this way.
 A command appends its event, then awaits `applied(offset)` so it answers with
-the state that includes its own change (read-your-writes).
+the state that includes its own change (read-your-writes). Listeners (the live
+hub) are told of each event the fold accepted, right after it changed the state.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import datetime as dt
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 import msgspec
 
+from schemas.resources import AnyResourceEvent
 from service import metrics
 from service.log import RESOURCES_TOPIC, EventLog, LogReader, StoredRecord
 from service.resources import Rejection, Resources, event_decoder
@@ -27,6 +30,8 @@ READ_BATCH = 10_000
 PROGRESS_EVERY_SECONDS = 2.0
 # Outcomes kept for commands that look after the projector already applied their offset.
 RECENT_OUTCOMES = 100_000
+
+ResourceListener = Callable[[AnyResourceEvent], None]
 
 
 class ProjectorStalled(Exception):
@@ -41,7 +46,15 @@ class Projector:
         self._task: asyncio.Task[None] | None = None
         self._waiters: dict[int, list[asyncio.Future[None]]] = {}
         self._outcomes: OrderedDict[int, Rejection | None] = OrderedDict()
+        self._listeners: list[ResourceListener] = []
         self.caught_up = False
+
+    def listen(self, listener: ResourceListener) -> None:
+        """Call `listener(event)` after each event the fold applies (not those it refuses)."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: ResourceListener) -> None:
+        self._listeners.remove(listener)
 
     async def start(self) -> None:
         """Replay the whole topic, then tail it in the background."""
@@ -106,6 +119,8 @@ class Projector:
                 self.state.position = record.offset + 1
             else:
                 rejection = self.state.apply(event, record.offset)
+                if rejection is None:
+                    self._tell_listeners(event)
             self._outcomes[record.offset] = rejection
             if len(self._outcomes) > RECENT_OUTCOMES:
                 self._outcomes.popitem(last=False)
@@ -115,3 +130,11 @@ class Projector:
                 if not waiter.done():
                     waiter.set_result(None)
         metrics.RESOURCES_POSITION.set(self.state.position)
+
+    def _tell_listeners(self, event: AnyResourceEvent) -> None:
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception:
+                # A listener's bug must not stop the fold every command waits on.
+                logger.exception("resource listener %r failed on %s", listener, type(event).__name__)

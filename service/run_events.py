@@ -116,7 +116,7 @@ class RunRouter:
         if action == "started":
             return [RunStarted(**fields, hyperparameters=(event.data or {}).get("hyperparameters", {}))]
         if action == "completed":
-            return [RunCompleted(**fields)]
+            return [RunCompleted(**fields, metrics=event.measurements)]
         if action == "failed":
             return [RunFailed(**fields, error=error)]
         if self._first_sight(fields["run_id"], runs):  # progress, log or checkpoint of an unknown run

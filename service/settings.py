@@ -51,6 +51,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     metrics_public: bool = True
     artifact_store: str | None = None
     checkpoint_max_bytes: Positive = 10 * 1024**3
+    ws_heartbeat_timeout_seconds: PositiveSeconds = 60.0
+    ws_max_frame_bytes: Positive = 64 * 1024
+    live_send_queue_bytes: Positive = 1024 * 1024
+    live_stats_seconds: PositiveSeconds = 5.0
+    sse_heartbeat_seconds: PositiveSeconds = 15.0
 
     @property
     def data_path(self) -> Path:
@@ -94,6 +99,12 @@ HELP: dict[str, str] = {
     "artifact_store": "where checkpoint files go: a directory, or s3://bucket/prefix?endpoint=URL&region=NAME"
     " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
     "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
+    "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
+    "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",
+    "live_send_queue_bytes": "bytes a live connection (WebSocket or SSE) may have waiting to be sent;"
+    " one that falls further behind is disconnected",
+    "live_stats_seconds": "how often dashboard channels get system_stats and experiment_summary",
+    "sse_heartbeat_seconds": "how often an idle telemetry stream sends a comment line to keep proxies open",
 }
 
 
