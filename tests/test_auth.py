@@ -91,6 +91,10 @@ def required_scope(method: str, canonical: str) -> str | None:
         return "admin"
     if method == "POST" and canonical == EVENTS_URL:
         return "ingest"
+    if method == "PUT" and "/checkpoints/" in canonical:
+        return "ingest"  # workers upload their checkpoints
+    if method == "POST" and "export" in canonical:
+        return "read"  # an export reads; its rate-limit class is export
     return "read" if method == "GET" else "write"
 
 
