@@ -12,10 +12,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from crucible_client.outbox import Outbox
+from crucible_client.sender import Reachability
 from crucible_client.stats import ClientStats
 from crucible_client.wire import Queued, encode_batches, to_events
 
@@ -46,7 +46,7 @@ class Batcher(threading.Thread):
         outbox: Outbox,
         stats: ClientStats,
         settings: BatchingSettings,
-        failing_since: Callable[[], float | None],
+        reachability: Reachability,
     ) -> None:
         super().__init__(name="crucible-batcher", daemon=True)
         self._queue = queue
@@ -55,7 +55,7 @@ class Batcher(threading.Thread):
         self._outbox = outbox
         self._stats = stats
         self._settings = settings
-        self._failing_since = failing_since
+        self._reachability = reachability
         self._halt = threading.Event()
         self._next_seq = 1
 
@@ -108,6 +108,6 @@ class Batcher(threading.Thread):
         if in_memory > cap:
             self._outbox.spill(cap, drop_on_failure=True)
             return
-        failing_since = self._failing_since()
+        failing_since = self._reachability.failing_since
         if in_memory and failing_since is not None and time.monotonic() - failing_since > self._settings.spill_after:
             self._outbox.spill(0, drop_on_failure=False)  # safe from a crash of this process

@@ -19,7 +19,7 @@ from crucible_client.checkpoints import Uploads
 from crucible_client.errors import ClientClosed
 from crucible_client.outbox import Outbox
 from crucible_client.run import STARTED, Run
-from crucible_client.sender import Sender
+from crucible_client.sender import Reachability, Sender
 from crucible_client.spool import Spool
 from crucible_client.stats import ClientStats
 from crucible_client.transport import Transport
@@ -50,8 +50,8 @@ class Client:
     """Telemetry for workers: `Client(url, api_key)`, or CRUCIBLE_URL and CRUCIBLE_API_KEY.
 
     Every logging call only appends to an in-memory queue. A batcher thread makes batches
-    of `batch_events` (or whatever is queued every `flush_interval` seconds); a sender
-    thread posts them in order, each with its own Idempotency-Key, retrying with
+    of `batch_events` (or whatever is queued every `flush_interval` seconds); `connections`
+    sender threads post them oldest first, each with its own Idempotency-Key, retrying with
     exponential backoff and jitter. Over `max_memory_events` in memory, or after the
     server has failed for `spill_after` seconds, batches go to an fsynced spool under
     `spool_dir`, sent later in order, by this process or the next one that starts.
@@ -73,6 +73,7 @@ class Client:
         timeout: float = 30.0,
         close_timeout: float = 10.0,
         max_batch_bytes: int = 8 << 20,
+        connections: int = 2,
     ) -> None:
         url = url or os.environ.get(URL_ENV)
         api_key = api_key or os.environ.get(API_KEY_ENV)
@@ -80,12 +81,12 @@ class Client:
             raise ValueError(f"no service URL: pass url= or set {URL_ENV}")
         if not api_key:
             raise ValueError(f"no API key: pass api_key= or set {API_KEY_ENV}")
-        if batch_events < 1 or max_memory_events < 1:
-            raise ValueError("batch_events and max_memory_events must be at least 1")
+        if min(batch_events, max_memory_events, connections) < 1:
+            raise ValueError("batch_events, max_memory_events and connections must be at least 1")
         self.url = url.rstrip("/")
         self.close_timeout = close_timeout
         self._stats = ClientStats()
-        self._transport = Transport(self.url, api_key, timeout)
+        self._transport = Transport(self.url, api_key, timeout, connections + 1)  # + 1 for uploads
         root = Path(spool_dir) if spool_dir is not None else default_spool_root()
         self._spool = Spool(root / spool_name(self.url))
         self._outbox = Outbox(self._spool, self._stats)
@@ -95,14 +96,19 @@ class Client:
         self._batch_events = batch_events
         self._closed = False
         self._close_lock = threading.Lock()
-        self._sender = Sender(self._outbox, self._transport, self._stats, max_backoff)
+        self._reachability = Reachability()
+        self._senders = [
+            Sender(self._outbox, self._transport, self._stats, self._reachability, max_backoff, f"crucible-sender-{n}")
+            for n in range(connections)
+        ]
         settings = BatchingSettings(batch_events, flush_interval, max_memory_events, spill_after, max_batch_bytes)
         self._batcher = Batcher(
-            self._queue, self._flushes, self._wake, self._outbox, self._stats, settings, self._failing_since
+            self._queue, self._flushes, self._wake, self._outbox, self._stats, settings, self._reachability
         )
         self._uploads = Uploads(self._transport, self._enqueue, self._stats, max_backoff)
         self._batcher.start()
-        self._sender.start()
+        for sender in self._senders:
+            sender.start()
         atexit.register(self.close)
 
     @classmethod
@@ -119,9 +125,6 @@ class Client:
     def stats(self) -> ClientStats:
         """A snapshot of the counters: accepted, rejected, spooled, retries..."""
         return self._stats.snapshot()
-
-    def _failing_since(self) -> float | None:
-        return self._sender.failing_since
 
     def _enqueue(self, item: Queued) -> None:
         """The hot path: an append, and a wake-up of the batcher once a batch is full."""
@@ -181,8 +184,10 @@ class Client:
             self._closed = True
             self._batcher.stop()
             self._batcher.join()
-            self._sender.stop()
-            self._sender.join(_remaining(deadline))
+            for sender in self._senders:
+                sender.stop()
+            for sender in self._senders:
+                sender.join(_remaining(deadline))
             self._outbox.close()  # spills what is left: the next client sends it
             self._transport.close()
             if not delivered:

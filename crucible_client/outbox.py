@@ -2,8 +2,10 @@
 
 Batches only ever move from memory to the end of the spool, oldest first, so the
 spool always holds older batches than memory and sending the spool first keeps order.
-The sender takes the oldest batch without removing it (`head`), and removes it once
-the server has answered (`done`); in between, the batcher may move it to the spool.
+Senders claim the oldest unclaimed batch (`claim`) without removing it, and remove it
+once the server has answered (`done`) or give it back to be tried again (`release`);
+in between, the batcher may move it to the spool. Batches in memory may be in flight
+two at a time (the server overlaps them); the spool is sent one batch at a time, in order.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ class Ticket(NamedTuple):
 
 
 class Outbox:
-    """Thread-safe: the batcher adds and spills, the sender takes heads and marks them done."""
+    """Thread-safe: the batcher adds and spills, senders claim batches and answer them."""
 
     def __init__(self, spool: Spool, stats: ClientStats) -> None:
         self._spool = spool
@@ -36,15 +38,19 @@ class Outbox:
         self.memory_events = 0
         self._lock = threading.Lock()
         self._finished = threading.Condition(self._lock)
-        self.finished_seq = 0  # every batch of this process up to this seq is answered
-        self.last_seq = 0  # the seq of the newest batch added
-        # Keys of batches the server acknowledged while they were being spilled: their
-        # spooled copy is skipped rather than sent again.
-        self._acknowledged_in_spool: set[str] = set()
-        self.work = threading.Event()  # set when a batch is added
+        self._claimed: set[str] = set()  # keys of batches in flight
+        # This process's batches by seq, oldest first, until the server answers them
+        # (possibly out of order): every seq up to `finished_seq` is answered.
+        self._unanswered: deque[int] = deque()
+        self._answered: set[int] = set()
+        self.finished_seq = 0
         # Batches previous processes left (adopted from their spool) come before any of ours;
         # a flush waits for them too.
         self._older_pending = spool.adopted > 0
+        # Keys of batches the server acknowledged while they were being spilled: their
+        # spooled copy is skipped rather than sent again.
+        self._acknowledged_in_spool: set[str] = set()
+        self.work = threading.Event()  # set when a batch is added or given back
         self._closed = False
 
     @property
@@ -56,50 +62,75 @@ class Outbox:
             return
         with self._lock:
             self._memory.extend(batches)
+            self._unanswered.extend(b.seq for b in batches)
             self.memory_events += sum(b.events for b in batches)
-            self.last_seq = batches[-1].seq
         self.work.set()
 
-    def head(self) -> Ticket | None:
-        """The oldest batch not yet answered, or None."""
+    def claim(self) -> Ticket | None:
+        """The oldest batch nobody is sending, or None (also while a spooled batch is in flight)."""
         with self._lock:
             if self._closed:
                 return None
-            ticket = self._next_ticket()
-            if self._older_pending and (ticket is None or ticket.batch.origin == self._origin):
+            spooled = self._oldest_spooled()
+            if self._older_pending and (spooled is None or spooled.origin == self._origin):
                 self._older_pending = False
                 self._finished.notify_all()
+            ticket = self._next_ticket(spooled)
+            if ticket is not None:
+                self._claimed.add(ticket.batch.key)
             return ticket
 
-    def _next_ticket(self) -> Ticket | None:
-        while (batch := self._spool.peek()) is not None:
-            if batch.key not in self._acknowledged_in_spool:
-                return Ticket(batch, True)
+    def _oldest_spooled(self) -> Batch | None:
+        while (batch := self._spool.peek()) is not None and batch.key in self._acknowledged_in_spool:
             self._acknowledged_in_spool.discard(batch.key)
             self._spool.mark_sent(batch)
-        if self._memory:
-            return Ticket(self._memory[0], False)
+        return batch
+
+    def _next_ticket(self, spooled: Batch | None) -> Ticket | None:
+        if spooled is not None:
+            # One at a time, to keep the spool's order; newer batches in memory wait.
+            return None if spooled.key in self._claimed else Ticket(spooled, True)
+        for batch in self._memory:
+            if batch.key not in self._claimed:
+                return Ticket(batch, False)
         return None
+
+    def release(self, ticket: Ticket) -> None:
+        """Give a batch back after a failed attempt: the next claim takes it again."""
+        with self._lock:
+            self._claimed.discard(ticket.batch.key)
+        self.work.set()
 
     def done(self, ticket: Ticket) -> None:
         """The server answered the ticket's batch for good (stored or refused)."""
         batch = ticket.batch
         with self._lock:
+            self._claimed.discard(batch.key)
             if self._closed:  # the spool is released: a later process may send it again, with its key
                 pass
             elif ticket.spooled:
                 self._spool.mark_sent(batch)
-            elif self._memory and self._memory[0] is batch:
-                self._memory.popleft()
-                self.memory_events -= batch.events
-            else:  # spilled while in flight
+            elif not self._remove_from_memory(batch):  # spilled while in flight
                 self._acknowledged_in_spool.add(batch.key)
-            self._finish(batch)
+            self._answer(batch)
 
-    def _finish(self, batch: Batch) -> None:
-        if batch.origin == self._origin and batch.seq > self.finished_seq:
-            self.finished_seq = batch.seq
-            self._finished.notify_all()
+    def _remove_from_memory(self, batch: Batch) -> bool:
+        for index, candidate in enumerate(self._memory):
+            if candidate is batch:
+                del self._memory[index]
+                self.memory_events -= batch.events
+                return True
+        return False
+
+    def _answer(self, batch: Batch) -> None:
+        if batch.origin != self._origin:
+            return
+        self._answered.add(batch.seq)
+        unanswered = self._unanswered
+        while unanswered and unanswered[0] in self._answered:
+            self._answered.discard(unanswered[0])
+            self.finished_seq = unanswered.popleft()
+        self._finished.notify_all()
 
     def wait_finished(self, seq: int, timeout: float | None) -> bool:
         """Wait until every batch up to `seq`, and those of previous processes, is answered;
@@ -135,7 +166,7 @@ class Outbox:
                 logger.error("cannot write to the spool, %d events dropped: %s", count, exc)
                 self._stats.dropped += count
                 for batch in moving:
-                    self._finish(batch)
+                    self._answer(batch)
             else:
                 self._stats.spooled += count
             for _ in moving:

@@ -1,4 +1,4 @@
-"""The thread that sends the outbox's batches, oldest first, until the server answers for good."""
+"""The threads that send the outbox's batches, oldest first, until the server answers for good."""
 
 from __future__ import annotations
 
@@ -18,17 +18,48 @@ IDLE_WAIT_SECONDS = 1.0
 REFUSED_EVENTS_LOGGED = 5  # per batch: the rest are counted, not listed
 
 
-class Sender(threading.Thread):
-    """One batch at a time, in order: a retried batch goes again with the same Idempotency-Key."""
+class Reachability:
+    """Whether the server answers, as the senders together see it: failing since the first
+    failed attempt after the last answer (writes from several threads: a race only shifts
+    the time by one attempt)."""
 
-    def __init__(self, outbox: Outbox, transport: Transport, stats: ClientStats, max_backoff: float) -> None:
-        super().__init__(name="crucible-sender", daemon=True)
+    def __init__(self) -> None:
+        self.failing_since: float | None = None  # monotonic
+
+    def failed(self, outcome: Outcome) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            logger.warning("cannot deliver telemetry, retrying with backoff: %s", outcome.reason)
+
+    def answered(self) -> None:
+        failing_since = self.failing_since
+        if failing_since is not None:
+            self.failing_since = None
+            logger.info("the server answers again after %.1f s", time.monotonic() - failing_since)
+
+
+class Sender(threading.Thread):
+    """One batch at a time: a retried batch goes again with the same Idempotency-Key.
+
+    Several senders may share an outbox, each with its own connection and backoff.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        transport: Transport,
+        stats: ClientStats,
+        reachability: Reachability,
+        max_backoff: float,
+        name: str,
+    ) -> None:
+        super().__init__(name=name, daemon=True)
         self._outbox = outbox
         self._transport = transport
         self._stats = stats
         self._max_backoff = max_backoff
         self._halt = threading.Event()
-        self.failing_since: float | None = None  # monotonic time of the first failure in a row
+        self._reachability = reachability
 
     def stop(self) -> None:
         self._halt.set()
@@ -38,7 +69,7 @@ class Sender(threading.Thread):
         attempt = 0
         while not self._halt.is_set():
             self._outbox.work.clear()
-            ticket = self._outbox.head()
+            ticket = self._outbox.claim()
             if ticket is None:
                 self._outbox.work.wait(IDLE_WAIT_SECONDS)
                 continue
@@ -46,26 +77,20 @@ class Sender(threading.Thread):
             if outcome.kind == "retry":
                 attempt += 1
                 self._stats.retries += 1
-                self._note_failure(outcome)
+                self._reachability.failed(outcome)
                 delay = backoff_seconds(attempt, BACKOFF_BASE_SECONDS, self._max_backoff)
                 if outcome.retry_after is not None:
                     delay = max(delay, outcome.retry_after)
                 self._halt.wait(delay)
+                self._outbox.release(ticket)
                 continue
-            if self.failing_since is not None:
-                logger.info("the server answers again after %.1f s", time.monotonic() - self.failing_since)
-                self.failing_since = None
+            self._reachability.answered()
             attempt = 0
             if outcome.kind == "accepted":
                 self._accepted(ticket, outcome)
             else:
                 self._rejected(ticket, outcome)
             self._outbox.done(ticket)
-
-    def _note_failure(self, outcome: Outcome) -> None:
-        if self.failing_since is None:
-            self.failing_since = time.monotonic()
-            logger.warning("cannot deliver telemetry, retrying with backoff: %s", outcome.reason)
 
     def _accepted(self, ticket: Ticket, outcome: Outcome) -> None:
         answer = ingest_result(outcome.body)

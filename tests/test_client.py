@@ -28,7 +28,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from crucible_client import CheckpointUploadError, Client, ClientClosed
-from crucible_client.spool import SEGMENT_SUFFIX, read_segment
+from crucible_client.outbox import Outbox
+from crucible_client.spool import SEGMENT_SUFFIX, Spool, read_segment
+from crucible_client.stats import ClientStats
+from crucible_client.wire import Batch
 from service.app import create_app
 from service.auth import requires
 from tests.conftest import admin_secret, bearer, make_settings
@@ -512,6 +515,20 @@ def test_a_torn_record_at_the_end_of_a_segment_is_ignored(spool: Path) -> None:
         file.write(b"\x10\x00\x00\x00partial")  # a crash in the middle of an append
     batches = read_segment(segment)
     assert [b.events for b in batches] == [2, 2]
+
+
+def test_a_batch_acknowledged_while_it_was_being_spilled_is_not_sent_again(tmp_path: Path) -> None:
+    outbox = Outbox(Spool(tmp_path / "spool"), ClientStats())
+    batch = Batch(key="k1", seq=1, events=3, body=b"{}", origin=outbox.origin)
+    outbox.add([batch])
+    ticket = outbox.claim()
+    assert ticket is not None and not ticket.spooled and outbox.claim() is None  # in flight: not claimed twice
+    outbox.spill(0, drop_on_failure=True)  # the server is slow: the batch goes to disk meanwhile
+    assert outbox.claim() is None  # its spooled copy waits for the attempt under way
+    outbox.done(ticket)  # ... which succeeds
+    assert outbox.claim() is None and outbox.wait_finished(1, timeout=0)
+    outbox.close()
+    assert segments(tmp_path / "spool") == []
 
 
 # -- checkpoints ---------------------------------------------------------------------------
