@@ -35,7 +35,7 @@ from crucible_client.wire import Batch
 from service.app import create_app
 from service.auth import requires
 from tests.conftest import admin_secret, bearer, make_settings
-from tests.support import ServerProcess, eventually, free_port
+from tests.support import eventually, free_port, serve_processes
 from tests.test_durability import wait_caught_up
 
 EVENTS = "/api/v1/telemetry/events"
@@ -72,6 +72,15 @@ async def stored_events(http: Any, run_id: str, expected: int, timeout: float = 
         params["cursor"] = page["meta"]["next_cursor"]
 
 
+async def stored_once(http: Any, data_dir: Path, run_id: str, sent: int) -> list[dict[str, Any]]:
+    """A run's events once the writer has inserted all the log holds: `sent` of them, each once."""
+    await wait_caught_up(data_dir)
+    events = await stored_events(http, run_id, sent)
+    assert len(events) == sent
+    assert_each_once(events)
+    return events
+
+
 def names(events: list[dict[str, Any]]) -> Counter[str]:
     return Counter(".".join(e["event_name"]) for e in events)
 
@@ -99,6 +108,13 @@ def wait_until(check: Callable[[], bool], timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+def deliver_spool(url: str, secret: str, spool: Path) -> ClientStats:
+    """A new client: it sends what earlier ones left in the spool; its counters once all is answered."""
+    with Client(url, secret, spool_dir=spool, **FAST) as crucible:
+        assert crucible.flush(timeout=60)
+        return crucible.stats
+
+
 def base_url(client: TestClient) -> str:
     return str(client.make_url("")).rstrip("/")
 
@@ -110,21 +126,9 @@ def spool(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
-    """`crucible serve` on the test's data dir, on a port chosen before it starts; killed at the end."""
-    started: list[ServerProcess] = []
-    data_dir = tmp_path / "data"
-
-    def make(port: int) -> ServerProcess:
-        server = ServerProcess(["serve", "--data-dir", str(data_dir)], port, log=tmp_path / "serve.log")
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.kill()
-    log = tmp_path / "serve.log"
-    if log.exists():  # shown by pytest when the test failed
-        print(log.read_text()[-6000:])
+    """`serve(port)`: `crucible serve` on the test's data dir, not started yet; killed at the end."""
+    with serve_processes(tmp_path) as make:
+        yield make
 
 
 @pytest.fixture
@@ -303,12 +307,8 @@ async def test_a_refused_key_is_retried_and_its_events_are_kept(client: TestClie
     assert stats.retries >= 1 and stats.rejected == 0 and stats.accepted == 0
     assert len(segments(spool)) == 1  # kept for the next client
 
-    def with_the_right_key() -> Any:
-        with Client(base_url(client), client.secret, spool_dir=spool, **FAST) as crucible:
-            assert crucible.flush(timeout=60)
-            return crucible.stats
-
-    assert (await asyncio.to_thread(with_the_right_key)).accepted == 1
+    # With the right key, the next client delivers them.
+    assert (await asyncio.to_thread(deliver_spool, base_url(client), client.secret, spool)).accepted == 1
     assert segments(spool) == []
     assert names(await stored_events(client, "run_kept", 1)) == {"crucible.kept": 1}
 
@@ -340,10 +340,7 @@ async def test_the_client_waits_out_a_server_that_is_down_for_30_seconds(
     assert await asyncio.to_thread(crucible.close)
     assert crucible.stats.accepted == steps + 2
 
-    await wait_caught_up(tmp_path / "data")
-    events = await stored_events(session(server.url), run.id, steps + 2)
-    assert len(events) == steps + 2
-    assert_each_once(events)
+    events = await stored_once(session(server.url), tmp_path / "data", run.id, steps + 2)
     assert names(events) == {"crucible.run.started": 1, "crucible.run.progress": steps, "crucible.run.completed": 1}
     assert progress_steps(events) == list(range(steps))
     assert segments(spool) == []
@@ -382,10 +379,7 @@ async def test_a_server_restart_mid_run_loses_nothing_the_client_was_told_was_se
     assert await asyncio.to_thread(crucible.close, 120)
     assert crucible.stats.accepted == step + 2
 
-    await wait_caught_up(tmp_path / "data")
-    events = await stored_events(session(server.url), run.id, step + 2)
-    assert len(events) == step + 2
-    assert_each_once(events)
+    events = await stored_once(session(server.url), tmp_path / "data", run.id, step + 2)
     assert progress_steps(events) == list(range(step))  # the confirmed ones, and every other
 
 
@@ -408,20 +402,12 @@ async def test_a_client_closed_while_the_server_is_down_leaves_a_spool_the_next_
 
     await asyncio.to_thread(server.start)
 
-    def next_worker() -> Any:
-        with Client(server.url, secret, spool_dir=spool, **FAST) as crucible:
-            assert crucible.flush(timeout=60)
-            return crucible.stats
-
-    stats = await asyncio.to_thread(next_worker)
+    stats = await asyncio.to_thread(deliver_spool, server.url, secret, spool)
     assert stats.accepted == sent and stats.batched == 0
     assert segments(spool) == []
     assert [p for p in spool.rglob("*") if p.is_dir() and p.parent != spool] == []  # directories removed too
 
-    await wait_caught_up(tmp_path / "data")
-    events = await stored_events(session(server.url), run_id, sent)
-    assert len(events) == sent
-    assert_each_once(events)
+    events = await stored_once(session(server.url), tmp_path / "data", run_id, sent)
     assert progress_steps(events) == list(range(1200))
 
 
@@ -458,16 +444,9 @@ async def test_a_crashed_process_leaves_a_spool_the_next_one_delivers(
 
     await asyncio.to_thread(server.start)
 
-    def next_worker() -> Any:
-        with Client(server.url, secret, spool_dir=spool, **FAST) as crucible:
-            assert crucible.flush(timeout=60)
-            return crucible.stats
-
-    assert (await asyncio.to_thread(next_worker)).accepted == 501
-    await wait_caught_up(tmp_path / "data")
-    events = await stored_events(session(server.url), run_id, 501)
-    assert len(events) == 501
-    assert_each_once(events)
+    assert (await asyncio.to_thread(deliver_spool, server.url, secret, spool)).accepted == 501
+    events = await stored_once(session(server.url), tmp_path / "data", run_id, 501)
+    assert progress_steps(events) == list(range(500))
     assert segments(spool) == []
 
 
