@@ -143,8 +143,11 @@ class Client:
         data: dict[str, Any] | None = None,
     ) -> None:
         """Queue any telemetry event; `event_name` is dotted (`crucible.model.inference`) or a
-        list of segments. Measurements are numbers, metadata strings, data any JSON object."""
-        self._enqueue((event_name, measurements or {}, metadata or {}, data, time.time()))
+        list of segments. Measurements are numbers, metadata strings, data any JSON object.
+
+        The dicts are copied (one level: a caller may reuse them for the next event); `data`
+        is encoded later, so leave what it holds unchanged."""
+        self._enqueue((event_name, dict(measurements or ()), dict(metadata or ()), data, time.time()))
 
     def start_run(
         self,
@@ -155,7 +158,8 @@ class Client:
     ) -> Run:
         """Log `crucible.run.started` for a new run (id `run_` + 20 hex digits unless given)."""
         run = Run(self, experiment_id, total_steps, run_id)
-        self._enqueue((STARTED, {}, run._metadata, {"hyperparameters": hyperparameters or {}}, time.time()))
+        data = {"hyperparameters": dict(hyperparameters or ())}
+        self._enqueue((STARTED, {}, run._metadata, data, time.time()))
         return run
 
     def flush(self, timeout: float | None = None) -> bool:
