@@ -18,7 +18,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from crucible_client.wire import Batch
 from service.app import create_app
 from service.auth import requires
 from tests.conftest import admin_secret, bearer, make_settings
-from tests.support import eventually, free_port, serve_processes
+from tests.support import ServerProcess, eventually, free_port, serve_processes
 from tests.test_durability import wait_caught_up
 
 EVENTS = "/api/v1/telemetry/events"
@@ -115,6 +116,14 @@ def deliver_spool(url: str, secret: str, spool: Path) -> ClientStats:
         return crucible.stats
 
 
+def run_worker(script: str, url: str, secret: str, spool: Path) -> str:
+    """A worker process running `script` with (url, key, spool directory); what it printed (a run id)."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, url, secret, str(spool)], capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout.strip()
+
+
 def base_url(client: TestClient) -> str:
     return str(client.make_url("")).rstrip("/")
 
@@ -124,27 +133,29 @@ def spool(tmp_path: Path) -> Path:
     return tmp_path / "spool"
 
 
+@dataclass
+class Offline:
+    """`crucible serve` on the test's data dir and port, not started yet; an admin key of it."""
+
+    server: ServerProcess
+    secret: str
+    session: aiohttp.ClientSession
+    data_dir: Path
+    make: Callable[[int], ServerProcess]  # another process on the same data dir
+
+    async def stored_once(self, run_id: str, sent: int) -> list[dict[str, Any]]:
+        return await stored_once(self.session, self.data_dir, run_id, sent)
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
-    """`serve(port)`: `crucible serve` on the test's data dir, not started yet; killed at the end."""
+async def offline(tmp_path: Path) -> AsyncIterator[Offline]:
+    data_dir = tmp_path / "data"
+    secret = await admin_secret(make_settings(data_dir))
     with serve_processes(tmp_path) as make:
-        yield make
-
-
-@pytest.fixture
-async def http(tmp_path: Path) -> AsyncIterator[tuple[str, Any]]:
-    """(secret, session factory): an admin key of the data dir, made before any server starts."""
-    secret = await admin_secret(make_settings(tmp_path / "data"))
-    sessions: list[aiohttp.ClientSession] = []
-
-    def session(url: str) -> aiohttp.ClientSession:
-        made = aiohttp.ClientSession(url, headers=bearer(secret), timeout=aiohttp.ClientTimeout(total=30))
-        sessions.append(made)
-        return made
-
-    yield secret, session
-    for made in sessions:
-        await made.close()
+        server = make(free_port())
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with aiohttp.ClientSession(server.url, headers=bearer(secret), timeout=timeout) as session:
+            yield Offline(server, secret, session, data_dir, make)
 
 
 # -- a training run, end to end ------------------------------------------------------------
@@ -251,6 +262,27 @@ def test_the_client_is_made_from_the_environment(monkeypatch: pytest.MonkeyPatch
     assert segments(spool) == []  # nothing was logged: nothing spooled
 
 
+EXITING_WORKER = """
+import sys
+from crucible_client import Client
+client = Client(sys.argv[1], sys.argv[2], spool_dir=sys.argv[3], flush_interval=60)
+run = client.start_run("exp_exit")
+for step in range(300):
+    run.log_metrics(step, loss=1.0)
+print(run.id)
+# no close(): the client flushes at exit
+"""
+
+
+async def test_a_worker_that_exits_without_closing_its_client_delivers_at_exit(
+    client: TestClient, spool: Path, tmp_path: Path
+) -> None:
+    run_id = await asyncio.to_thread(run_worker, EXITING_WORKER, base_url(client), client.secret, spool)
+    events = await stored_once(client, tmp_path / "data", run_id, 301)
+    assert progress_steps(events) == list(range(300))
+    assert segments(spool) == []
+
+
 # -- refused batches -----------------------------------------------------------------------
 
 
@@ -319,11 +351,8 @@ async def test_a_refused_key_is_retried_and_its_events_are_kept(client: TestClie
 
 
 @pytest.mark.slow
-async def test_the_client_waits_out_a_server_that_is_down_for_30_seconds(
-    serve: Any, http: tuple[str, Any], spool: Path, tmp_path: Path
-) -> None:
-    secret, session = http
-    server = serve(free_port())
+async def test_the_client_waits_out_a_server_that_is_down_for_30_seconds(offline: Offline, spool: Path) -> None:
+    server, secret = offline.server, offline.secret
     crucible = Client(server.url, secret, spool_dir=spool, spill_after=5.0, **FAST)  # before the server starts
     run = crucible.start_run("exp_outage", {"lr": 0.1})
     steps = 0
@@ -342,7 +371,7 @@ async def test_the_client_waits_out_a_server_that_is_down_for_30_seconds(
     assert await asyncio.to_thread(crucible.close)
     assert crucible.stats.accepted == steps + 2
 
-    events = await stored_once(session(server.url), tmp_path / "data", run.id, steps + 2)
+    events = await offline.stored_once(run.id, steps + 2)
     assert names(events) == {"crucible.run.started": 1, "crucible.run.progress": steps, "crucible.run.completed": 1}
     assert progress_steps(events) == list(range(steps))
     assert segments(spool) == []
@@ -350,11 +379,9 @@ async def test_the_client_waits_out_a_server_that_is_down_for_30_seconds(
 
 @pytest.mark.slow
 async def test_a_server_restart_mid_run_loses_nothing_the_client_was_told_was_sent(
-    serve: Any, http: tuple[str, Any], spool: Path, tmp_path: Path
+    offline: Offline, spool: Path
 ) -> None:
-    secret, session = http
-    port = free_port()
-    server = await asyncio.to_thread(serve(port).start)
+    server, secret = await asyncio.to_thread(offline.server.start), offline.secret
     crucible = Client(server.url, secret, spool_dir=spool, **FAST)
     run = crucible.start_run("exp_restart")
     confirmed = 0  # progress events the client said the server has
@@ -375,22 +402,21 @@ async def test_a_server_restart_mid_run_loses_nothing_the_client_was_told_was_se
     await log_steps(500, 60)  # a batch or two in flight...
     server.kill()  # ... when the process dies (SIGKILL)
     await log_steps(3000, 0.5)  # the training goes on meanwhile
-    server = await asyncio.to_thread(serve(port).start)
+    server = await asyncio.to_thread(offline.make(server.port).start)  # the same data dir and port
     await log_steps(2000, 60)
     run.complete()
     assert await asyncio.to_thread(crucible.close, 120)
     assert crucible.stats.accepted == step + 2
 
-    events = await stored_once(session(server.url), tmp_path / "data", run.id, step + 2)
+    events = await offline.stored_once(run.id, step + 2)
     assert progress_steps(events) == list(range(step))  # the confirmed ones, and every other
 
 
 @pytest.mark.slow
 async def test_a_client_closed_while_the_server_is_down_leaves_a_spool_the_next_one_delivers(
-    serve: Any, http: tuple[str, Any], spool: Path, tmp_path: Path
+    offline: Offline, spool: Path
 ) -> None:
-    secret, session = http
-    server = serve(free_port())
+    server, secret = offline.server, offline.secret
 
     def first_worker() -> str:
         crucible = Client(server.url, secret, spool_dir=spool, **FAST)
@@ -409,7 +435,7 @@ async def test_a_client_closed_while_the_server_is_down_leaves_a_spool_the_next_
     assert segments(spool) == []
     assert [p for p in spool.rglob("*") if p.is_dir() and p.parent != spool] == []  # directories removed too
 
-    events = await stored_once(session(server.url), tmp_path / "data", run_id, sent)
+    events = await offline.stored_once(run_id, sent)
     assert progress_steps(events) == list(range(1200))
 
 
@@ -428,26 +454,15 @@ os._exit(0)  # no close, no atexit: as if the process had been killed
 
 
 @pytest.mark.slow
-async def test_a_crashed_process_leaves_a_spool_the_next_one_delivers(
-    serve: Any, http: tuple[str, Any], spool: Path, tmp_path: Path
-) -> None:
-    secret, session = http
-    server = serve(free_port())
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", CRASHING_WORKER, server.url, secret, str(spool)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    run_id = done.stdout.strip()
+async def test_a_crashed_process_leaves_a_spool_the_next_one_delivers(offline: Offline, spool: Path) -> None:
+    server, secret = offline.server, offline.secret
+    run_id = await asyncio.to_thread(run_worker, CRASHING_WORKER, server.url, secret, spool)
     assert segments(spool)
 
     await asyncio.to_thread(server.start)
 
     assert (await asyncio.to_thread(deliver_spool, server.url, secret, spool)).accepted == 501
-    events = await stored_once(session(server.url), tmp_path / "data", run_id, 501)
+    events = await offline.stored_once(run_id, 501)
     assert progress_steps(events) == list(range(500))
     assert segments(spool) == []
 
