@@ -97,8 +97,7 @@ class Batcher(threading.Thread):
             events = to_events(items)
             batches = encode_batches(events, self._settings.max_batch_bytes, self._next_seq, self._outbox.origin)
             self._next_seq += len(batches)
-            self._stats.batched += take
-            self._stats.dropped += take - sum(b.events for b in batches)
+            self._stats.count(batched=take, dropped=take - sum(b.events for b in batches))
             self._outbox.add(batches)
             self._spill()  # while a long backlog is batched, too
 

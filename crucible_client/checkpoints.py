@@ -86,7 +86,7 @@ class Uploads:
             delay = max(backoff_seconds(attempt, BACKOFF_BASE_SECONDS, self._max_backoff), outcome.retry_after or 0)
             logger.warning("checkpoint %s: upload failed (%s), retrying in %.1f s", path, outcome.reason, delay)
             self._halt.wait(delay)
-        self._stats.checkpoints += 1
+        self._stats.count(checkpoints=1)
         event_metadata = {**metadata, "checkpoint_id": checkpoint_id, "path": path.name}
         self._emit((CHECKPOINT_EVENT, measurements, event_metadata, None, logged_at))
         try:
@@ -96,7 +96,7 @@ class Uploads:
         return data
 
     def _failed(self, metadata: dict[str, str], path: Path, reason: str) -> NoReturn:
-        self._stats.checkpoint_failures += 1
+        self._stats.count(checkpoint_failures=1)
         message = f"checkpoint {path.name} was not uploaded: {reason}"
         logger.error(message)
         with contextlib.suppress(ClientClosed):  # closing gave up on the upload: the log says so

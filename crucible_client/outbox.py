@@ -164,11 +164,11 @@ class Outbox:
                     logger.warning("cannot write to the spool, keeping %d events in memory: %s", count, exc)
                     return
                 logger.error("cannot write to the spool, %d events dropped: %s", count, exc)
-                self._stats.dropped += count
+                self._stats.count(dropped=count)
                 for batch in moving:
                     self._answer(batch)
             else:
-                self._stats.spooled += count
+                self._stats.count(spooled=count)
             for _ in moving:
                 self._memory.popleft()
             self.memory_events = left

@@ -76,7 +76,7 @@ class Sender(threading.Thread):
             outcome = self._transport.send_batch(ticket.batch)
             if outcome.kind == "retry":
                 attempt += 1
-                self._stats.retries += 1
+                self._stats.count(retries=1)
                 self._reachability.failed(outcome)
                 delay = backoff_seconds(attempt, BACKOFF_BASE_SECONDS, self._max_backoff)
                 if outcome.retry_after is not None:
@@ -96,11 +96,10 @@ class Sender(threading.Thread):
         answer = ingest_result(outcome.body)
         if answer is None:  # a 2xx of another shape: a proxy, most likely; the events are not known stored
             logger.warning("unexpected answer to a telemetry batch (%s): %r", outcome.status, outcome.body[:200])
-            self._stats.accepted += ticket.batch.events
+            self._stats.count(accepted=ticket.batch.events)
             return
         result = answer.data
-        self._stats.accepted += result.accepted
-        self._stats.rejected += result.rejected
+        self._stats.count(accepted=result.accepted, rejected=result.rejected)
         if result.errors:
             names = event_names(ticket.batch.body)
             listed = "; ".join(
@@ -110,8 +109,7 @@ class Sender(threading.Thread):
             logger.error("the server refused %d of %d events: %s", result.rejected, ticket.batch.events, listed)
 
     def _rejected(self, ticket: Ticket, outcome: Outcome) -> None:
-        self._stats.rejected += ticket.batch.events
-        self._stats.rejected_batches += 1
+        self._stats.count(rejected=ticket.batch.events, rejected_batches=1)
         logger.error(
             "the server refused a batch of %d events (%s, not retried): %s",
             ticket.batch.events,

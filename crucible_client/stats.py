@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 
 @dataclasses.dataclass(slots=True)
 class ClientStats:
-    """Each counter is written by one of the client's threads only, so none needs a lock."""
-
     batched: int = 0  # events made into batches
     accepted: int = 0  # events the server acknowledged as stored
     rejected: int = 0  # events the server refused (not retried)
@@ -18,6 +17,15 @@ class ClientStats:
     retries: int = 0  # attempts that failed and were tried again
     checkpoints: int = 0  # checkpoint files uploaded
     checkpoint_failures: int = 0
+    # Several threads count (senders, batcher, uploads); never taken on the logging path.
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def count(self, **increments: int) -> None:
+        """Add to counters by name: `stats.count(accepted=1000, rejected=2)`."""
+        with self._lock:
+            for name, increment in increments.items():
+                setattr(self, name, getattr(self, name) + increment)
 
     def snapshot(self) -> ClientStats:
-        return dataclasses.replace(self)
+        with self._lock:
+            return dataclasses.replace(self)
