@@ -134,6 +134,29 @@ class ServerProcess:
         return self.process.wait(timeout=timeout)
 
 
+@contextlib.contextmanager
+def serve_processes(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
+    """`make(port, *extra, env=None)`: a `crucible serve` on `tmp_path/data`, not started yet,
+    logging to `tmp_path/serve.log`. Every one still running at the end is killed, and the
+    log's tail printed (pytest shows it when the test failed)."""
+    started: list[ServerProcess] = []
+    data_dir = tmp_path / "data"
+    log = tmp_path / "serve.log"
+
+    def make(port: int, *extra: str, env: dict[str, str] | None = None) -> ServerProcess:
+        server = ServerProcess(["serve", "--data-dir", str(data_dir), *extra], port, env=env, log=log)
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.kill()
+        if log.exists():
+            print(log.read_text()[-6000:])
+
+
 KEYS_CREATE = [sys.executable, "-m", "service", "keys", "create"]
 
 

@@ -30,7 +30,7 @@ import pytest
 from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
 from service.writer import CRASH_AFTER_INSERT_ENV
 from tests.conftest import admin_secret, bearer, make_settings
-from tests.support import ServerProcess, eventually, free_port
+from tests.support import ServerProcess, eventually, free_port, serve_processes
 
 pytestmark = pytest.mark.slow
 
@@ -136,21 +136,12 @@ class Sender:
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
     """Start `crucible serve` on the test's data dir; what is still running at the end is killed."""
-    started: list[ServerProcess] = []
-    data_dir = tmp_path / "data"
+    with serve_processes(tmp_path) as make:
 
-    def start(*extra: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> ServerProcess:
-        args = ["serve", "--data-dir", str(data_dir), *extra]
-        server = ServerProcess(args, free_port(), env=env, log=tmp_path / "serve.log")
-        started.append(server)
-        return server.start(wait_ready=wait_ready)
+        def start(*extra: str, env: dict[str, str] | None = None, wait_ready: bool = True) -> ServerProcess:
+            return make(free_port(), *extra, env=env).start(wait_ready=wait_ready)
 
-    yield start
-    for server in started:
-        server.kill()
-    log = tmp_path / "serve.log"
-    if log.exists():  # shown by pytest when the test failed
-        print(log.read_text()[-6000:])
+        yield start
 
 
 @pytest.fixture
