@@ -419,7 +419,7 @@ def inference_events(model: dict[str, Any], now: dt.datetime, seed: int = 1) -> 
         age = ages[i % len(ages)] + dt.timedelta(seconds=rng.uniform(0, 600))
         events.append(
             {
-                "event_name": ["crucible", "model", "inference"] if i % 11 else ["crucible", "run", "progress"],
+                "event_name": ["crucible", "model", "inference"] if i % 11 else ["crucible", "eval", "judgement"],
                 "measurements": measurements,
                 "metadata": metadata,
                 "timestamp": iso(now - age),
