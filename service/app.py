@@ -10,12 +10,23 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import experiments_api, health_api, keys_api, models_api, telemetry_api
-from service.appkeys import INGESTOR, LOG, PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS, WAREHOUSE, WRITER
+from service import experiments_api, exports_api, health_api, keys_api, models_api, telemetry_api
+from service.appkeys import (
+    EXPORT_JOBS,
+    INGESTOR,
+    LOG,
+    PROJECTOR,
+    RATE_LIMITER,
+    SESSION_SIGNER,
+    SETTINGS,
+    WAREHOUSE,
+    WRITER,
+)
 from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
+from service.export_jobs import ExportJobs
 from service.ingest import Ingestor
 from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
@@ -90,6 +101,14 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
     await warehouse.stop()
 
 
+async def _export_jobs_context(app: web.Application) -> AsyncIterator[None]:
+    """Export jobs of earlier runs, and the ones this process runs; stopped before the warehouse."""
+    jobs = app[EXPORT_JOBS]
+    await jobs.start()
+    yield
+    await jobs.stop()
+
+
 async def _writer_context(app: web.Application) -> AsyncIterator[None]:
     """The warehouse writer, and the audit writer that copies resource events beside it."""
     writer = app[WRITER]
@@ -150,7 +169,9 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app.cleanup_ctx.append(_admin_key_context)
     app.cleanup_ctx.extend([_warehouse_context, _writer_context, _gc_context])
     if api:
-        for module in (telemetry_api, experiments_api, models_api, keys_api):
+        app[EXPORT_JOBS] = ExportJobs(warehouse, settings)
+        app.cleanup_ctx.append(_export_jobs_context)  # last: stopped first, while the warehouse still runs
+        for module in (telemetry_api, experiments_api, models_api, keys_api, exports_api):
             app.add_routes(module.routes)
     app.add_routes(health_api.routes)
     app.add_routes([health_api.metrics_route(settings.metrics_public)])

@@ -10,6 +10,7 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.credentials import SessionSigner
+    from service.export_jobs import ExportJobs
     from service.ingest import Ingestor
     from service.log import EventLog
     from service.projector import Projector
@@ -25,3 +26,4 @@ WRITER: web.AppKey[WarehouseWriter | None] = web.AppKey("writer")
 PROJECTOR: web.AppKey[Projector] = web.AppKey("projector")
 RATE_LIMITER: web.AppKey[RateLimiter] = web.AppKey("rate_limiter")
 SESSION_SIGNER: web.AppKey[SessionSigner] = web.AppKey("session_signer")
+EXPORT_JOBS: web.AppKey[ExportJobs] = web.AppKey("export_jobs")

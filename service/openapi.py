@@ -20,12 +20,14 @@ from aiohttp import web
 
 from schemas.common import ErrorResponse, PageMeta
 from schemas.experiments import CloneInput, ExperimentBody, ExperimentDetail, ExperimentOut, HistoryEntry
+from schemas.exports import EventsExportInput, ExperimentExportInput, ExportJob, ExportJobAccepted
 from schemas.keys import ApiKeyBody, ApiKeyOut, SessionInput, SessionOut
 from schemas.models import ModelBody, ModelOut, ModelStatistics
 from schemas.telemetry import AggregatePoint, IngestBatch, IngestResult, StoredEvent
 from service.auth import access_of
 
 VERSION = "1.0.0"
+EVENTS_MEDIA_TYPES = ("text/csv", "application/x-ndjson", "application/vnd.apache.parquet")
 _REF = "#/components/schemas/{name}"
 _PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -38,6 +40,8 @@ class Operation:
     data: Any = None
     status: int = 200
     listing: bool = False  # `data` is a list, with `meta` (PageMeta)
+    files: tuple[str, ...] = ()  # media types of a file the answer is (a download), instead of JSON
+    accepted: Any = None  # the `data` of a 202 answer, when the call may become a background job
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -65,6 +69,10 @@ OPERATIONS: dict[str, Operation] = {
     "revoke_api_key": Operation(status=204),
     "create_session": Operation(SessionInput, SessionOut, 201),
     "end_session": Operation(status=204),
+    "export_events": Operation(EventsExportInput, files=EVENTS_MEDIA_TYPES, accepted=ExportJobAccepted),
+    "get_export_job": Operation(data=ExportJob),
+    "download_export": Operation(files=EVENTS_MEDIA_TYPES),
+    "export_experiment": Operation(ExperimentExportInput, files=("application/json", "application/zip")),
     "openapi_document": Operation(data=dict[str, Any]),
     "healthz": Operation(data=dict[str, Any]),
     "readyz": Operation(data=dict[str, Any]),
@@ -99,6 +107,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     kinds: list[Any] = [ErrorResponse]
     bodies: dict[web.AbstractRoute, int] = {}
     answers: dict[web.AbstractRoute, int] = {}
+    jobs: dict[web.AbstractRoute, int] = {}
     for route, operation in operations.items():
         if operation.body is not None:
             bodies[route] = len(kinds)
@@ -106,6 +115,9 @@ def build_document(app: web.Application) -> dict[str, Any]:
         if operation.data is not None:
             answers[route] = len(kinds)
             kinds.append(_envelope(operation.data, operation.listing))
+        if operation.accepted is not None:
+            jobs[route] = len(kinds)
+            kinds.append(_envelope(operation.accepted, False))
     schemas, components = msgspec.json.schema_components(kinds, ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
     for route, operation in operations.items():
@@ -120,7 +132,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in _PATH_PARAMETER.findall(canonical)
             ],
-            "responses": _responses(operation, schemas[answers[route]] if route in answers else None),
+            "responses": _responses(
+                operation,
+                schemas[answers[route]] if route in answers else None,
+                schemas[jobs[route]] if route in jobs else None,
+            ),
         }
         if access is not None and access.scope is not None:
             entry["security"] = [{"bearer": []}, {"session": []}]
@@ -159,7 +175,9 @@ def _summary(handler: Any) -> str:
     return str(handler.__name__).strip("_").replace("_", " ").capitalize()
 
 
-def _responses(operation: Operation, answer_schema: dict[str, Any] | None) -> dict[str, Any]:
+def _responses(
+    operation: Operation, answer_schema: dict[str, Any] | None, job_schema: dict[str, Any] | None
+) -> dict[str, Any]:
     error = {
         "description": "an error",
         "content": {"application/json": {"schema": {"$ref": _REF.format(name="ErrorResponse")}}},
@@ -167,4 +185,13 @@ def _responses(operation: Operation, answer_schema: dict[str, Any] | None) -> di
     success: dict[str, Any] = {"description": "success"}
     if answer_schema is not None:
         success["content"] = {"application/json": {"schema": answer_schema}}
-    return {str(operation.status): success, "default": error}
+    if operation.files:
+        success["description"] = "the file, as a download"
+        success["content"] = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in operation.files}
+    responses = {str(operation.status): success, "default": error}
+    if job_schema is not None:
+        responses["202"] = {
+            "description": "too large to stream (or asked for): a background job",
+            "content": {"application/json": {"schema": job_schema}},
+        }
+    return responses

@@ -49,6 +49,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     session_secret: str | None = None
     session_ttl_seconds: Positive = 12 * 3600
     metrics_public: bool = True
+    export_async_rows: Positive = 1_000_000
+    export_jobs: Positive = 2
+    export_retention_hours: Annotated[float, Meta(ge=0)] = 24.0
 
     @property
     def data_path(self) -> Path:
@@ -66,7 +69,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 HELP: dict[str, str] = {
     "host": "address to listen on",
     "port": "port to listen on",
-    "data_dir": "directory of the embedded log and warehouse (and of nothing else)",
+    "data_dir": "directory of the embedded log and warehouse, and of export jobs' files",
     "kafka": "Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); unset = embedded log in the data dir",
     "kafka_partitions": "partitions of crucible.telemetry when this process creates it",
     "kafka_replication_factor": "replication factor of topics this process creates",
@@ -89,6 +92,9 @@ HELP: dict[str, str] = {
     " (unset = one kept in the data dir)",
     "session_ttl_seconds": "how long a session cookie from POST /api/v1/sessions stays valid",
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
+    "export_async_rows": "telemetry exports of more rows than this become background jobs (202 and a job id)",
+    "export_jobs": "export jobs running at once; later ones wait, queued",
+    "export_retention_hours": "finished export jobs and their files are deleted after this (0 = keep them)",
 }
 
 
