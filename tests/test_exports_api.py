@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import io
 import json
+import threading
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -233,6 +234,20 @@ async def test_filters_choose_the_events(loaded: Any) -> None:
         expected = sorted(e["id"] for e in events if keep(e))
         assert expected, filters
         assert sorted(row["id"] for row in rows) == expected, filters
+
+
+async def test_a_client_that_goes_away_lets_go_of_the_warehouse(client: TestClient) -> None:
+    await ingest(client, sample_events(3000))
+    answer = await export(client, {"format": "jsonl"})
+    assert await answer.content.read(1000)
+    answer.close()  # gone mid-download
+
+    async def streams_ended() -> bool:
+        return not [t for t in threading.enumerate() if t.name == "export-stream"]
+
+    await eventually(streams_ended)
+    rows = read_csv(await (await export(client, {"format": "csv", "fields": ["id"]})).read())
+    assert len(rows) == 3000
 
 
 # -- export jobs -------------------------------------------------------------------------------
