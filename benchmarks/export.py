@@ -77,8 +77,8 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
         )
     result: dict[str, Any] = {"fill_seconds": time.perf_counter() - started}
     if direct:
-        sql, parameters = export_sql(DEFAULT_FIELDS, CSV.shape)
-        parameters.update(dict.fromkeys(FILTERS), snapshot=None, bounded=False, partitions=[], ends=[])
+        sql, parameters = export_sql(DEFAULT_FIELDS, CSV.shape, "telemetry_export")
+        parameters.update(dict.fromkeys(FILTERS), snapshot=None)
         started = time.perf_counter()
         stream = client.raw_stream(sql, parameters=parameters, fmt="CSV")
         size = 0

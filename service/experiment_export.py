@@ -27,7 +27,7 @@ import msgspec
 
 from service.export_formats import CSV, EVENT_ROWS, Chunks, EventsExport, Pieces, csv_line, file_chunks
 from service.export_query import DEFAULT_FIELDS
-from service.telemetry_api import FILTERS, EventRow, stored_event
+from service.telemetry_api import EventRow, stored_event
 from service.warehouse import Warehouse
 
 FORMAT_VERSION = 1
@@ -56,22 +56,15 @@ class ExperimentExport:
     telemetry: EventsExport | None
 
 
-def telemetry_parameters(experiment_id: str, positions: list[dict[str, int]]) -> dict[str, Any]:
-    """telemetry_export.sql's parameters for the experiment's events below `positions`."""
-    parameters: dict[str, Any] = dict.fromkeys(FILTERS)
-    parameters.update(
-        experiment_id=experiment_id,
-        snapshot=None,
-        bounded=True,
-        partitions=[p["partition"] for p in positions],
-        ends=[p["next_offset"] for p in positions],
-    )
-    return parameters
-
-
 def events_export(experiment_id: str, positions: list[dict[str, int]], csv: bool) -> EventsExport:
-    """The experiment's events: as CSV for a zip, else as the warehouse's rows, made canonical here."""
-    return EventsExport(CSV if csv else EVENT_ROWS, DEFAULT_FIELDS, telemetry_parameters(experiment_id, positions))
+    """The experiment's events below `positions`: as CSV for a zip, else as the warehouse's
+    rows, made canonical here."""
+    parameters = {
+        "experiment_id": experiment_id,
+        "partitions": [p["partition"] for p in positions],
+        "ends": [p["next_offset"] for p in positions],
+    }
+    return EventsExport(CSV if csv else EVENT_ROWS, DEFAULT_FIELDS, parameters, source="experiment_telemetry")
 
 
 def _content(export: ExperimentExport, **more: Any) -> dict[str, Any]:

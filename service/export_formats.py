@@ -66,11 +66,12 @@ FORMATS = {f.name: f for f in (CSV, JSON_LINES, PARQUET)}
 
 @dataclass(frozen=True, slots=True)
 class EventsExport:
-    """What to export: the format, the fields and the parameters of telemetry_export.sql."""
+    """What to export: the format, the fields, and the query file finding the events with its parameters."""
 
     format: FileFormat
     fields: tuple[ExportField, ...]
     parameters: dict[str, Any]
+    source: str = "telemetry_export"
 
 
 def file_chunks(warehouse: Warehouse, export: EventsExport, counted: RowCounter | None = None) -> Chunks:
@@ -79,7 +80,7 @@ def file_chunks(warehouse: Warehouse, export: EventsExport, counted: RowCounter 
     Blocking: run it on a thread of its own. The first piece comes once the warehouse
     has answered, so a failing query fails before anything is sent.
     """
-    sql, field_parameters = export_sql(export.fields, export.format.shape)
+    sql, field_parameters = export_sql(export.fields, export.format.shape, export.source)
     parameters = {**export.parameters, **field_parameters}
     if export.format is PARQUET:
         yield from _parquet(warehouse, sql, parameters, counted)

@@ -1,7 +1,8 @@
-"""The SQL of a telemetry export: which fields, in which form for each file format.
+"""The SQL of an events export: which fields, in which form for each file format.
 
-`queries/telemetry_export.sql` finds the events (filters, snapshot, log positions,
-the table's order); this module selects the requested fields from it. It is a
+A query file finds the events (`telemetry_export.sql`: the filters of GET
+/telemetry/events; `experiment_telemetry.sql`: one experiment's, in a fixed order);
+this module selects the requested fields from it. It is a
 small query builder that writes only allow-listed column expressions and
 placeholders: a field's map key is a `{key_N:String}` parameter and its column
 name an `{name_N:Identifier}` parameter, never text in the SQL.
@@ -36,9 +37,9 @@ MAX_KEY_LENGTH = 128
 # twice (the name would differ from the key), so such keys cannot be columns of their own.
 _UNNAMEABLE = re.compile(r"[`'\\\x00-\x1f\x7f]")
 
-# Reading in the table's order merges one stream per part, each holding a block: small
-# blocks and no read-ahead buffering keep a 10M-row export's memory flat (measured: +140
-# MiB instead of +550 MiB over the process's idle size, at the same speed).
+# Reading in the table's order (an experiment's events) merges one stream per part, each
+# holding a block: small blocks and no read-ahead buffering keep memory flat (measured on
+# 10M rows: +140 MiB over the process's idle size instead of +550 MiB, at the same speed).
 STREAM_SETTINGS = "max_block_size = 8192, read_in_order_use_buffering = 0"
 
 # A map entry's value, NULL where the event lacks the key (never 0 or '').
@@ -110,8 +111,8 @@ def _parse_field(name: str) -> tuple[ExportField, str | None]:
     return ExportField(column, key), None
 
 
-def export_sql(fields: Sequence[ExportField], shape: QueryShape) -> tuple[str, dict[str, str]]:
-    """The SELECT of `fields` over telemetry_export.sql, and the parameters the fields add."""
+def export_sql(fields: Sequence[ExportField], shape: QueryShape, source: str) -> tuple[str, dict[str, str]]:
+    """The SELECT of `fields` over the events of queries/<source>.sql, and the parameters the fields add."""
     columns: list[str] = []
     parameters: dict[str, str] = {}
     for index, field in enumerate(fields):
@@ -124,5 +125,5 @@ def export_sql(fields: Sequence[ExportField], shape: QueryShape) -> tuple[str, d
             columns.append(f"{_ENTRY.format(column=field.column, index=index)} AS {{name_{index}:Identifier}}")
     select = ",\n    ".join(columns)
     settings = ", ".join(part for part in (STREAM_SETTINGS, shape.settings) if part)
-    sql = f"SELECT\n    {select}\nFROM (\n{queries.load('telemetry_export')}\n) AS e\nSETTINGS {settings}"
+    sql = f"SELECT\n    {select}\nFROM (\n{queries.load(source)}\n) AS e\nSETTINGS {settings}"
     return sql, parameters

@@ -63,7 +63,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     fields = parse_fields(values.get("fields"))
     filters = msgspec.structs.asdict(values.get("filters", ExportFilters()))
     parameters = filter_values(filters, "filters.{}")
-    parameters.update(snapshot=snapshot_now(), bounded=False, partitions=[], ends=[])
+    parameters["snapshot"] = snapshot_now()
     export = EventsExport(file_format, fields, parameters)
     total = await count_events(request, parameters)
     run_async = values.get("async")

@@ -43,13 +43,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_quantiles_by_column": BY_COLUMN,
     "telemetry_quantiles_by_metadata": BY_METADATA,
     "resource_events_resume": {},
-    "telemetry_export": {
-        **FILTERS,
-        "snapshot": "2030-01-01 00:00:00.000000",
-        "bounded": True,
-        "partitions": [0, 1],
-        "ends": [10, 20],
-    },
+    "telemetry_export": {**FILTERS, "snapshot": "2030-01-01 00:00:00.000000"},
+    "experiment_telemetry": {"experiment_id": "exp_1", "partitions": [0, 1], "ends": [10, 20]},
     "telemetry_positions": {"experiment_id": "exp_1"},
     "model_statistics": {"model_id": "model_1", "model_name": "gpt-4", "since": "2024-01-01 00:00:00.000000"},
 }
