@@ -4,8 +4,9 @@
 
 1. Fills a fresh data dir's chDB with --events synthetic events in a child process
    (the fill of benchmarks/aggregate_query.py: migrations, then INSERT ... SELECT
-   FROM numbers() in 1M-row blocks), and times chDB alone streaming the export's own
-   SQL (service/export_query.py, the CSV shape) for comparison.
+   FROM numbers() in 1M-row blocks, then OPTIMIZE ... FINAL so no background merge runs
+   during the export), and times chDB alone streaming the export's own SQL
+   (service/export_query.py, the CSV shape) for comparison.
 2. Starts `crucible serve` (--export-async-rows above --events, so the export
    streams), POSTs /api/v1/telemetry/export with every standard field and reads
    the answer in 1 MiB pieces, counting rows and bytes, while the server's RSS
@@ -75,6 +76,8 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
                 "count": min(BLOCK_ROWS, events - first),
             },
         )
+    # One part, as a quiet table ends up: a background merge would compete with the export.
+    client.command("OPTIMIZE TABLE telemetry_events FINAL")
     result: dict[str, Any] = {"fill_seconds": time.perf_counter() - started}
     if direct:
         sql, parameters = export_sql(DEFAULT_FIELDS, CSV.shape, "telemetry_export")

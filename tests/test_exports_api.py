@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -49,6 +50,11 @@ def sample_events(count: int, experiments: tuple[str, ...] = ("exp_a", "exp_b"))
         }
         if i % 5 == 0:
             metadata["note"] = TRICKY_NOTE
+        if i % 7 == 0:  # keys JSON must escape
+            measurements['naïve "quoted" \\ key'] = -1e-7
+            metadata['ключ "q"'] = "\\ \t"
+        if i == 1:
+            measurements.clear()
         event: dict[str, Any] = {
             "id": f"evt_export_{i:04d}",
             "event_name": ["crucible", "model", "inference"] if i % 3 else ["crucible", "run", "progress"],
@@ -428,7 +434,8 @@ async def test_an_experiment_exports_to_the_same_bytes_with_a_true_sha256(experi
     assert hashlib.sha256(content_bytes).hexdigest() == sha256
     document = json.loads(first)
     content = document["content"]
-    assert json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() == content_bytes
+    # Canonical: sorted keys, no spaces, shortest round-trip floats (1e-7, not Python's 1e-07).
+    assert msgspec.json.encode(content, order="sorted") == content_bytes
     assert content["experiment_id"] == experiment["id"]
     assert content["format_version"] == 1
     assert content["include"] == ["config", "results", "runs", "telemetry"]
