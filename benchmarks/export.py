@@ -133,6 +133,7 @@ def read_all(answer: http.client.HTTPResponse) -> tuple[int, int, float]:
 
 def stream_export(port: int, file_format: str) -> dict[str, Any]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    client_cpu = time.process_time()
     started = time.perf_counter()
     answer = post(conn, EXPORT_PATH, {"format": file_format, "async": False})
     first_byte = time.perf_counter() - started
@@ -141,7 +142,13 @@ def stream_export(port: int, file_format: str) -> dict[str, Any]:
     size, lines, _ = read_all(answer)
     seconds = time.perf_counter() - started
     conn.close()
-    return {"seconds": seconds, "first_byte_seconds": first_byte, "bytes": size, "lines": lines}
+    return {
+        "seconds": seconds,
+        "first_byte_seconds": first_byte,
+        "bytes": size,
+        "lines": lines,
+        "client_cores": (time.process_time() - client_cpu) / seconds,
+    }
 
 
 def job_export(port: int, file_format: str) -> dict[str, Any]:
@@ -243,7 +250,7 @@ def report(result: dict[str, Any]) -> None:
     print(
         f"server CPU {cpu['server_cores']:.2f} cores (by thread: "
         + ", ".join(f"{k} {v:.2f}" for k, v in cpu["server_cores_by_thread"].items())
-        + f"); machine idle {cpu['machine_idle_cores']:.2f} cores"
+        + f"); this client {stream['client_cores']:.2f} cores; machine idle {cpu['machine_idle_cores']:.2f} cores"
     )
     for name, target in result["targets"].items():
         met = "yes" if target["met"] else "no"
