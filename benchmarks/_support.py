@@ -8,7 +8,9 @@ on a loopback port, so the repository root must be importable.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -16,7 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,9 @@ __all__ = [
     "percentiles_ms",
     "print_table",
     "read_metrics",
+    "result_header",
+    "run_and_report",
+    "run_in_child",
     "source_revision",
     "start_server",
 ]
@@ -64,6 +69,38 @@ def start_server(data_dir: Path, log_file: Path, extra: Sequence[str] = (), time
     AUTH_HEADERS["Authorization"] = "Bearer " + create_admin_key(log_args)
     server = ServerProcess(["serve", "--data-dir", str(data_dir), *extra], free_port(), log=log_file)
     return server.start(wait_ready=True, timeout=timeout)
+
+
+def run_in_child(target: Callable[..., None], args: tuple[Any, ...], events: int, name: str) -> dict[str, Any]:
+    """`target(*args, pipe)` in a spawned process (chDB allows one process per data path), which
+    sends one dict down the pipe; waits for it, generously for `events` rows."""
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=target, args=(*args, child), name=name)
+    process.start()
+    try:
+        deadline = time.monotonic() + 600 + events / 50_000  # generous: ~1M rows/s expected
+        while not parent.poll(1.0):
+            if not process.is_alive():
+                raise RuntimeError(f"the {name} process exited with {process.exitcode} (see its traceback above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the {name} process did not finish in time")
+        answer: dict[str, Any] = parent.recv()
+        return answer
+    finally:
+        process.join(timeout=60)
+        if process.is_alive():
+            process.kill()
+
+
+def result_header(benchmark: str, **settings: Any) -> dict[str, Any]:
+    """The start of a benchmark's result: its name, its settings, the commit and the time it began."""
+    return {
+        "benchmark": benchmark,
+        **settings,
+        "commit": source_revision(),
+        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
 
 
 def source_revision() -> str | None:
@@ -314,6 +351,14 @@ def add_server_arguments(parser: Any, profiled: str, gil: bool = False) -> None:
     if gil:
         parser.add_argument("--gil", action="store_true", help="py-spy --gil (only the thread holding the GIL)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+def run_and_report(parser: Any, run: Callable[[Any], dict[str, Any]], report: Callable[[dict[str, Any]], None]) -> int:
+    """Parse the flags, run, print the table, then the result as one JSON line (profile aside)."""
+    result = run(parser.parse_args())
+    report(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "profile"}, separators=(",", ":")))
+    return 0
 
 
 def print_profile(summary: dict[str, list[tuple[str, float]]], title: str) -> None:

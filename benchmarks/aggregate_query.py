@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import http.client
 import json
-import multiprocessing
 import shutil
 import statistics
 import sys
@@ -42,7 +41,9 @@ from _support import (
     percentiles_ms,
     print_profile,
     print_table,
-    source_revision,
+    result_header,
+    run_and_report,
+    run_in_child,
     start_server,
 )
 
@@ -138,13 +139,10 @@ def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
 # -- the fill (a child process: chDB allows one process per data path) -------------------
 
 
-def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_repeat: int, conn: Any) -> None:
-    import clickhouse_connect
-
+def fill_telemetry(client: Any, events: int) -> None:
+    """The migrations, then `events` synthetic events over the last week, in 1M-row blocks."""
     import queries
 
-    client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
-    started = time.perf_counter()
     for version, name, sql in queries.migrations():
         client.command(sql)
         client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
@@ -160,6 +158,16 @@ def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_re
                 "count": min(BLOCK_ROWS, events - first),
             },
         )
+
+
+def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_repeat: int, conn: Any) -> None:
+    import clickhouse_connect
+
+    import queries
+
+    client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
+    started = time.perf_counter()
+    fill_telemetry(client, events)
     fill_seconds = time.perf_counter() - started
     optimize_seconds = 0.0
     if optimize:
@@ -217,24 +225,7 @@ def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_re
 
 
 def run_fill(data_dir: Path, events: int, values_file: Path, optimize: bool, direct_repeat: int) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(
-        target=fill, args=(str(data_dir), events, str(values_file), optimize, direct_repeat, child), name="fill"
-    )
-    process.start()
-    try:
-        deadline = time.monotonic() + 600 + events / 50_000  # generous: ~1M rows/s expected
-        while not parent.poll(1.0):
-            if not process.is_alive():
-                raise RuntimeError(f"the fill process exited with {process.exitcode} (see its traceback above)")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the fill did not finish in time")
-        return parent.recv()
-    finally:
-        process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
+    return run_in_child(fill, (str(data_dir), events, str(values_file), optimize, direct_repeat), events, "fill")
 
 
 # -- timing and checking -----------------------------------------------------------------
@@ -288,13 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="crucible-bench-aggregate-"))
     data_dir = root / "data"
     values_file = root / "values.npy"
-    result: dict[str, Any] = {
-        "benchmark": "aggregate_query",
-        "events": args.events,
-        "repeat": args.repeat,
-        "commit": source_revision(),
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    result = result_header("aggregate_query", events=args.events, repeat=args.repeat)
     try:
         print(f"filling {args.events:,} events into {data_dir / 'warehouse'}", flush=True)
         filled = run_fill(data_dir, args.events, values_file, args.optimize, args.direct_repeat)
@@ -410,11 +395,7 @@ def main() -> int:
     parser.add_argument("--direct-repeat", type=int, default=5, help="timed direct chDB runs per query")
     parser.add_argument("--optimize", action="store_true", help="OPTIMIZE TABLE ... FINAL after the fill")
     add_server_arguments(parser, "the queries")
-    args = parser.parse_args()
-    result = run(args)
-    report(result)
-    print(json.dumps({k: v for k, v in result.items() if k != "profile"}, separators=(",", ":")))
-    return 0
+    return run_and_report(parser, run, report)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,8 @@ Prints a table and a final JSON line; asserts nothing. Loopback only, bounded in
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import http.client
 import json
-import multiprocessing
 import shutil
 import sys
 import tempfile
@@ -39,10 +37,12 @@ from _support import (
     add_server_arguments,
     print_profile,
     print_table,
-    source_revision,
+    result_header,
+    run_and_report,
+    run_in_child,
     start_server,
 )
-from aggregate_query import BLOCK_ROWS, FILL_SQL, SYNTHETIC_PARTITION, WEEK_US
+from aggregate_query import fill_telemetry
 
 EXPORT_PATH = "/api/v1/telemetry/export"
 READ_BYTES = 1 << 20
@@ -54,7 +54,6 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
     """The child process (chDB allows one process per data path): fill, then chDB alone."""
     import clickhouse_connect
 
-    import queries
     from service.export_formats import CSV
     from service.export_query import DEFAULT_FIELDS, export_sql
     from service.settings import Settings
@@ -64,21 +63,7 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
 
     client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
     started = time.perf_counter()
-    for version, name, sql in queries.migrations():
-        client.command(sql)
-        client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
-    now_us = int(time.time() * 1_000_000)
-    for first in range(0, events, BLOCK_ROWS):
-        client.command(
-            FILL_SQL,
-            parameters={
-                "start_us": now_us - WEEK_US,
-                "span_us": WEEK_US,
-                "partition": SYNTHETIC_PARTITION,
-                "first": first,
-                "count": min(BLOCK_ROWS, events - first),
-            },
-        )
+    fill_telemetry(client, events)
     # One part, as a quiet table ends up: a background merge would compete with the export.
     client.command("OPTIMIZE TABLE telemetry_events FINAL")
     result: dict[str, Any] = {"fill_seconds": time.perf_counter() - started}
@@ -96,23 +81,7 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
 
 
 def run_fill(data_dir: Path, events: int, direct: bool) -> dict[str, Any]:
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    process = ctx.Process(target=fill, args=(str(data_dir), events, direct, child), name="fill")
-    process.start()
-    try:
-        deadline = time.monotonic() + 600 + events / 50_000
-        while not parent.poll(1.0):
-            if not process.is_alive():
-                raise RuntimeError(f"the fill process exited with {process.exitcode} (see its traceback above)")
-            if time.monotonic() > deadline:
-                raise TimeoutError("the fill did not finish in time")
-        answer: dict[str, Any] = parent.recv()
-        return answer
-    finally:
-        process.join(timeout=60)
-        if process.is_alive():
-            process.kill()
+    return run_in_child(fill, (str(data_dir), events, direct), events, "fill")
 
 
 def post(conn: http.client.HTTPConnection, path: str, body: dict[str, Any]) -> http.client.HTTPResponse:
@@ -172,13 +141,7 @@ def job_export(port: int, file_format: str) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(tempfile.mkdtemp(prefix="crucible-bench-export-"))
     data_dir = root / "data"
-    result: dict[str, Any] = {
-        "benchmark": "export",
-        "events": args.events,
-        "format": args.format,
-        "commit": source_revision(),
-        "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    }
+    result = result_header("export", events=args.events, format=args.format)
     try:
         print(f"filling {args.events:,} events into {data_dir / 'warehouse'}", flush=True)
         result["fill"] = run_fill(data_dir, args.events, direct=args.format == "csv")
@@ -265,11 +228,7 @@ def main() -> int:
     parser.add_argument("--format", default="csv", choices=("csv", "jsonl", "parquet"), help="the export's format")
     parser.add_argument("--job", action="store_true", help="also export as a background job and download it")
     add_server_arguments(parser, "the export")
-    args = parser.parse_args()
-    result = run(args)
-    report(result)
-    print(json.dumps({k: v for k, v in result.items() if k != "profile"}, separators=(",", ":")))
-    return 0
+    return run_and_report(parser, run, report)
 
 
 if __name__ == "__main__":
