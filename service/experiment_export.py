@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,6 +29,8 @@ from service.export_formats import CSV, EVENT_ROWS, Chunks, EventsExport, Pieces
 from service.export_query import DEFAULT_FIELDS
 from service.telemetry_api import EventRow, stored_event
 from service.warehouse import Warehouse
+
+T = TypeVar("T")
 
 FORMAT_VERSION = 1
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # the earliest time a zip entry can carry
@@ -90,14 +92,14 @@ def json_document(warehouse: Warehouse, export: ExperimentExport) -> Chunks:
         return
     # "telemetry" sorts after every other key, so the events come last and stream.
     digest = hashlib.sha256()
-    with contextlib.closing(_event_lines(warehouse, export.telemetry)) as lines:
-        first = next(lines, None)  # the warehouse answers before anything is sent
+    with contextlib.closing(_event_batches(warehouse, export.telemetry)) as batches:
+        first = next(batches, None)  # the warehouse answers before anything is sent
         opening = head[:-1] + b',"telemetry":['
         digest.update(opening)
         yield b'{"content":' + opening
         separator = b""
-        for line in _chain(first, lines):
-            piece = separator + _canonical_event(line)
+        for lines in _chain(first, batches):
+            piece = separator + b",".join(_canonical(stored_event(_decode_row(line))) for line in lines)
             separator = b","
             digest.update(piece)
             yield piece
@@ -106,26 +108,23 @@ def json_document(warehouse: Warehouse, export: ExperimentExport) -> Chunks:
     yield closing + b',"sha256":"' + digest.hexdigest().encode() + b'"}'
 
 
-def _chain(first: bytes | None, rest: Iterator[bytes]) -> Iterator[bytes]:
+def _chain(first: T | None, rest: Iterator[T]) -> Iterator[T]:
+    """`first` (taken early, to fail early) and the rest, or nothing when there was no first."""
     if first is not None:
         yield first
         yield from rest
 
 
-def _canonical_event(line: bytes) -> bytes:
-    """An event in the shape GET /telemetry/events gives it, canonical."""
-    return _canonical(stored_event(_decode_row(line)))
-
-
-def _event_lines(warehouse: Warehouse, telemetry: EventsExport) -> Chunks:
-    """The JSON lines of the events, whole lines whatever the chunks' edges."""
+def _event_batches(warehouse: Warehouse, telemetry: EventsExport) -> Generator[list[bytes], None, None]:
+    """The events' JSON lines, whole lines whatever the chunks' edges, a chunk's worth at a time."""
     rest = b""
     with contextlib.closing(file_chunks(warehouse, telemetry)) as chunks:
         for chunk in chunks:
             *lines, rest = (rest + chunk).split(b"\n")
-            yield from (line for line in lines if line)
+            if lines := [line for line in lines if line]:
+                yield lines
     if rest:
-        yield rest
+        yield [rest]
 
 
 def zip_archive(warehouse: Warehouse, export: ExperimentExport) -> Chunks:
