@@ -38,6 +38,7 @@ from _support import (
     PySpy,
     RssSampler,
     add_server_arguments,
+    events_parser,
     percentiles_ms,
     print_profile,
     print_table,
@@ -389,8 +390,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=10_000_000, help="events to fill the warehouse with")
+    parser = events_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=30, help="timed requests per query (after one warm-up)")
     parser.add_argument("--direct-repeat", type=int, default=5, help="timed direct chDB runs per query")
     parser.add_argument("--optimize", action="store_true", help="OPTIMIZE TABLE ... FINAL after the fill")

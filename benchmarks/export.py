@@ -35,6 +35,7 @@ from _support import (
     PySpy,
     RssSampler,
     add_server_arguments,
+    events_parser,
     print_profile,
     print_table,
     result_header,
@@ -223,8 +224,7 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=10_000_000, help="events to fill the warehouse with")
+    parser = events_parser(__doc__)
     parser.add_argument("--format", default="csv", choices=("csv", "jsonl", "parquet"), help="the export's format")
     parser.add_argument("--job", action="store_true", help="also export as a background job and download it")
     add_server_arguments(parser, "the export")
