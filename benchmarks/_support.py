@@ -7,6 +7,7 @@ on a loopback port, so the repository root must be importable.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import json
@@ -38,6 +39,7 @@ __all__ = [
     "PySpy",
     "RssSampler",
     "ServerProcess",
+    "events_parser",
     "free_port",
     "get_json",
     "metric_value",
@@ -45,6 +47,7 @@ __all__ = [
     "print_table",
     "read_metrics",
     "result_header",
+    "run_and_report",
     "run_in_child",
     "source_revision",
     "start_server",
@@ -352,6 +355,21 @@ def add_server_arguments(parser: Any, profiled: str, gil: bool = False) -> None:
     if gil:
         parser.add_argument("--gil", action="store_true", help="py-spy --gil (only the thread holding the GIL)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+def events_parser(doc: str) -> argparse.ArgumentParser:
+    """The flags of a benchmark over a filled warehouse: its description and --events."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--events", type=int, default=10_000_000, help="events to fill the warehouse with")
+    return parser
+
+
+def run_and_report(parser: Any, run: Callable[[Any], dict[str, Any]], report: Callable[[dict[str, Any]], None]) -> int:
+    """Parse the flags, run, print the table, then the result as one JSON line (profile aside)."""
+    result = run(parser.parse_args())
+    report(result)
+    print(json.dumps({k: v for k, v in result.items() if k != "profile"}, separators=(",", ":")))
+    return 0
 
 
 def print_profile(summary: dict[str, list[tuple[str, float]]], title: str) -> None:

@@ -38,10 +38,12 @@ from _support import (
     PySpy,
     RssSampler,
     add_server_arguments,
+    events_parser,
     percentiles_ms,
     print_profile,
     print_table,
     result_header,
+    run_and_report,
     run_in_child,
     start_server,
 )
@@ -138,13 +140,10 @@ def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
 # -- the fill (a child process: chDB allows one process per data path) -------------------
 
 
-def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_repeat: int, conn: Any) -> None:
-    import clickhouse_connect
-
+def fill_telemetry(client: Any, events: int) -> None:
+    """The migrations, then `events` synthetic events over the last week, in 1M-row blocks."""
     import queries
 
-    client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
-    started = time.perf_counter()
     for version, name, sql in queries.migrations():
         client.command(sql)
         client.insert("schema_migrations", [[version, name]], column_names=["version", "name"])
@@ -160,6 +159,16 @@ def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_re
                 "count": min(BLOCK_ROWS, events - first),
             },
         )
+
+
+def fill(data_dir: str, events: int, values_file: str, optimize: bool, direct_repeat: int, conn: Any) -> None:
+    import clickhouse_connect
+
+    import queries
+
+    client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
+    started = time.perf_counter()
+    fill_telemetry(client, events)
     fill_seconds = time.perf_counter() - started
     optimize_seconds = 0.0
     if optimize:
@@ -383,17 +392,12 @@ def report(result: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--events", type=int, default=10_000_000, help="events to fill the warehouse with")
+    parser = events_parser(__doc__)
     parser.add_argument("--repeat", type=int, default=30, help="timed requests per query (after one warm-up)")
     parser.add_argument("--direct-repeat", type=int, default=5, help="timed direct chDB runs per query")
     parser.add_argument("--optimize", action="store_true", help="OPTIMIZE TABLE ... FINAL after the fill")
     add_server_arguments(parser, "the queries")
-    args = parser.parse_args()
-    result = run(args)
-    report(result)
-    print(json.dumps({k: v for k, v in result.items() if k != "profile"}, separators=(",", ":")))
-    return 0
+    return run_and_report(parser, run, report)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from service import (
     checkpoints_api,
     comparison_api,
     experiments_api,
+    exports_api,
     health_api,
     keys_api,
     models_api,
@@ -26,6 +27,7 @@ from service import (
 from service.appkeys import (
     ARTIFACTS,
     CHECKPOINT_LOCKS,
+    EXPORT_JOBS,
     INGESTOR,
     LIVE_HUB,
     LOG,
@@ -41,6 +43,7 @@ from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
+from service.export_jobs import ExportJobs
 from service.ingest import Ingestor
 from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.live import LiveHub
@@ -138,6 +141,14 @@ async def _artifacts_context(app: web.Application) -> AsyncIterator[None]:
     await store.stop()
 
 
+async def _export_jobs_context(app: web.Application) -> AsyncIterator[None]:
+    """Export jobs of earlier runs, and the ones this process runs; stopped before the warehouse."""
+    jobs = app[EXPORT_JOBS]
+    await jobs.start()
+    yield
+    await jobs.stop()
+
+
 async def _writer_context(app: web.Application) -> AsyncIterator[None]:
     """The warehouse writer, and the audit writer that copies resource events beside it."""
     writer = app[WRITER]
@@ -203,11 +214,13 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app.cleanup_ctx.append(_admin_key_context)
     app.cleanup_ctx.extend([_warehouse_context, _writer_context])
     if api:
+        app[EXPORT_JOBS] = ExportJobs(warehouse, settings)
         # Checkpoint uploads stream their body from request.content, which client_max_size
         # does not limit; their own limit is checkpoint_max_bytes.
         app[ARTIFACTS] = make_store(settings)
         app[CHECKPOINT_LOCKS] = checkpoints_api.KeyedLocks()
         app.cleanup_ctx.append(_artifacts_context)
+        app.cleanup_ctx.append(_export_jobs_context)  # stopped before the warehouse, which jobs read
         for module in (
             telemetry_api,
             stream_api,
@@ -218,6 +231,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
             keys_api,
             statistics_api,
             comparison_api,
+            exports_api,
             websocket_api,
         ):
             app.add_routes(module.routes)

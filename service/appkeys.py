@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from service.artifacts import ArtifactStore
     from service.checkpoints_api import KeyedLocks
     from service.credentials import SessionSigner
+    from service.export_jobs import ExportJobs
     from service.ingest import Ingestor
     from service.live import LiveHub
     from service.log import EventLog
@@ -31,3 +32,4 @@ SESSION_SIGNER: web.AppKey[SessionSigner] = web.AppKey("session_signer")
 ARTIFACTS: web.AppKey[ArtifactStore] = web.AppKey("artifacts")
 CHECKPOINT_LOCKS: web.AppKey[KeyedLocks] = web.AppKey("checkpoint_locks")
 LIVE_HUB: web.AppKey[LiveHub] = web.AppKey("live_hub")
+EXPORT_JOBS: web.AppKey[ExportJobs] = web.AppKey("export_jobs")

@@ -32,9 +32,9 @@ class Field:
 
 
 def fields_of(struct: type[msgspec.Struct], optional: bool = False, nonblank: tuple[str, ...] = ()) -> dict[str, Field]:
-    """The fields of an input struct (the documented contract) as checks; `optional` for PATCH."""
+    """The fields of an input struct (the documented contract) as checks, by their JSON names; `optional` for PATCH."""
     return {
-        info.name: Field(info.type, required=info.required and not optional, nonblank=info.name in nonblank)
+        info.encode_name: Field(info.type, required=info.required and not optional, nonblank=info.name in nonblank)
         for info in msgspec.structs.fields(struct)
     }
 

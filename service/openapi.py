@@ -21,6 +21,7 @@ from aiohttp import web
 from schemas.checkpoints import CheckpointFile
 from schemas.common import ErrorResponse, PageMeta
 from schemas.experiments import CloneInput, ExperimentBody, ExperimentDetail, ExperimentOut, HistoryEntry
+from schemas.exports import EventsExportInput, ExperimentExportInput, ExportJob, ExportJobAccepted
 from schemas.keys import ApiKeyBody, ApiKeyOut, SessionInput, SessionOut
 from schemas.models import ModelBody, ModelOut, ModelStatistics
 from schemas.runs import CheckpointOut, LogLine, MetricHistory, RunDetail, RunOut
@@ -31,6 +32,7 @@ from service.checkpoints_api import SHA256_HEADER
 
 VERSION = "1.0.0"
 BINARY = "application/octet-stream"
+EVENTS_MEDIA_TYPES = ("text/csv", "application/x-ndjson", "application/vnd.apache.parquet")
 _REF = "#/components/schemas/{name}"
 _PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
@@ -47,6 +49,8 @@ class Operation:
     raw_answer: str | None = None  # the media type of an answer that is raw bytes, not JSON
     also: tuple[int, ...] = ()  # other success statuses, with the same answer (304: none, by HTTP's rules)
     headers: tuple[str, ...] = ()  # optional request headers it reads
+    files: tuple[str, ...] = ()  # media types of a file the answer is (a download), instead of JSON
+    accepted: Any = None  # the `data` of a 202 answer, when the call may become a background job
 
 
 OPERATIONS: dict[str, Operation] = {
@@ -87,6 +91,10 @@ OPERATIONS: dict[str, Operation] = {
     "export_comparison": Operation(ComparisonInput, ComparisonReport),
     "stream_events": Operation(),
     "live_socket": Operation(status=101),
+    "export_events": Operation(EventsExportInput, files=EVENTS_MEDIA_TYPES, accepted=ExportJobAccepted),
+    "get_export_job": Operation(data=ExportJob),
+    "download_export": Operation(files=EVENTS_MEDIA_TYPES),
+    "export_experiment": Operation(ExperimentExportInput, files=("application/json", "application/zip")),
     "openapi_document": Operation(data=dict[str, Any]),
     "healthz": Operation(data=dict[str, Any]),
     "readyz": Operation(data=dict[str, Any]),
@@ -127,6 +135,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
     kinds: list[Any] = [ErrorResponse]
     bodies: dict[web.AbstractRoute, int] = {}
     answers: dict[web.AbstractRoute, int] = {}
+    jobs: dict[web.AbstractRoute, int] = {}
     for route, operation in operations.items():
         if operation.body is not None:
             bodies[route] = len(kinds)
@@ -134,6 +143,9 @@ def build_document(app: web.Application) -> dict[str, Any]:
         if operation.data is not None:
             answers[route] = len(kinds)
             kinds.append(_envelope(operation.data, operation.listing))
+        if operation.accepted is not None:
+            jobs[route] = len(kinds)
+            kinds.append(_envelope(operation.accepted, False))
     schemas, components = msgspec.json.schema_components(kinds, ref_template=_REF)
     paths: dict[str, dict[str, Any]] = {}
     for route, operation in operations.items():
@@ -148,7 +160,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
                 {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                 for name in _PATH_PARAMETER.findall(canonical)
             ],
-            "responses": _responses(operation, schemas[answers[route]] if route in answers else None),
+            "responses": _responses(
+                operation,
+                schemas[answers[route]] if route in answers else None,
+                schemas[jobs[route]] if route in jobs else None,
+            ),
         }
         if access is not None and access.scope is not None:
             entry["security"] = [{"bearer": []}, {"session": []}]
@@ -189,7 +205,9 @@ def _summary(handler: Any) -> str:
     return str(handler.__name__).strip("_").replace("_", " ").capitalize()
 
 
-def _responses(operation: Operation, answer_schema: dict[str, Any] | None) -> dict[str, Any]:
+def _responses(
+    operation: Operation, answer_schema: dict[str, Any] | None, job_schema: dict[str, Any] | None
+) -> dict[str, Any]:
     error = {
         "description": "an error",
         "content": {"application/json": {"schema": {"$ref": _REF.format(name="ErrorResponse")}}},
@@ -199,7 +217,15 @@ def _responses(operation: Operation, answer_schema: dict[str, Any] | None) -> di
         success["content"] = {"application/json": {"schema": answer_schema}}
     elif operation.raw_answer is not None:
         success["content"] = {operation.raw_answer: {}}  # OpenAPI 3.1: raw bytes need no schema
+    if operation.files:
+        success["description"] = "the file, as a download"
+        success["content"] = {kind: {"schema": {"type": "string", "format": "binary"}} for kind in operation.files}
     answers = {str(operation.status): success}
     for status in operation.also:
         answers[str(status)] = {"description": "not modified"} if status == 304 else success
+    if job_schema is not None:
+        answers["202"] = {
+            "description": "too large to stream (or asked for): a background job",
+            "content": {"application/json": {"schema": job_schema}},
+        }
     return {**answers, "default": error}

@@ -50,9 +50,12 @@ async def warehouse_query(request: web.Request, name: str, parameters: dict[str,
     try:
         return await request.app[WAREHOUSE].query(name, parameters)
     except WarehouseError as exc:
-        raise ApiError(
-            503, "unavailable", f"the warehouse did not answer: {exc}", headers={"Retry-After": "1"}
-        ) from None
+        raise warehouse_unavailable(exc) from None
+
+
+def warehouse_unavailable(error: WarehouseError) -> ApiError:
+    """503: the warehouse failed a call; the client may retry."""
+    return ApiError(503, "unavailable", f"the warehouse did not answer: {error}", headers={"Retry-After": "1"})
 
 
 def state_of(request: web.Request) -> Resources:

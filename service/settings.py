@@ -56,6 +56,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     live_send_queue_bytes: Positive = 1024 * 1024
     live_stats_seconds: PositiveSeconds = 5.0
     sse_heartbeat_seconds: PositiveSeconds = 15.0
+    export_async_rows: Positive = 1_000_000
+    export_jobs: Positive = 2
+    export_retention_hours: Annotated[float, Meta(ge=0)] = 24.0
 
     @property
     def data_path(self) -> Path:
@@ -73,7 +76,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
 HELP: dict[str, str] = {
     "host": "address to listen on",
     "port": "port to listen on",
-    "data_dir": "directory of the embedded log and warehouse, and of checkpoint files unless --artifact-store",
+    "data_dir": "directory of the embedded log and warehouse, of export jobs' files, and of checkpoint files"
+    " unless --artifact-store",
     "kafka": "Kafka bootstrap servers (HOST:PORT[,HOST:PORT]); unset = embedded log in the data dir",
     "kafka_partitions": "partitions of crucible.telemetry when this process creates it",
     "kafka_replication_factor": "replication factor of topics this process creates",
@@ -105,6 +109,9 @@ HELP: dict[str, str] = {
     " one that falls further behind is disconnected",
     "live_stats_seconds": "how often dashboard channels get system_stats and experiment_summary",
     "sse_heartbeat_seconds": "how often an idle telemetry stream sends a comment line to keep proxies open",
+    "export_async_rows": "telemetry exports of more rows than this become background jobs (202 and a job id)",
+    "export_jobs": "export jobs running at once; later ones wait, queued",
+    "export_retention_hours": "finished export jobs and their files are deleted after this (0 = keep them)",
 }
 
 

@@ -47,7 +47,9 @@ GROUP_COLUMNS = ("event_name", "experiment_id", "run_id", "model")
 MAX_POINTS = 100_000
 
 
-class _EventRow(msgspec.Struct):
+class EventRow(msgspec.Struct):
+    """An event as the warehouse returns it in JSON lines (event_name dot-joined, data as JSON text)."""
+
     id: str
     event_name: str
     measurements: dict[str, float]
@@ -82,7 +84,7 @@ _decode_data = msgspec.json.Decoder(dict[str, Any])
 
 
 _ROW_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    kind: msgspec.json.Decoder(kind) for kind in (_EventRow, _Total, _BasicRow, _QuantileRow)
+    kind: msgspec.json.Decoder(kind) for kind in (EventRow, _Total, _BasicRow, _QuantileRow)
 }
 
 
@@ -91,7 +93,7 @@ def _lines(body: bytes, kind: type[Any]) -> list[Any]:
     return [decoder.decode(line) for line in body.splitlines() if line]
 
 
-def stored_event(row: _EventRow) -> StoredEvent:
+def stored_event(row: EventRow) -> StoredEvent:
     return StoredEvent(
         id=row.id,
         event_name=row.event_name.split("."),
@@ -105,12 +107,17 @@ def stored_event(row: _EventRow) -> StoredEvent:
 
 def filter_parameters(query: Mapping[str, str]) -> dict[str, Any]:
     """The warehouse parameters of `filter[...]`; NULL disables a filter."""
-    given = parse_filters(query, FILTERS)
+    return filter_values(parse_filters(query, FILTERS), "filter[{}]")
+
+
+def filter_values(given: Mapping[str, str | None], label: str) -> dict[str, Any]:
+    """The warehouse parameters of the FILTERS `given` (None or absent: off); a bad
+    time is a 422 naming the filter as `label` formats it."""
     params: dict[str, Any] = {}
     for name, kind in FILTERS.items():
         value = given.get(name)
         if value is not None and kind == "time":
-            params[name] = sql_datetime(parse_datetime(f"filter[{name}]", value))
+            params[name] = sql_datetime(parse_datetime(label.format(name), value))
         else:
             params[name] = value
     return params
@@ -179,7 +186,7 @@ async def list_events(request: web.Request) -> web.Response:
     body = await warehouse_query(
         request, "telemetry_events_desc" if sort.descending else "telemetry_events_asc", params
     )
-    rows: list[_EventRow] = _lines(body, _EventRow)
+    rows: list[EventRow] = _lines(body, EventRow)
     has_more = len(rows) > page.per_page
     rows = rows[: page.per_page]
     next_cursor = None
@@ -187,10 +194,16 @@ async def list_events(request: web.Request) -> web.Response:
         last = rows[-1]
         key = last.timestamp if sort.field == "timestamp" else last.received_at
         next_cursor = encode_cursor(Cursor(str(sort), sql_datetime(key), last.id, params["snapshot"]))
-    count_params = {k: params[k] for k in (*FILTERS, "snapshot")}
-    total = _lines(await warehouse_query(request, "telemetry_events_count", count_params), _Total)[0].total
+    total = await count_events(request, params)
     meta = PageMeta(per_page=page.per_page, page=page.page, total=total, has_more=has_more, next_cursor=next_cursor)
     return json_response({"data": [stored_event(r) for r in rows], "meta": meta})
+
+
+async def count_events(request: web.Request, parameters: Mapping[str, Any]) -> int:
+    """How many events match the filters and `snapshot` among `parameters`."""
+    count_params = {k: parameters[k] for k in (*FILTERS, "snapshot")}
+    total: int = _lines(await warehouse_query(request, "telemetry_events_count", count_params), _Total)[0].total
+    return total
 
 
 @routes.get("/api/v1/telemetry/aggregate")

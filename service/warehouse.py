@@ -9,11 +9,12 @@ long insert never holds up a dashboard's query. Queries are the `.sql` files of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,11 +64,15 @@ class Warehouse:
     def embedded(self) -> bool:
         return self._settings.embedded_warehouse
 
+    @property
+    def chdb_path(self) -> Path:
+        """Where chDB keeps the embedded warehouse."""
+        return Path(self._settings.data_dir) / "warehouse"
+
     def _new_client(self) -> Client:
         if self._settings.clickhouse is None:
-            path = Path(self._settings.data_dir) / "warehouse"
-            path.mkdir(parents=True, exist_ok=True)
-            client = clickhouse_connect.get_client(interface="chdb", path=str(path))
+            self.chdb_path.mkdir(parents=True, exist_ok=True)
+            client = clickhouse_connect.get_client(interface="chdb", path=str(self.chdb_path))
         else:
             url = urlparse(self._settings.clickhouse)
             client = clickhouse_connect.get_client(
@@ -100,6 +105,22 @@ class Warehouse:
                 except Exception:  # closing is best effort at shutdown
                     logger.debug("closing a warehouse client failed", exc_info=True)
             self._all_clients.clear()
+
+    @contextlib.contextmanager
+    def dedicated_client(self) -> Iterator[Client]:
+        """A client of its own for one long call (an export's stream), closed after it.
+
+        Blocking: call it on a worker thread. A stream holds its client until it ends,
+        so it never takes one of the query clients dashboards are waiting for.
+        """
+        client = self._new_client()
+        try:
+            yield client
+        finally:
+            with self._lock:
+                if client in self._all_clients:
+                    self._all_clients.remove(client)
+            client.close()
 
     async def _with_query_client(self, work: Callable[[Client], T]) -> T:
         def run() -> T:
