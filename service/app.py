@@ -55,6 +55,7 @@ from service.projector import Projector
 from service.ratelimit import RateLimiter
 from service.run_events import RunRouter
 from service.settings import Settings
+from service.thread_priority import keep_merges_low
 from service.warehouse import Warehouse
 from service.writer import WarehouseWriter
 
@@ -130,7 +131,14 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
     warehouse = app[WAREHOUSE]
     await warehouse.start()
     await migrate(warehouse)
+    merges = None
+    if warehouse.embedded:
+        merges = asyncio.create_task(keep_merges_low(app[SETTINGS].merge_nice), name="merge-priority")
     yield
+    if merges is not None:
+        merges.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await merges
     await warehouse.stop()
 
 

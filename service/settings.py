@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     writer_flush_seconds: PositiveSeconds = 0.5
     writer_queue_batches: Positive = 2
     query_threads: Positive = 4
+    merge_nice: Annotated[int, Meta(ge=0, le=19)] = 5
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
     idempotency_ttl_seconds: Positive = 86_400
@@ -102,6 +103,8 @@ HELP: dict[str, str] = {
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
     "artifact_store": "where checkpoint files go: a directory, or s3://bucket/prefix?endpoint=URL&region=NAME"
     " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
+    "merge_nice": "niceness of the embedded warehouse's merge threads (Linux), so merges yield the CPU"
+    " to the API and the log; 0 leaves them as they are",
     "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
     "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
     "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",

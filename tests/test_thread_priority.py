@@ -1,0 +1,35 @@
+"""The embedded warehouse's merge threads run at the configured niceness (Linux)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.thread_priority import MERGE_THREAD_NAMES
+from tests.support import eventually
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread niceness is read from /proc")
+
+
+def merge_thread_niceness() -> list[int]:
+    values = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip().startswith(MERGE_THREAD_NAMES):
+                values.append(os.getpriority(os.PRIO_PROCESS, int(task.name)))
+        except OSError:
+            continue  # ended since the listing
+    return values
+
+
+async def test_merge_threads_yield_the_cpu(client: TestClient) -> None:
+    # The app runs in this process, so its chDB merge threads are this process's threads.
+    async def reniced() -> bool:
+        values = merge_thread_niceness()
+        return bool(values) and all(value == 5 for value in values)
+
+    await eventually(reniced)
