@@ -6,8 +6,16 @@ Pure functions over numpy arrays; every test statistic comes from scipy.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy import stats
+
+from service.lazy_modules import lazy
+
+if TYPE_CHECKING:
+    from scipy import stats
+else:
+    stats = lazy("scipy.stats")
 
 from schemas.statistics import AssumptionChecks, ExpectedCounts, NormalityCheck, StatisticalOptions, VarianceCheck
 from service.statistical_tests import Group, constant, finite, matched

@@ -13,9 +13,17 @@ import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy import special, stats
+
+from service.lazy_modules import lazy
+
+if TYPE_CHECKING:
+    from scipy import special, stats
+else:
+    special = lazy("scipy.special")
+    stats = lazy("scipy.stats")
 
 from schemas.statistics import StatisticalOptions
 
