@@ -55,7 +55,9 @@ async def test_a_worker_run_shows_on_every_run_endpoint(client: TestClient, tmp_
             return False
         logs = await call(client, "GET", f"/api/v1/runs/{run_id}/logs", 200)
         history = await call(client, "GET", f"/api/v1/runs/{run_id}/metrics/loss", 200)
-        return len(logs["data"]) == 12 and history["data"]["total_points"] == STEPS
+        checkpoints = await call(client, "GET", f"/api/v1/runs/{run_id}/checkpoints", 200)
+        reported = [c for c in checkpoints["data"] if c["reported_at"] is not None]  # its event, after the upload
+        return len(logs["data"]) == 12 and history["data"]["total_points"] == STEPS and len(reported) == 1
 
     await eventually(stored, timeout=30)
     run = (await call(client, "GET", f"/api/v1/runs/{run_id}", 200))["data"]
