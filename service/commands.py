@@ -85,6 +85,8 @@ def resource_record(event: AnyResourceEvent) -> Record:
 
 
 def refusal(rejection: Rejection) -> ApiError:
+    if rejection.code == "invalid":  # the fold could not read or apply the event: our fault, not the caller's
+        return ApiError(500, "internal_error", rejection.message)
     return ApiError(_STATUS.get(rejection.code, 409), rejection.code, rejection.message)
 
 

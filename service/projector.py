@@ -118,7 +118,16 @@ class Projector:
                 rejection: Rejection | None = Rejection("invalid", str(exc))
                 self.state.position = record.offset + 1
             else:
-                rejection = self.state.apply(event, record.offset)
+                try:
+                    rejection = self.state.apply(event, record.offset)
+                except Exception as exc:
+                    # A bug in the fold must not stop it for every later event (and every
+                    # command waiting on one): this event is skipped, loudly.
+                    logger.exception(
+                        "applying resource event %d (%s) failed; skipped", record.offset, type(event).__name__
+                    )
+                    rejection = Rejection("invalid", f"the fold failed on this event: {exc!r}")
+                    self.state.position = record.offset + 1
                 if rejection is None:
                     self._tell_listeners(event)
             self._outcomes[record.offset] = rejection

@@ -21,6 +21,7 @@ from schemas.resources import (
     ModelUpdated,
     RequestRef,
 )
+from service import resources
 from service.resources import Resources
 
 T0 = dt.datetime(2024, 1, 15, 10, 0, tzinfo=dt.UTC)
@@ -276,3 +277,16 @@ def test_events_of_unknown_models_are_not_found(fold: Folder) -> None:
     ):
         rejection = fold.apply(event)
         assert rejection is not None and rejection.code == "not_found"
+
+
+async def test_a_fold_that_fails_on_one_event_skips_it_and_goes_on(client: Any, monkeypatch: Any) -> None:
+    """A bug applying one event answers 500 for it; the projector keeps folding what follows."""
+
+    def broken(state: Resources, event: Any) -> None:
+        raise RuntimeError("a bug in the fold")
+
+    monkeypatch.setitem(resources._APPLY, ModelCreated, broken)
+    answer = await client.post("/api/v1/models", json={"model": {"name": "m"}})
+    assert answer.status == 500 and (await answer.json())["error"]["code"] == "internal_error"
+    answer = await client.post("/api/v1/experiments", json={"experiment": {"name": "after the bug"}})
+    assert answer.status == 201, await answer.text()
