@@ -21,10 +21,8 @@ from tests.resource_helpers import (
     list_models,
     walk_with_cursor,
 )
-from tests.support import eventually
+from tests.test_queries_api import ingest, wait_stored
 
-EVENTS = "/api/v1/telemetry/events"
-AGGREGATE = "/api/v1/telemetry/aggregate"
 MODEL_FIELDS = {"id", "name", "provider", "type", "config", "status", "created_at", "updated_at"}
 CONFIG = {"endpoint": "https://api.example.com/v1/completions", "api_key_env": "CUSTOM_API_KEY"}
 
@@ -357,20 +355,6 @@ async def test_concurrent_posts_with_one_key_create_one_model(client: TestClient
 
 def iso(value: dt.datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
-
-
-async def ingest(client: TestClient, events: list[dict[str, Any]]) -> None:
-    answer = await client.post(EVENTS, json={"events": events})
-    assert answer.status == 202, await answer.text()
-    assert (await answer.json())["data"]["rejected"] == 0
-
-
-async def wait_stored(client: TestClient, total: int) -> None:
-    async def stored() -> bool:
-        answer = await client.get(AGGREGATE, params={"agg": "count"})
-        return sum(p["count"] for p in (await answer.json())["data"]) == total
-
-    await eventually(stored)
 
 
 def inference_events(model: dict[str, Any], now: dt.datetime, seed: int = 1) -> list[dict[str, Any]]:
