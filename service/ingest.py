@@ -132,13 +132,17 @@ def check_events(
             errors.append(event)
             continue
         problem = _event_problem(event, received_at, latest_allowed)
+        # Reserved names (runs and experiments reported by workers) have a shape of their own to check, and are routed.
+        reserved_name = problem is None and event.event_name[0] == RESERVED_PREFIX and is_reserved(event.event_name)
+        if reserved_name:
+            problem = reserved_problem(event)
         if problem is not None:
             message, field = problem
             errors.append(IngestError(index=index, message=message, path=f"$.events[{index}].{field}"))
             continue
         if event.id is None:
             event.id = f"evt_{batch_id}_{index}"
-        if event.event_name[0] == RESERVED_PREFIX and is_reserved(event.event_name):
+        if reserved_name:
             reserved.append(event)
         events_by_experiment[event.metadata.get("experiment_id", "")].append(event)
     accepted = len(decoded) - len(errors)
@@ -161,8 +165,6 @@ def _event_problem(
     names = event.event_name
     if ".".join(names).count(".") != len(names) - 1:  # names are stored dot-joined
         return "a name segment may not contain '.'", "event_name"
-    if names[0] == RESERVED_PREFIX and is_reserved(names):
-        return reserved_problem(event)
     return None
 
 
