@@ -28,7 +28,6 @@ from service.listing import SortedViews, paginate, time_key
 from service.params import allowed, check_known, parse_datetime, parse_filters, parse_page, parse_sort
 from service.resources import EXPERIMENT_STATUSES, Experiment, Resources, experiment_missing
 from service.responses import (
-    as_of_state,
     done_response,
     found,
     history_response,
@@ -149,8 +148,7 @@ async def create_experiment(request: web.Request) -> web.Response:
 @requires("read")
 async def get_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
-    now_or_as_of(request, experiment_id, lambda state: state.experiments, "experiment")  # 404s
-    state = as_of_state(request, experiment_id) or state_of(request)
+    state, _ = now_or_as_of(request, experiment_id, lambda state: state.experiments, "experiment")
     return json_response({"data": await experiment_detail(request, state, experiment_id)})
 
 

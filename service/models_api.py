@@ -114,7 +114,7 @@ async def create_model(request: web.Request) -> web.Response:
 @requires("read")
 async def get_model(request: web.Request) -> web.Response:
     model_id = request.match_info["id"]
-    model = now_or_as_of(request, model_id, lambda state: state.models, "model")
+    _, model = now_or_as_of(request, model_id, lambda state: state.models, "model")
     return json_response({"data": model_out(model)})
 
 

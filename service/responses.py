@@ -70,13 +70,17 @@ def found(resources: Mapping[str, T], resource_id: str, message: str) -> T:
     return resource
 
 
-def now_or_as_of(request: web.Request, resource_id: str, pick: Callable[[Resources], Mapping[str, T]], what: str) -> T:
-    """GET of one resource: as it is now, or with `?as_of=<ISO 8601>` as it was then."""
+def now_or_as_of(
+    request: web.Request, resource_id: str, pick: Callable[[Resources], Mapping[str, T]], what: str
+) -> tuple[Resources, T]:
+    """GET of one resource: as it is now, or with `?as_of=<ISO 8601>` as it was then; with the
+    state it was found in (the current one, or the resource's history folded to that instant)."""
     check_known(request.query, ("as_of",))
     past = as_of_state(request, resource_id)
     if past is None:
-        return found(pick(state_of(request)), resource_id, f"{what} {resource_id} not found")
-    return found(pick(past), resource_id, f"{what} {resource_id} did not exist at {request.query['as_of']}")
+        state = state_of(request)
+        return state, found(pick(state), resource_id, f"{what} {resource_id} not found")
+    return past, found(pick(past), resource_id, f"{what} {resource_id} did not exist at {request.query['as_of']}")
 
 
 def as_of_state(request: web.Request, resource_id: str) -> Resources | None:
