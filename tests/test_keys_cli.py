@@ -47,8 +47,20 @@ def key_id_of(secret: str) -> str:
     return secret.split(".")[1]
 
 
-def every_file_under(directory: Path) -> list[Path]:
-    return [path for path in directory.rglob("*") if path.is_file()]
+WALK_ATTEMPTS = 20
+
+
+def every_file_under(directory: Path) -> dict[Path, bytes]:
+    """Every file below `directory` with its bytes, from one walk in which no file vanished.
+
+    The warehouse writes a new part in a temporary folder and renames it while the service
+    runs: a file listed then gone means the walk missed its new name, so it starts again."""
+    for _ in range(WALK_ATTEMPTS):
+        try:
+            return {path: path.read_bytes() for path in directory.rglob("*") if path.is_file()}
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"files under {directory} kept moving during {WALK_ATTEMPTS} walks")
 
 
 # -- crucible keys -----------------------------------------------------------------------------
@@ -123,8 +135,8 @@ async def test_keys_create_stores_only_the_hash_of_the_secret(tmp_path: Path) ->
     values = b"\n".join(log_values(tmp_path))
     assert secret_sha256(secret).encode() in values
     assert secret.encode() not in values
-    for path in every_file_under(tmp_path):
-        assert secret.encode() not in path.read_bytes(), path
+    for path, content in every_file_under(tmp_path).items():
+        assert secret.encode() not in content, path
 
 
 async def test_a_key_created_by_the_cli_works_with_its_scopes_and_limits(app_client: Any) -> None:
@@ -286,8 +298,8 @@ async def test_a_key_created_over_the_api_is_stored_only_as_its_hash(client: Tes
     values = b"\n".join(log_values(data_dir))
     assert secret_sha256(key["secret"]).encode() in values
     assert key["secret"].encode() not in values
-    for path in every_file_under(data_dir):
-        assert key["secret"].encode() not in path.read_bytes(), path
+    for path, content in every_file_under(data_dir).items():
+        assert key["secret"].encode() not in content, path
 
 
 async def test_a_replayed_create_stores_no_secret_either(client: TestClient) -> None:
@@ -295,8 +307,8 @@ async def test_a_replayed_create_stores_no_secret_either(client: TestClient) -> 
     headers = {"Idempotency-Key": "create-hash"}
     key = (await (await client.post(KEYS_URL, json=body, headers=headers)).json())["data"]
     await client.post(KEYS_URL, json=body, headers=headers)
-    for path in every_file_under(data_dir_of(client)):
-        assert key["secret"].encode() not in path.read_bytes(), path
+    for path, content in every_file_under(data_dir_of(client)).items():
+        assert key["secret"].encode() not in content, path
 
 
 # -- crucible replay -----------------------------------------------------------------------------
