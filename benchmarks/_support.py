@@ -238,8 +238,19 @@ class CpuMeter:
                 found[thread.id] = (name, thread.user_time + thread.system_time)
         return found
 
+    def _children(self) -> dict[int, float]:
+        """Child process id -> CPU seconds (ingest workers, a broker started by the server)."""
+        found: dict[int, float] = {}
+        with contextlib.suppress(psutil.Error):
+            for child in self._process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    times = child.cpu_times()
+                    found[child.pid] = times.user + times.system
+        return found
+
     def start(self) -> CpuMeter:
         self._t0 = time.monotonic()
+        self._children0 = self._children()
         self._server0 = self._tree_seconds()
         self._system0 = self._tree_times()[1]
         self._threads0 = self._threads()
@@ -255,6 +266,9 @@ class CpuMeter:
         for tid, (name, seconds) in self._threads().items():
             used = seconds - self._threads0.get(tid, (name, 0.0))[1]
             by_name[name] = by_name.get(name, 0.0) + used
+        children = sum(seconds - self._children0.get(pid, 0.0) for pid, seconds in self._children().items())
+        if children > 0:
+            by_name["child processes"] = children
         attributed = sum(by_name.values())
         by_name["(threads that ended)"] = max(server - attributed, 0.0)
         return {

@@ -45,6 +45,7 @@ from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
 from service.export_jobs import ExportJobs
 from service.ingest import Ingestor
+from service.ingest_workers import IngestWorkers
 from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.live import LiveHub
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
@@ -157,6 +158,13 @@ async def _export_jobs_context(app: web.Application) -> AsyncIterator[None]:
     await jobs.stop()
 
 
+async def _ingest_workers_context(app: web.Application) -> AsyncIterator[None]:
+    workers = app[INGESTOR].workers
+    await workers.start()
+    yield
+    await workers.stop()
+
+
 async def _writer_context(app: web.Application) -> AsyncIterator[None]:
     """The warehouse writer, and the audit writer that copies resource events beside it."""
     writer = app[WRITER]
@@ -209,11 +217,13 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app[WAREHOUSE] = warehouse
     projector = Projector(log, settings.idempotency_ttl_seconds)
     app[PROJECTOR] = projector
-    app[INGESTOR] = Ingestor(log, settings.max_batch_events, RunRouter(lambda: projector.state.runs))
+    workers = IngestWorkers(settings.ingest_workers if api else 0, settings.ingest_inline_bytes)
+    app[INGESTOR] = Ingestor(log, settings.max_batch_events, RunRouter(lambda: projector.state.runs), workers)
     app[WRITER] = WarehouseWriter(log, warehouse, settings) if settings.writer else None
     app[RATE_LIMITER] = RateLimiter()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])
+    app.cleanup_ctx.append(_ingest_workers_context)
     if api:
         app[LIVE_HUB] = LiveHub(log, app[PROJECTOR], settings)
         app.cleanup_ctx.append(_live_context)

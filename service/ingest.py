@@ -2,7 +2,9 @@
 
 A batch becomes one log record per experiment (key = experiment_id) whose value is
 its valid events as decoded (`TelemetryRecord`): the warehouse derives its columns
-from them, so the event loop spends no time reshaping events. The answer is given
+from them, so nobody spends time reshaping events. Large batches are decoded in
+worker processes (service/ingest_workers.py); the event loop checks the
+Idempotency-Key, the rate limit and routes lifecycle events. The answer is given
 only once the append is durable.
 """
 
@@ -13,7 +15,6 @@ import datetime as dt
 import hashlib
 import time
 import uuid
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,27 +24,20 @@ from schemas.resources import AnyResourceEvent
 from schemas.telemetry import (
     RECORD_CONTENT_TYPE,
     RECORD_EVENTS_HEADER,
-    IngestBatch,
-    IngestError,
     IngestResponse,
     IngestResult,
-    RawIngestBatch,
     TelemetryEvent,
-    TelemetryRecord,
 )
 from service import metrics
 from service.commands import resource_record
 from service.errors import ApiError, validation_error
+from service.ingest_batch import BatchRefused, PreparedBatch, record_value
+from service.ingest_workers import IngestWorkers, WorkersUnavailable
 from service.log import TELEMETRY_TOPIC, EventLog, LogUnavailable, Record
-from service.run_events import RESERVED_PREFIX, RunRouter, is_reserved, reserved_problem
+from service.run_events import RunRouter
 
-MAX_FUTURE = dt.timedelta(days=1)
-EARLIEST = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 RETRY_AFTER_SECONDS = "1"
 
-_batch_decoder = msgspec.json.Decoder(IngestBatch)
-_raw_batch_decoder = msgspec.json.Decoder(RawIngestBatch)
-_event_decoder = msgspec.json.Decoder(TelemetryEvent)
 _encoder = msgspec.json.Encoder()
 
 
@@ -66,113 +60,15 @@ class Answer:
     replayed: bool = False
 
 
-def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """msgspec says "message - at `$.path`"; return (message, path)."""
-    message, _, path = str(exc).partition(" - at `")
-    return message, path.rstrip("`") or "$"
-
-
-@dataclass(slots=True)
-class ValidatedBatch:
-    events_by_experiment: dict[str, list[TelemetryEvent]]
-    accepted: int
-    errors: list[IngestError]
-    reserved: list[TelemetryEvent]  # valid `crucible.run.*` / `crucible.experiment.*` events
-
-
-def decode_batch(body: bytes, max_events: int) -> list[TelemetryEvent | IngestError]:
-    """Each event decoded, or the reason it was refused (with its index and path).
-
-    Raises ApiError 400 for malformed JSON and 422 when the body is not a batch.
-    """
-    try:
-        return list(_batch_decoder.decode(body).events)  # fast path: the whole batch is valid
-    except msgspec.DecodeError:
-        pass
-    try:
-        raw = _raw_batch_decoder.decode(body)
-    except msgspec.ValidationError as exc:
-        message, path = split_validation_error(exc)
-        raise validation_error(f"body is not a batch of events: {message}", {path: [message]}) from None
-    except msgspec.DecodeError as exc:
-        raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from None
-    if len(raw.events) > max_events:
-        raise too_many_events(len(raw.events), max_events)
-    decoded: list[TelemetryEvent | IngestError] = []
-    for index, item in enumerate(raw.events):
-        try:
-            decoded.append(_event_decoder.decode(item))
-        except msgspec.ValidationError as exc:
-            message, path = split_validation_error(exc)
-            decoded.append(IngestError(index=index, message=message, path=f"$.events[{index}]{path[1:]}"))
-    return decoded
-
-
-def too_many_events(count: int, limit: int) -> ApiError:
-    return validation_error(
-        f"a batch holds at most {limit} events, this one has {count}",
-        {"events": [f"at most {limit} events per batch"]},
-    )
-
-
-def check_events(
-    decoded: list[TelemetryEvent | IngestError], batch_id: str, received_at: dt.datetime
-) -> ValidatedBatch:
-    """Check what the schema cannot, fill in `id` and `timestamp`, group valid events by experiment.
-
-    Valid events are completed in place rather than copied: this loop runs for every
-    event on the event loop, so it does only what the warehouse cannot do later.
-    """
-    latest_allowed = received_at + MAX_FUTURE
-    events_by_experiment: dict[str, list[TelemetryEvent]] = defaultdict(list)
-    errors: list[IngestError] = []
-    reserved: list[TelemetryEvent] = []
-    for index, event in enumerate(decoded):
-        if isinstance(event, IngestError):
-            errors.append(event)
-            continue
-        problem = _event_problem(event, received_at, latest_allowed)
-        # Reserved names (runs and experiments reported by workers) have a shape of their own to check, and are routed.
-        reserved_name = problem is None and event.event_name[0] == RESERVED_PREFIX and is_reserved(event.event_name)
-        if reserved_name:
-            problem = reserved_problem(event)
-        if problem is not None:
-            message, field = problem
-            errors.append(IngestError(index=index, message=message, path=f"$.events[{index}].{field}"))
-            continue
-        if event.id is None:
-            event.id = f"evt_{batch_id}_{index}"
-        if reserved_name:
-            reserved.append(event)
-        events_by_experiment[event.metadata.get("experiment_id", "")].append(event)
-    accepted = len(decoded) - len(errors)
-    return ValidatedBatch(dict(events_by_experiment), accepted, errors, reserved)
-
-
-def _event_problem(
-    event: TelemetryEvent, received_at: dt.datetime, latest_allowed: dt.datetime
-) -> tuple[str, str] | None:
-    """(message, field) of what is wrong with a decoded event, or None; completes its timestamp."""
-    timestamp = event.timestamp
-    if timestamp is None:
-        event.timestamp = timestamp = received_at
-    elif timestamp.tzinfo is None:
-        event.timestamp = timestamp = timestamp.replace(tzinfo=dt.UTC)  # a time without a zone is taken as UTC
-    if timestamp > latest_allowed:
-        return "timestamp is more than 1 day in the future", "timestamp"
-    if timestamp < EARLIEST:
-        return "timestamp is before 1970", "timestamp"
-    names = event.event_name
-    if ".".join(names).count(".") != len(names) - 1:  # names are stored dot-joined
-        return "a name segment may not contain '.'", "event_name"
-    return None
+def telemetry_record(experiment_id: str, value: bytes, events: int) -> Record:
+    """A prepared record value (service/ingest_batch.py) as a `crucible.telemetry` record."""
+    headers = (("content-type", RECORD_CONTENT_TYPE), (RECORD_EVENTS_HEADER, b"%d" % events))
+    return Record(TELEMETRY_TOPIC, experiment_id.encode(), value, headers)
 
 
 def log_record(experiment_id: str, events: list[TelemetryEvent], batch_id: str, received_at: dt.datetime) -> Record:
     """One experiment's events of a batch as a `crucible.telemetry` record (format v2)."""
-    value = _encoder.encode(TelemetryRecord(received_at=received_at, batch_id=batch_id, events=events))
-    headers = (("content-type", RECORD_CONTENT_TYPE), (RECORD_EVENTS_HEADER, b"%d" % len(events)))
-    return Record(TELEMETRY_TOPIC, experiment_id.encode(), value, headers)
+    return telemetry_record(experiment_id, record_value(events, batch_id, received_at), len(events))
 
 
 def batch_id_for(idempotency_key: str | None) -> str:
@@ -192,10 +88,17 @@ def _admit_all(events: int) -> None:
 class Ingestor:
     """Validates and appends batches; remembers answers by Idempotency-Key."""
 
-    def __init__(self, log: EventLog, max_events: int, router: RunRouter | None = None) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        max_events: int,
+        router: RunRouter | None = None,
+        workers: IngestWorkers | None = None,
+    ) -> None:
         self._log = log
         self._max_events = max_events
         self._router = router
+        self.workers = workers or IngestWorkers(0, 0)
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
     async def ingest(
@@ -243,18 +146,8 @@ class Ingestor:
     async def _ingest(
         self, body: bytes, idempotency_key: str | None, fingerprint: str, admit: Admit, actor: str
     ) -> Answer:
-        decoded = decode_batch(body, self._max_events)
-        if len(decoded) > self._max_events:
-            raise too_many_events(len(decoded), self._max_events)
-        received_at = dt.datetime.now(dt.UTC)
-        batch_id = batch_id_for(idempotency_key)
-        batch = check_events(decoded, batch_id, received_at)
+        batch = await self._prepare(body, batch_id_for(idempotency_key))
         metrics.EVENTS_REJECTED.inc(len(batch.errors))
-        if batch.accepted == 0:
-            raise validation_error(
-                "no event in the batch is valid" if decoded else "the batch has no events",
-                {"events": [msgspec.to_builtins(e) for e in batch.errors] or ["must not be empty"]},
-            )
         admit(batch.accepted)
         answer_body = _encoder.encode(
             IngestResponse(data=IngestResult(accepted=batch.accepted, rejected=len(batch.errors), errors=batch.errors))
@@ -262,10 +155,7 @@ class Ingestor:
         # Lifecycle events go to the resources log in the same append: on the embedded
         # log, one transaction; on Kafka, a retry re-routes them and the fold refuses repeats.
         records = [resource_record(event) for event in self._routed(batch.reserved, actor)]
-        records.extend(
-            log_record(experiment_id, events, batch_id, received_at)
-            for experiment_id, events in batch.events_by_experiment.items()
-        )
+        records.extend(telemetry_record(*record) for record in batch.records)
         remember = None
         if idempotency_key is not None:
             remember = (
@@ -276,12 +166,20 @@ class Ingestor:
         try:
             await self._log.append(records, remember)
         except LogUnavailable as exc:
-            raise ApiError(
-                503,
-                "unavailable",
-                f"the event log cannot take the batch now, nothing was written: {exc}",
-                headers={"Retry-After": RETRY_AFTER_SECONDS},
-            ) from None
+            raise _unavailable(f"the event log cannot take the batch now, nothing was written: {exc}") from None
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
         metrics.EVENTS_ACCEPTED.inc(batch.accepted)
         return Answer(202, answer_body)
+
+    async def _prepare(self, body: bytes, batch_id: str) -> PreparedBatch:
+        try:
+            return await self.workers.prepare(body, self._max_events, batch_id, dt.datetime.now(dt.UTC))
+        except BatchRefused as refused:
+            metrics.EVENTS_REJECTED.inc(refused.rejected)
+            raise ApiError(refused.status, refused.code, refused.message, refused.details) from None
+        except WorkersUnavailable as exc:
+            raise _unavailable(f"the batch could not be decoded now, nothing was written: {exc}") from None
+
+
+def _unavailable(message: str) -> ApiError:
+    return ApiError(503, "unavailable", message, headers={"Retry-After": RETRY_AFTER_SECONDS})

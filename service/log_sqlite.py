@@ -87,6 +87,18 @@ class _Append:
     done: Future[list[tuple[int, int]]] = field(default_factory=Future)
 
 
+# Rows per multi-row INSERT: far below SQLite's limit of 32,766 bound parameters.
+INSERT_CHUNK_ROWS = 500
+
+
+def _insert_many(conn: sqlite3.Connection, insert: str, rows: Sequence[tuple[object, ...]]) -> None:
+    """`insert` (up to its VALUES) of `rows`, as a few multi-row statements."""
+    for start in range(0, len(rows), INSERT_CHUNK_ROWS):
+        chunk = rows[start : start + INSERT_CHUNK_ROWS]
+        placeholders = "(" + ",".join("?" * len(chunk[0])) + ")"
+        conn.execute(f"{insert} VALUES {','.join([placeholders] * len(chunk))}", [v for row in chunk for v in row])
+
+
 class SqliteLog:
     """The embedded log; see the module docstring."""
 
@@ -254,9 +266,17 @@ class SqliteLog:
         conn.close()
 
     def _commit(self, conn: sqlite3.Connection, jobs: list[_Append]) -> None:
+        """Write a group of appends in one transaction.
+
+        Every statement this thread runs gives up the GIL and must win it back from a
+        busy event loop, which can take a whole switch interval: so the group's rows go
+        in one multi-row INSERT per table, not one statement per record.
+        """
         now_ms = int(time.time() * 1000)
         next_offset = dict(self._next_offset)
         results: list[list[tuple[int, int]]] = []
+        rows: list[tuple[str, int, bytes, bytes, bytes, int]] = []
+        answers: list[tuple[str, bytes, int]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             # Another process (`crucible keys`) may have appended to the same file: the
@@ -267,7 +287,6 @@ class SqliteLog:
                     next_offset[topic] = max(next_offset.get(topic, 0), last + 1)
             for job in jobs:
                 positions = []
-                rows = []
                 for record in job.records:
                     offset = next_offset.get(record.topic, 0)
                     next_offset[record.topic] = offset + 1
@@ -275,16 +294,11 @@ class SqliteLog:
                     rows.append(
                         (record.topic, offset, record.key, record.value, encode_headers(record.headers), now_ms)
                     )
-                conn.executemany(
-                    "INSERT INTO records (topic, offset, key, value, headers, timestamp_ms) VALUES (?,?,?,?,?,?)",
-                    rows,
-                )
                 if job.remember is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO idempotency (key, answer, created_ms) VALUES (?,?,?)",
-                        (job.remember[0], job.remember[1], now_ms),
-                    )
+                    answers.append((job.remember[0], job.remember[1], now_ms))
                 results.append(positions)
+            _insert_many(conn, "INSERT INTO records (topic, offset, key, value, headers, timestamp_ms)", rows)
+            _insert_many(conn, "INSERT OR REPLACE INTO idempotency (key, answer, created_ms)", answers)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):

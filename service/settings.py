@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     writer_flush_seconds: PositiveSeconds = 0.5
     writer_queue_batches: Positive = 2
     query_threads: Positive = 4
+    ingest_workers: Annotated[int, Meta(ge=0)] = 2
+    ingest_inline_bytes: Positive = 64 * 1024
     merge_nice: Annotated[int, Meta(ge=0, le=19)] = 5
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
@@ -92,6 +94,10 @@ HELP: dict[str, str] = {
     "writer_flush_seconds": "longest a row waits in the writer before it is inserted",
     "writer_queue_batches": "batches waiting for insert before the writer pauses its partitions",
     "query_threads": "threads running warehouse queries",
+    "ingest_workers": "processes that decode large ingest batches, so the event loop does not"
+    " (0 = decode on the event loop)",
+    "ingest_inline_bytes": "ingest bodies smaller than this are decoded on the event loop, where that"
+    " costs less than handing them to a worker process",
     "log_max_bytes": "embedded log size cap in bytes; appends beyond it answer 503 (0 = no cap)",
     "log_retention_hours": "embedded log: telemetry records older than this, once written to the warehouse,"
     " are deleted (0 = keep forever)",

@@ -22,8 +22,9 @@ KAFKA_ENV = "CRUCIBLE_TEST_KAFKA"
 
 
 def make_settings(data_dir: Path, **changes: Any) -> Settings:
-    """Test settings: the embedded default in `data_dir`, a short writer flush."""
-    base = Settings(data_dir=str(data_dir), writer_flush_seconds=0.05, query_threads=2)
+    """Test settings: the embedded default in `data_dir`, a short writer flush, and batches
+    decoded on the event loop (tests/test_ingest_workers.py covers the worker processes)."""
+    base = Settings(data_dir=str(data_dir), writer_flush_seconds=0.05, query_threads=2, ingest_workers=0)
     return msgspec.structs.replace(base, **changes)
 
 
