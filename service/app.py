@@ -41,6 +41,7 @@ from service.appkeys import (
 from service.artifacts import make_store
 from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
+from service.backpressure import Backpressure, WriterProgress
 from service.credentials import SessionSigner, load_session_secret
 from service.errors import error_middleware
 from service.export_jobs import ExportJobs
@@ -56,7 +57,7 @@ from service.projector import Projector
 from service.ratelimit import RateLimiter
 from service.run_events import RunRouter
 from service.settings import Settings
-from service.thread_priority import keep_merges_low
+from service.thread_priority import keep_warehouse_low
 from service.warehouse import Warehouse
 from service.writer import WarehouseWriter
 
@@ -132,14 +133,17 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
     warehouse = app[WAREHOUSE]
     await warehouse.start()
     await migrate(warehouse)
-    merges = None
+    background = None
     if warehouse.embedded:
-        merges = asyncio.create_task(keep_merges_low(app[SETTINGS].merge_nice), name="merge-priority")
+        settings = app[SETTINGS]
+        background = asyncio.create_task(
+            keep_warehouse_low(settings.merge_nice, settings.insert_nice), name="warehouse-priority"
+        )
     yield
-    if merges is not None:
-        merges.cancel()
+    if background is not None:
+        background.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await merges
+            await background
     await warehouse.stop()
 
 
@@ -218,8 +222,15 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     projector = Projector(log, settings.idempotency_ttl_seconds)
     app[PROJECTOR] = projector
     workers = IngestWorkers(settings.ingest_workers if api else 0, settings.ingest_inline_bytes)
-    app[INGESTOR] = Ingestor(log, settings.max_batch_events, RunRouter(lambda: projector.state.runs), workers)
-    app[WRITER] = WarehouseWriter(log, warehouse, settings) if settings.writer else None
+    progress = WriterProgress()
+    backpressure = None
+    if settings.embedded_log and settings.writer:  # else the writers are other processes, or none
+        backpressure = Backpressure(
+            progress, settings.ingest_max_writer_lag_events, settings.ingest_max_backpressure_seconds
+        )
+    router = RunRouter(lambda: projector.state.runs)
+    app[INGESTOR] = Ingestor(log, settings.max_batch_events, router, workers, backpressure)
+    app[WRITER] = WarehouseWriter(log, warehouse, settings, progress) if settings.writer else None
     app[RATE_LIMITER] = RateLimiter()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])

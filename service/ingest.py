@@ -29,6 +29,7 @@ from schemas.telemetry import (
     TelemetryEvent,
 )
 from service import metrics
+from service.backpressure import Backpressure
 from service.commands import resource_record
 from service.errors import ApiError, validation_error
 from service.ingest_batch import BatchRefused, PreparedBatch, record_value
@@ -94,11 +95,13 @@ class Ingestor:
         max_events: int,
         router: RunRouter | None = None,
         workers: IngestWorkers | None = None,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self._log = log
         self._max_events = max_events
         self._router = router
         self.workers = workers or IngestWorkers(0, 0)
+        self._backpressure = backpressure
         self._in_flight: dict[str, asyncio.Future[Answer]] = {}
 
     async def ingest(
@@ -162,12 +165,16 @@ class Ingestor:
                 idempotency_key,
                 _remembered_encoder.encode(_Remembered(fingerprint, 202, answer_body)),
             )
+        if self._backpressure is not None:
+            await self._backpressure.wait_for_room()
         started = time.perf_counter()
         try:
-            await self._log.append(records, remember)
+            positions = await self._log.append(records, remember)
         except LogUnavailable as exc:
             raise _unavailable(f"the event log cannot take the batch now, nothing was written: {exc}") from None
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
+        if self._backpressure is not None:  # the telemetry records come last, after any resource records
+            self._backpressure.appended(max(offset for _, offset in positions[-len(batch.records) :]), batch.accepted)
         metrics.EVENTS_ACCEPTED.inc(batch.accepted)
         return Answer(202, answer_body)
 

@@ -2,8 +2,8 @@
 
 Pure functions of the body, with no I/O and nothing of the server imported, so
 that they can run in ingest worker processes (service/ingest_workers.py) as well
-as on the event loop. Refusals are `BatchRefused`, which pickles, rather than the
-API's error type.
+as on the event loop. Refusals are `BatchRefused` rather than the API's error
+type, which would bring aiohttp into every worker.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class BatchRefused(Exception):
     def __init__(
         self, status: int, code: str, message: str, details: dict[str, Any] | None = None, rejected: int = 0
     ) -> None:
-        super().__init__(status, code, message, details, rejected)  # all in args, so it pickles
+        super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
@@ -190,7 +190,3 @@ def _event_problem(
 def record_value(events: list[TelemetryEvent], batch_id: str, received_at: dt.datetime) -> bytes:
     """One experiment's events of a batch as a `crucible.telemetry` record value (format v2)."""
     return _encoder.encode(TelemetryRecord(received_at=received_at, batch_id=batch_id, events=events))
-
-
-def warm_up() -> None:
-    """Run in each new worker so that its imports are done before the first batch arrives."""

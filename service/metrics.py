@@ -12,6 +12,11 @@ APPEND_SECONDS = Histogram(
     "Time for an append to become durable",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+INGEST_BACKPRESSURE_SECONDS = Histogram(
+    "crucible_ingest_backpressure_seconds",
+    "Time a batch waited for the warehouse writer to catch up before its append",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 WRITER_LAG = Gauge("crucible_writer_lag_records", "Log records not yet committed by the warehouse writer")
 INSERT_SECONDS = Histogram(
     "crucible_warehouse_insert_seconds",

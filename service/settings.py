@@ -38,13 +38,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     writer: bool = True
     max_body_bytes: Positive = 16 * 1024 * 1024
     max_batch_events: Positive = 10_000
-    writer_batch_rows: Positive = 200_000
+    writer_batch_rows: Positive = 100_000
     writer_flush_seconds: PositiveSeconds = 0.5
     writer_queue_batches: Positive = 2
     query_threads: Positive = 4
     ingest_workers: Annotated[int, Meta(ge=0)] = 2
     ingest_inline_bytes: Positive = 64 * 1024
-    merge_nice: Annotated[int, Meta(ge=0, le=19)] = 5
+    ingest_max_writer_lag_events: Positive = 300_000
+    ingest_max_backpressure_seconds: Annotated[float, Meta(ge=0)] = 1.0
+    merge_nice: Annotated[int, Meta(ge=0, le=19)] = 19
+    insert_nice: Annotated[int, Meta(ge=0, le=19)] = 10
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
     idempotency_ttl_seconds: Positive = 86_400
@@ -96,6 +99,10 @@ HELP: dict[str, str] = {
     "query_threads": "threads running warehouse queries",
     "ingest_workers": "processes that decode large ingest batches, so the event loop does not"
     " (0 = decode on the event loop)",
+    "ingest_max_writer_lag_events": "embedded log: when this process's appends are more events than this ahead"
+    " of its warehouse writer, a batch waits for the writer before its append",
+    "ingest_max_backpressure_seconds": "longest a batch waits for the writer; then it is appended anyway"
+    " (0 = never wait)",
     "ingest_inline_bytes": "ingest bodies smaller than this are decoded on the event loop, where that"
     " costs less than handing them to a worker process",
     "log_max_bytes": "embedded log size cap in bytes; appends beyond it answer 503 (0 = no cap)",
@@ -109,8 +116,10 @@ HELP: dict[str, str] = {
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
     "artifact_store": "where checkpoint files go: a directory, or s3://bucket/prefix?endpoint=URL&region=NAME"
     " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
-    "merge_nice": "niceness of the embedded warehouse's merge threads (Linux), so merges yield the CPU"
-    " to the API and the log; 0 leaves them as they are",
+    "merge_nice": "niceness (Linux) of the embedded warehouse's merges, which nobody waits on, so that they take"
+    " the CPU the API, the log and the writer leave; 0 leaves them as they are",
+    "insert_nice": "niceness (Linux) of the embedded warehouse's inserts, below the API's so that a large insert"
+    " does not hold up ingest requests; 0 leaves them as they are",
     "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
     "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
     "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",

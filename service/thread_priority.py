@@ -1,11 +1,17 @@
-"""Background merges of the embedded warehouse run at a lower CPU priority than the API.
+"""The embedded warehouse's merges and inserts run at a lower CPU priority than the API.
 
-chDB merges parts on threads of this process (named `MergeMutate`); on a small machine
-a large merge takes a core away from the event loop and the log's commit thread just
-when ingest is busiest, and POST latency follows. chDB does not apply ClickHouse's own
-`os_threads_nice_value_merge_mutate`, so the threads are re-niced from here: Linux lets
-a process lower the priority of its own threads without privileges. Merges still get
-the CPU nothing else wants, so parts keep being merged.
+chDB merges parts and parses inserted rows on threads of this process; on a small
+machine a merge or an insert takes a core away from the event loop, the ingest
+workers and the log's commit thread just when ingest is busiest, and POST latency
+follows (measured: a p99 of 60-100 ms at half load with every thread equal, 37 ms
+with both at niceness 19). Nobody waits on a merge: merges get what is left.
+Inserts decide how fresh the data is, so they sit between the two, and ingest
+waits for them when they fall behind (service/backpressure.py).
+
+chDB does not apply ClickHouse's own `os_threads_nice_value_merge_mutate`, so the
+threads are re-niced from here: Linux lets a process lower the priority of its own
+threads without privileges. The writer's insert thread lowers its own priority when
+it starts (`lower_this_thread`); chDB's threads are found by name.
 """
 
 from __future__ import annotations
@@ -15,37 +21,54 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 MERGE_THREAD_NAMES = ("MergeMutate",)
-# New merge threads may start at any time; a pass costs a directory listing.
+INSERT_THREAD_NAMES = ("ChunkParser",)  # they parse an insert's rows in parallel
+# New threads may start at any time; a pass costs a directory listing.
 RESCAN_SECONDS = 2.0
 _TASKS = Path("/proc/self/task")
 
 
-def renice_merge_threads(nice: int, done: set[int]) -> None:
-    """Give each merge thread not in `done` the niceness `nice`; add it to `done`."""
+def _supported(nice: int) -> bool:
+    return sys.platform.startswith("linux") and nice > 0
+
+
+def lower_this_thread(nice: int) -> None:
+    """Give the calling thread the niceness `nice` (Linux; elsewhere, or for 0, nothing)."""
+    if _supported(nice):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+def renice_warehouse_threads(merge_nice: int, insert_nice: int, done: set[int]) -> None:
+    """Give each merge or insert thread not in `done` its niceness; add it to `done`."""
     for task in _TASKS.iterdir():
         tid = int(task.name)
         if tid in done:
             continue
         with contextlib.suppress(OSError):  # the thread may have ended since the listing
-            if (task / "comm").read_text().strip().startswith(MERGE_THREAD_NAMES):
-                os.setpriority(os.PRIO_PROCESS, tid, nice)
+            name = (task / "comm").read_text().strip()
+            nice = merge_nice if name.startswith(MERGE_THREAD_NAMES) else None
+            nice = insert_nice if name.startswith(INSERT_THREAD_NAMES) else nice
+            if nice is not None:
+                if nice > 0:
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
                 done.add(tid)
 
 
-async def keep_merges_low(nice: int) -> None:
-    """Re-nice merge threads as they appear, until cancelled (Linux only; elsewhere nothing)."""
-    if not sys.platform.startswith("linux") or nice <= 0:
+async def keep_warehouse_low(merge_nice: int, insert_nice: int) -> None:
+    """Re-nice merge and insert threads as they appear, until cancelled."""
+    if not _supported(max(merge_nice, insert_nice)):
         return
     done: set[int] = set()
     while True:
         try:
-            await asyncio.to_thread(renice_merge_threads, nice, done)
+            await asyncio.to_thread(renice_warehouse_threads, merge_nice, insert_nice, done)
         except OSError:
-            logger.warning("could not lower the priority of warehouse merges", exc_info=True)
+            logger.warning("could not lower the priority of the warehouse's merges and inserts", exc_info=True)
             return
         await asyncio.sleep(RESCAN_SECONDS)

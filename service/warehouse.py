@@ -25,6 +25,7 @@ from clickhouse_connect.driver.client import Client
 
 import queries
 from service.settings import Settings
+from service.thread_priority import lower_this_thread
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,13 @@ class Warehouse:
         self._query_clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
         self._all_clients: list[Client] = []
         self._query_pool = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="warehouse-query")
-        self._insert_pool = ThreadPoolExecutor(1, thread_name_prefix="warehouse-insert")
+        # Nobody waits on an insert of the embedded warehouse: it runs below the API's priority.
+        self._insert_pool = ThreadPoolExecutor(
+            1,
+            thread_name_prefix="warehouse-insert",
+            initializer=lower_this_thread,
+            initargs=(settings.insert_nice if settings.embedded_warehouse else 0,),
+        )
         self._insert_client: Client | None = None
         self._lock = threading.Lock()
 

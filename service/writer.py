@@ -36,6 +36,7 @@ import msgspec
 
 from schemas.telemetry import RECORD_CONTENT_TYPE, RECORD_EVENTS_HEADER
 from service import metrics
+from service.backpressure import WriterProgress
 from service.log import (
     TELEMETRY_DLQ_TOPIC,
     TELEMETRY_TOPIC,
@@ -145,8 +146,11 @@ _resume_decoder = msgspec.json.Decoder(_Resume)
 class WarehouseWriter:
     """Runs the pipeline above until stopped; one per `crucible writer` or `serve` process."""
 
-    def __init__(self, log: EventLog, warehouse: Warehouse, settings: Settings) -> None:
+    def __init__(
+        self, log: EventLog, warehouse: Warehouse, settings: Settings, progress: WriterProgress | None = None
+    ) -> None:
         self._log = log
+        self._progress = progress or WriterProgress()
         self._warehouse = warehouse
         self._batch_rows = settings.writer_batch_rows
         self._flush_seconds = settings.writer_flush_seconds
@@ -218,6 +222,7 @@ class WarehouseWriter:
             self._pending.pop(tp, None)
             consumer.seek(tp, start)
             self._started.add(tp)
+            self._progress.advance(tp.topic, start)
         self.joined = True
 
     async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
@@ -294,6 +299,7 @@ class WarehouseWriter:
                 await self._insert(batch)
                 await self._require_consumer().commit({batch.partition: batch.last + 1})
                 self.committed_records += len(batch.records)
+                self._progress.advance(batch.partition.topic, batch.last + 1)
             except Exception as exc:  # the Kafka client's commit errors have no common base
                 # Typically the partition moved to another member mid-commit: it re-reads
                 # from the last commit and skips what the warehouse already holds.

@@ -5,11 +5,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.support import eventually
 
 URL = "/api/v1/telemetry/events"
+
+
+@pytest.fixture(params=["decoded on the event loop", "decoded by a worker process"])
+async def client(request: pytest.FixtureRequest, app_client: Any) -> TestClient:
+    """Every answer below holds whichever of the two decodes a batch (service/ingest_workers.py)."""
+    if request.param == "decoded by a worker process":
+        return await app_client(ingest_workers=1, ingest_inline_bytes=1)
+    return await app_client()
 
 
 def event(**overrides: Any) -> dict[str, Any]:

@@ -1,14 +1,17 @@
-"""The embedded warehouse's merge threads run at the configured niceness (Linux)."""
+"""The embedded warehouse's merges and inserts run at the configured niceness (Linux)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.appkeys import WAREHOUSE
 from service.thread_priority import MERGE_THREAD_NAMES
 from tests.support import eventually
 
@@ -30,6 +33,15 @@ async def test_merge_threads_yield_the_cpu(client: TestClient) -> None:
     # The app runs in this process, so its chDB merge threads are this process's threads.
     async def reniced() -> bool:
         values = merge_thread_niceness()
-        return bool(values) and all(value == 5 for value in values)
+        return bool(values) and all(value == 19 for value in values)
 
     await eventually(reniced)
+
+
+async def test_the_writer_inserts_below_the_api(client: TestClient) -> None:
+    warehouse = client.app[WAREHOUSE]  # type: ignore[union-attr]
+    insert_thread_nice = await asyncio.get_running_loop().run_in_executor(
+        warehouse._insert_pool, lambda: os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    )
+    assert insert_thread_nice == 10
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == 0  # the event loop's own thread
