@@ -11,6 +11,7 @@ from aiohttp import web
 
 from schemas.common import ErrorBody, ErrorResponse
 from service.appkeys import SETTINGS
+from service.problem import Problem
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ _HTTP_CODES = {
 }
 
 
-class ApiError(Exception):
+class ApiError(Problem):
     """An answer other than success; raised anywhere below a handler."""
 
     def __init__(
@@ -43,11 +44,7 @@ class ApiError(Exception):
         details: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
+        super().__init__(status, code, message, details)
         self.headers = headers or {}
 
 

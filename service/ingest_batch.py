@@ -22,6 +22,7 @@ from schemas.telemetry import (
     TelemetryEvent,
     TelemetryRecord,
 )
+from service.problem import Problem
 from service.run_events import RESERVED_PREFIX, is_reserved, reserved_problem
 
 MAX_FUTURE = dt.timedelta(days=1)
@@ -33,17 +34,13 @@ _event_decoder = msgspec.json.Decoder(TelemetryEvent)
 _encoder = msgspec.json.Encoder()
 
 
-class BatchRefused(Exception):
-    """The whole batch is refused: the API answers `status` with `code`, `message` and `details`."""
+class BatchRefused(Problem):
+    """The whole batch is refused, as the API will answer it."""
 
     def __init__(
         self, status: int, code: str, message: str, details: dict[str, Any] | None = None, rejected: int = 0
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details or {}
+        super().__init__(status, code, message, details)
         self.rejected = rejected  # events refused one by one before the whole batch was
 
 
