@@ -137,7 +137,7 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
     if warehouse.embedded:
         settings = app[SETTINGS]
         background = asyncio.create_task(
-            keep_warehouse_low(settings.merge_nice, settings.insert_nice), name="warehouse-priority"
+            keep_warehouse_low(settings.merge_nice, settings.warehouse_nice), name="warehouse-priority"
         )
     yield
     if background is not None:

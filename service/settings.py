@@ -47,7 +47,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ingest_max_writer_lag_events: Positive = 300_000
     ingest_max_backpressure_seconds: Annotated[float, Meta(ge=0)] = 1.0
     merge_nice: Annotated[int, Meta(ge=0, le=19)] = 19
-    insert_nice: Annotated[int, Meta(ge=0, le=19)] = 10
+    warehouse_nice: Annotated[int, Meta(ge=0, le=19)] = 10
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
     idempotency_ttl_seconds: Positive = 86_400
@@ -118,8 +118,8 @@ HELP: dict[str, str] = {
     " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
     "merge_nice": "niceness (Linux) of the embedded warehouse's merges, which nobody waits on, so that they take"
     " the CPU the API, the log and the writer leave; 0 leaves them as they are",
-    "insert_nice": "niceness (Linux) of the embedded warehouse's inserts, below the API's so that a large insert"
-    " does not hold up ingest requests; 0 leaves them as they are",
+    "warehouse_nice": "niceness (Linux) of the embedded warehouse's inserts and queries, below the API's so"
+    " that a large insert or query does not hold up ingest requests; 0 leaves them as they are",
     "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
     "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
     "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",

@@ -1,4 +1,4 @@
-"""The embedded warehouse's merges and inserts run at a lower CPU priority than the API.
+"""The embedded warehouse's merges, inserts and queries run at a lower CPU priority than the API.
 
 chDB merges parts and parses inserted rows on threads of this process; on a small
 machine a merge or an insert takes a core away from the event loop, the ingest
@@ -6,12 +6,14 @@ workers and the log's commit thread just when ingest is busiest, and POST latenc
 follows (measured: a p99 of 60-100 ms at half load with every thread equal, 37 ms
 with both at niceness 19). Nobody waits on a merge: merges get what is left.
 Inserts decide how fresh the data is, so they sit between the two, and ingest
-waits for them when they fall behind (service/backpressure.py).
+waits for them when they fall behind (service/backpressure.py). Queries share the
+inserts' level: above them, a dashboard polling hard starved the writer, data went
+stale, and the pollers polled longer still.
 
 chDB does not apply ClickHouse's own `os_threads_nice_value_merge_mutate`, so the
 threads are re-niced from here: Linux lets a process lower the priority of its own
-threads without privileges. The writer's insert thread lowers its own priority when
-it starts (`lower_this_thread`); chDB's threads are found by name.
+threads without privileges. The warehouse's insert and query threads lower their own
+priority when they start (`lower_this_thread`); chDB's own threads are found by name.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def lower_this_thread(nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
-def renice_warehouse_threads(merge_nice: int, insert_nice: int, done: set[int]) -> None:
+def renice_warehouse_threads(merge_nice: int, warehouse_nice: int, done: set[int]) -> None:
     """Give each merge or insert thread not in `done` its niceness; add it to `done`."""
     for task in _TASKS.iterdir():
         tid = int(task.name)
@@ -53,21 +55,21 @@ def renice_warehouse_threads(merge_nice: int, insert_nice: int, done: set[int]) 
         with contextlib.suppress(OSError):  # the thread may have ended since the listing
             name = (task / "comm").read_text().strip()
             nice = merge_nice if name.startswith(MERGE_THREAD_NAMES) else None
-            nice = insert_nice if name.startswith(INSERT_THREAD_NAMES) else nice
+            nice = warehouse_nice if name.startswith(INSERT_THREAD_NAMES) else nice
             if nice is not None:
                 if nice > 0:
                     os.setpriority(os.PRIO_PROCESS, tid, nice)
                 done.add(tid)
 
 
-async def keep_warehouse_low(merge_nice: int, insert_nice: int) -> None:
+async def keep_warehouse_low(merge_nice: int, warehouse_nice: int) -> None:
     """Re-nice merge and insert threads as they appear, until cancelled."""
-    if not _supported(max(merge_nice, insert_nice)):
+    if not _supported(max(merge_nice, warehouse_nice)):
         return
     done: set[int] = set()
     while True:
         try:
-            await asyncio.to_thread(renice_warehouse_threads, merge_nice, insert_nice, done)
+            await asyncio.to_thread(renice_warehouse_threads, merge_nice, warehouse_nice, done)
         except OSError:
             logger.warning("could not lower the priority of the warehouse's merges and inserts", exc_info=True)
             return

@@ -56,13 +56,13 @@ class Warehouse:
         self._settings = settings
         self._query_clients: queue.SimpleQueue[Client] = queue.SimpleQueue()
         self._all_clients: list[Client] = []
-        self._query_pool = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="warehouse-query")
-        # Nobody waits on an insert of the embedded warehouse: it runs below the API's priority.
+        # The embedded warehouse's queries and inserts run below the API's priority (service/thread_priority.py).
+        nice = (settings.warehouse_nice if settings.embedded_warehouse else 0,)
+        self._query_pool = ThreadPoolExecutor(
+            settings.query_threads, thread_name_prefix="warehouse-query", initializer=lower_this_thread, initargs=nice
+        )
         self._insert_pool = ThreadPoolExecutor(
-            1,
-            thread_name_prefix="warehouse-insert",
-            initializer=lower_this_thread,
-            initargs=(settings.insert_nice if settings.embedded_warehouse else 0,),
+            1, thread_name_prefix="warehouse-insert", initializer=lower_this_thread, initargs=nice
         )
         self._insert_client: Client | None = None
         self._lock = threading.Lock()
