@@ -52,6 +52,7 @@ from service.live import LiveHub
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
 from service.log_kafka import KafkaLog
 from service.log_sqlite import SqliteLog
+from service.memory_trim import keep_releasing
 from service.migrations import migrate
 from service.projector import Projector
 from service.ratelimit import RateLimiter
@@ -186,6 +187,14 @@ async def _writer_context(app: web.Application) -> AsyncIterator[None]:
             await task
 
 
+async def _memory_trim_context(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(keep_releasing(app[SETTINGS].memory_trim_seconds), name="memory-trim")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _gc_context(app: web.Application) -> AsyncIterator[None]:
     """Tune the cycle collector for a request loop that makes many short-lived objects.
 
@@ -264,7 +273,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
             websocket_api,
         ):
             app.add_routes(module.routes)
-    app.cleanup_ctx.append(_gc_context)
+    app.cleanup_ctx.extend([_gc_context, _memory_trim_context])
     app.add_routes(health_api.routes)
     app.add_routes([health_api.metrics_route(settings.metrics_public)])
     app.on_response_prepare.append(add_rate_limit_headers)

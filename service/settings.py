@@ -47,6 +47,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     ingest_max_writer_lag_events: Positive = 300_000
     ingest_max_backpressure_seconds: Annotated[float, Meta(ge=0)] = 1.0
     merge_nice: Annotated[int, Meta(ge=0, le=19)] = 19
+    memory_trim_seconds: Annotated[float, Meta(ge=0)] = 1.0
     warehouse_nice: Annotated[int, Meta(ge=0, le=19)] = 10
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
@@ -116,6 +117,7 @@ HELP: dict[str, str] = {
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
     "artifact_store": "where checkpoint files go: a directory, or s3://bucket/prefix?endpoint=URL&region=NAME"
     " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
+    "memory_trim_seconds": "how often free C heap memory is handed back to the system (glibc's malloc_trim); 0 = never",
     "merge_nice": "niceness (Linux) of the embedded warehouse's merges, which nobody waits on, so that they take"
     " the CPU the API, the log and the writer leave; 0 leaves them as they are",
     "warehouse_nice": "niceness (Linux) of the embedded warehouse's inserts and queries, below the API's so"
