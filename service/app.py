@@ -58,7 +58,7 @@ from service.projector import Projector
 from service.ratelimit import RateLimiter
 from service.run_events import RunRouter
 from service.settings import Settings
-from service.thread_priority import keep_warehouse_low
+from service.thread_priority import keep_merges_low
 from service.warehouse import Warehouse
 from service.writer import WarehouseWriter
 
@@ -134,17 +134,11 @@ async def _warehouse_context(app: web.Application) -> AsyncIterator[None]:
     warehouse = app[WAREHOUSE]
     await warehouse.start()
     await migrate(warehouse)
-    background = None
+    merges = []
     if warehouse.embedded:
-        settings = app[SETTINGS]
-        background = asyncio.create_task(
-            keep_warehouse_low(settings.merge_nice, settings.warehouse_nice), name="warehouse-priority"
-        )
+        merges.append(asyncio.create_task(keep_merges_low(app[SETTINGS].merge_nice), name="merge-priority"))
     yield
-    if background is not None:
-        background.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await background
+    await _cancel(merges)
     await warehouse.stop()
 
 
@@ -181,18 +175,21 @@ async def _writer_context(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.add_done_callback(_report_crash)
     yield
-    for task in tasks:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await _cancel(tasks)
 
 
 async def _memory_trim_context(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(keep_releasing(app[SETTINGS].memory_trim_seconds), name="memory-trim")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await _cancel([task])
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Stop background tasks of a cleanup context and wait until each has ended."""
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _gc_context(app: web.Application) -> AsyncIterator[None]:

@@ -32,7 +32,7 @@ from service import metrics
 from service.backpressure import Backpressure
 from service.commands import resource_record
 from service.errors import ApiError, validation_error
-from service.ingest_batch import BatchRefused, PreparedBatch, record_value
+from service.ingest_batch import BatchRefused, PreparedBatch
 from service.ingest_workers import IngestWorkers, WorkersUnavailable
 from service.log import TELEMETRY_TOPIC, EventLog, LogUnavailable, Record
 from service.run_events import RunRouter
@@ -65,11 +65,6 @@ def telemetry_record(experiment_id: str, value: bytes, events: int) -> Record:
     """A prepared record value (service/ingest_batch.py) as a `crucible.telemetry` record."""
     headers = (("content-type", RECORD_CONTENT_TYPE), (RECORD_EVENTS_HEADER, b"%d" % events))
     return Record(TELEMETRY_TOPIC, experiment_id.encode(), value, headers)
-
-
-def log_record(experiment_id: str, events: list[TelemetryEvent], batch_id: str, received_at: dt.datetime) -> Record:
-    """One experiment's events of a batch as a `crucible.telemetry` record (format v2)."""
-    return telemetry_record(experiment_id, record_value(events, batch_id, received_at), len(events))
 
 
 def batch_id_for(idempotency_key: str | None) -> str:

@@ -13,7 +13,7 @@ helper threads, locks or pickling in the server, unlike a ProcessPoolExecutor,
 which cost twice the CPU per batch. The most recently used idle worker takes the
 next batch, so one worker stays warm in the CPU's caches while load is light
 (alternating between two cost 70 % more CPU per batch; on 2 cores one worker
-gave the most throughput, 191k events/s against 167k-171k with two).
+gave the most throughput, 191k events/s against 183k with two).
 
 Preparing a batch appends nothing, so a batch whose worker dies is given to another
 worker; one that two workers die on is answered 503 (nothing was appended). Dead

@@ -1,6 +1,6 @@
 """The embedded warehouse's merges, inserts and queries run at a lower CPU priority than the API.
 
-chDB merges parts and parses inserted rows on threads of this process; on a small
+chDB merges parts and inserts rows on threads of this process; on a small
 machine a merge or an insert takes a core away from the event loop, the ingest
 workers and the log's commit thread just when ingest is busiest, and POST latency
 follows (measured: a p99 of 60-100 ms at half load with every thread equal, 37 ms
@@ -13,7 +13,8 @@ stale, and the pollers polled longer still.
 chDB does not apply ClickHouse's own `os_threads_nice_value_merge_mutate`, so the
 threads are re-niced from here: Linux lets a process lower the priority of its own
 threads without privileges. The warehouse's insert and query threads lower their own
-priority when they start (`lower_this_thread`); chDB's own threads are found by name.
+priority when they start (`lower_this_thread`); an insert is parsed on its own thread
+(service/warehouse.py turns parallel parsing off). chDB's merge threads are found by name.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 MERGE_THREAD_NAMES = ("MergeMutate",)
-INSERT_THREAD_NAMES = ("ChunkParser",)  # they parse an insert's rows in parallel
 # New threads may start at any time; a pass costs a directory listing.
 RESCAN_SECONDS = 2.0
 _TASKS = Path("/proc/self/task")
@@ -46,31 +46,27 @@ def lower_this_thread(nice: int) -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
-def renice_warehouse_threads(merge_nice: int, warehouse_nice: int, done: set[int]) -> None:
-    """Give each merge or insert thread not in `done` its niceness; add it to `done`."""
+def renice_merge_threads(nice: int, done: set[int]) -> None:
+    """Give each merge thread not in `done` the niceness `nice`; add it to `done`."""
     for task in _TASKS.iterdir():
         tid = int(task.name)
         if tid in done:
             continue
         with contextlib.suppress(OSError):  # the thread may have ended since the listing
-            name = (task / "comm").read_text().strip()
-            nice = merge_nice if name.startswith(MERGE_THREAD_NAMES) else None
-            nice = warehouse_nice if name.startswith(INSERT_THREAD_NAMES) else nice
-            if nice is not None:
-                if nice > 0:
-                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+            if (task / "comm").read_text().strip().startswith(MERGE_THREAD_NAMES):
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
                 done.add(tid)
 
 
-async def keep_warehouse_low(merge_nice: int, warehouse_nice: int) -> None:
-    """Re-nice merge and insert threads as they appear, until cancelled."""
-    if not _supported(max(merge_nice, warehouse_nice)):
+async def keep_merges_low(nice: int) -> None:
+    """Re-nice merge threads as they appear, until cancelled."""
+    if not _supported(nice):
         return
     done: set[int] = set()
     while True:
         try:
-            await asyncio.to_thread(renice_warehouse_threads, merge_nice, warehouse_nice, done)
+            await asyncio.to_thread(renice_merge_threads, nice, done)
         except OSError:
-            logger.warning("could not lower the priority of the warehouse's merges and inserts", exc_info=True)
+            logger.warning("could not lower the priority of the warehouse's merges", exc_info=True)
             return
         await asyncio.sleep(RESCAN_SECONDS)

@@ -36,7 +36,8 @@ QUERY_SETTINGS = {"date_time_output_format": "iso", "output_format_json_quote_64
 # Rows arrive as the producers' RFC 3339 timestamps; an event's free `data` object is
 # stored as its JSON text.
 # Parsing on the insert's own thread, not in parallel: on 2 cores the parallel parser's
-# threads cost more than they saved (end to end 183k-191k events/s against 167k-171k).
+# threads cost more than they saved (end to end 183k events/s against 169k-171k, two ingest
+# workers in both).
 INSERT_SETTINGS = {
     "date_time_input_format": "best_effort",
     "input_format_json_read_objects_as_strings": 1,

@@ -10,7 +10,8 @@ import pytest
 
 from schemas.telemetry import TelemetryEvent, WarehouseRow
 from service.appkeys import LOG, WAREHOUSE
-from service.ingest import log_record
+from service.ingest import telemetry_record
+from service.ingest_batch import record_value
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, Record, StoredRecord, TopicPartition
 from service.writer import LEGACY_TABLE, TABLE, record_shape, records_of, rows_of
 from tests.support import eventually
@@ -50,7 +51,8 @@ def event(i: int) -> TelemetryEvent:
 
 
 def record_of(*numbers: int) -> Record:
-    return log_record("exp_w", [event(i) for i in numbers], "b", NOW)
+    events = [event(i) for i in numbers]
+    return telemetry_record("exp_w", record_value(events, "b", NOW), len(events))
 
 
 def stored(record: Record, offset: int, partition: int = 0) -> StoredRecord:
