@@ -476,7 +476,7 @@ def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows:
             if pending is None:
                 return
             started = time.perf_counter()
-            block = pending.body()
+            block = b"".join(pending.body())
             spliced = time.perf_counter()
             client.raw_insert(
                 pending.table(),

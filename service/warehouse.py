@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -168,14 +168,26 @@ class Warehouse:
         """Insert a few rows given as Python values (bookkeeping, not telemetry)."""
         await self._with_query_client(lambda client: client.insert(table, rows, column_names=column_names))
 
-    async def insert_json_lines(self, table: str, body: bytes, deduplication_token: str) -> None:
-        """Insert JSONEachRow rows; the same token again inserts nothing (exactly once)."""
+    async def insert_json_lines(self, table: str, body: bytes | Iterable[bytes], deduplication_token: str) -> None:
+        """Insert JSONEachRow rows; the same token again inserts nothing (exactly once).
+
+        `body` may come in pieces. chDB's client streams them into the file the
+        insert reads, so the rows are never joined in memory; over HTTP they are
+        joined first, because the client resends the same body when it retries.
+        """
+        block: bytes | Generator[bytes, None, None]
+        if isinstance(body, bytes):
+            block = body
+        elif self.embedded:
+            block = (piece for piece in body)
+        else:
+            block = b"".join(body)
 
         def run() -> None:
             assert self._insert_client is not None
             self._insert_client.raw_insert(
                 table,
-                insert_block=body,
+                insert_block=block,
                 fmt="JSONEachRow",
                 settings={**INSERT_SETTINGS, "insert_deduplication_token": deduplication_token},
             )

@@ -100,3 +100,10 @@ async def test_migrations_apply_once(client: Any) -> None:
     warehouse = client.app[WAREHOUSE]
     assert await applied_versions(warehouse) == {n for n, _, _ in queries.migrations()}
     assert await migrate(warehouse) == []
+
+
+def test_telemetry_events_merge_one_column_at_a_time(client: Any) -> None:
+    # 0008: ClickHouse's default merges all 10 columns outside the sort key at once.
+    with client.app[WAREHOUSE].dedicated_client() as warehouse:
+        engine = warehouse.command("SELECT engine_full FROM system.tables WHERE name = 'telemetry_events'")
+    assert "vertical_merge_algorithm_min_columns_to_activate = 1" in str(engine)

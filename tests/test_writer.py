@@ -60,7 +60,8 @@ def stored(record: Record, offset: int, partition: int = 0) -> StoredRecord:
 
 
 def test_records_get_their_log_position_in_front() -> None:
-    lines = records_of([stored(record_of(1, 2), 41, partition=3), stored(record_of(3), 42, partition=3)]).splitlines()
+    rows = records_of([stored(record_of(1, 2), 41, partition=3), stored(record_of(3), 42, partition=3)])
+    lines = b"".join(rows).splitlines()
     decoded = [msgspec.json.decode(line) for line in lines]
     assert [(d["log_partition"], d["log_offset"], len(d["events"])) for d in decoded] == [(3, 41, 2), (3, 42, 1)]
     assert decoded[0]["events"][0]["metadata"]["note"] == "a}\nb"
@@ -74,7 +75,7 @@ def test_record_shape_reads_the_format_from_the_headers() -> None:
 def test_legacy_rows_are_stamped_with_their_log_position() -> None:
     value = msgspec.json.Encoder().encode_lines([row(1), row(2)])
     stored = [StoredRecord(TELEMETRY_TOPIC, 3, 41, b"", value, (), 0)]
-    lines = rows_of(stored).splitlines()
+    lines = b"".join(rows_of(stored)).splitlines()
     assert len(lines) == 2
     decoded = [msgspec.json.decode(line) for line in lines]
     assert [(d["log_partition"], d["log_offset"]) for d in decoded] == [(3, 41), (3, 41)]
@@ -124,9 +125,9 @@ async def test_the_same_range_inserted_again_is_dropped(app_client: Any, legacy:
     client = await app_client(writer=False)
     warehouse = client.app[WAREHOUSE]
     if legacy:
-        table, body = LEGACY_TABLE, rows_of([stored(legacy_record_of(row(1), row(2)), 0)])
+        table, body = LEGACY_TABLE, list(rows_of([stored(legacy_record_of(row(1), row(2)), 0)]))
     else:
-        table, body = TABLE, records_of([stored(record_of(1, 2), 0)])
+        table, body = TABLE, list(records_of([stored(record_of(1, 2), 0)]))
     for _ in range(3):
         await warehouse.insert_json_lines(table, body, "crucible.telemetry:0:0-0")
     assert await count_rows(client) == 2
