@@ -54,9 +54,20 @@ CREATE TABLE IF NOT EXISTS idempotency (
     answer BLOB NOT NULL,
     created_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- Expired answers are found by age, without reading the whole table.
+CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_ms);
 """
 
 PARTITION = 0  # one partition per topic, see the module docstring
+# A fetch stops at the record that takes it past this many value bytes (at least one
+# record always comes, as with Kafka's fetch.max.bytes). Without it a writer behind by a
+# backlog read 256 records of ~300 KB each, 77 MB, in one go, on top of the batches it
+# already held for the warehouse.
+FETCH_MAX_BYTES = 4 << 20
+# Expired records and idempotency answers are deleted once a minute, in steps of at most
+# this many records per topic, one step after each group commit until none are left.
+PRUNE_SECONDS = 60
+PRUNE_CHUNK_RECORDS = 64
 
 
 def encode_headers(headers: tuple[tuple[str, bytes], ...]) -> bytes:
@@ -237,10 +248,38 @@ class SqliteLog:
 
         return await asyncio.to_thread(run)
 
+    async def _read_records(self, topic: str, start: int, max_records: int) -> list[tuple[object, ...]]:
+        """Records of `topic` from offset `start` on, at most `max_records` and about FETCH_MAX_BYTES."""
+
+        def run() -> list[tuple[object, ...]]:
+            with self._reader_lock:
+                if self._reader is None:
+                    raise LogUnavailable("the log is stopped")
+                rows: list[tuple[object, ...]] = []
+                size = 0
+                # The cursor steps through SQLite lazily, so stopping early reads no further;
+                # closing it ends its read transaction at once (WAL checkpoints wait for those).
+                with contextlib.closing(
+                    self._reader.execute(
+                        "SELECT offset, key, value, headers, timestamp_ms FROM records"
+                        " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
+                        (topic, start, max_records),
+                    )
+                ) as cursor:
+                    for row in cursor:
+                        rows.append(row)
+                        size += len(row[2])
+                        if size >= FETCH_MAX_BYTES:
+                            break
+                return rows
+
+        return await asyncio.to_thread(run)
+
     # -- the writer thread ---------------------------------------------------------------
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
         last_prune = 0.0
+        prune_more = False
         while True:
             first = self._pending.get()
             if first is None:
@@ -258,9 +297,9 @@ class SqliteLog:
                     break
                 jobs.append(job)
             self._commit(conn, jobs)
-            if time.monotonic() - last_prune > 60:
+            if prune_more or time.monotonic() - last_prune > PRUNE_SECONDS:
                 last_prune = time.monotonic()
-                self._prune(conn)
+                prune_more = self._prune(conn)
             if stop:
                 break
         conn.close()
@@ -313,19 +352,53 @@ class SqliteLog:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._wake_waiters)
 
-    def _prune(self, conn: sqlite3.Connection) -> None:
+    def _prune(self, conn: sqlite3.Connection) -> bool:
         """Forget expired idempotency answers, and records past retention that every
-        consumer group has committed (a record some group still needs is kept)."""
+        consumer group has committed (a record some group still needs is kept).
+
+        Returns whether records were left for another round: each round deletes at most
+        PRUNE_CHUNK_RECORDS per topic, so appends wait for one short step, not a backlog.
+        """
         now_ms = int(time.time() * 1000)
+        more = False
         with contextlib.suppress(sqlite3.Error):
             conn.execute("DELETE FROM idempotency WHERE created_ms < ?", (now_ms - self._idempotency_ttl_ms,))
             if self._retention_ms:
                 for topic in self._retained_topics:
-                    conn.execute(
-                        "DELETE FROM records WHERE topic = ? AND timestamp_ms < ?"
-                        " AND offset < (SELECT coalesce(min(next_offset), 0) FROM group_offsets WHERE topic = ?)",
-                        (topic, now_ms - self._retention_ms, topic),
-                    )
+                    more |= _prune_topic(conn, topic, now_ms - self._retention_ms)
+        return more
+
+
+def _prune_topic(conn: sqlite3.Connection, topic: str, before_ms: int) -> bool:
+    """Delete the topic's oldest records appended before `before_ms` that every group has
+    committed, up to PRUNE_CHUNK_RECORDS of them; True if more of them are left.
+
+    A record's timestamp sits after its value, so reading it walks the value's overflow
+    pages: filtering the topic on it read the whole log (0.9 s for a 4.6 GB log, every
+    minute, while appends waited). Offsets are given in append order, so a binary search
+    over the oldest records reads only a handful.
+    """
+    (first,) = conn.execute("SELECT min(offset) FROM records WHERE topic = ?", (topic,)).fetchone()
+    (committed,) = conn.execute(
+        "SELECT coalesce(min(next_offset), 0) FROM group_offsets WHERE topic = ?", (topic,)
+    ).fetchone()
+    if first is None or first >= committed:
+        return False
+    end = min(committed, first + PRUNE_CHUNK_RECORDS)
+    low, high = first, end  # the first offset in [first, end) appended at `before_ms` or later
+    while low < high:
+        middle = (low + high) // 2
+        row = conn.execute(
+            "SELECT timestamp_ms FROM records WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT 1",
+            (topic, middle),
+        ).fetchone()
+        if row is not None and row[0] < before_ms:
+            low = middle + 1
+        else:
+            high = middle
+    if low > first:
+        conn.execute("DELETE FROM records WHERE topic = ? AND offset < ?", (topic, low))
+    return low == end < committed
 
 
 class SqliteConsumer:
@@ -358,11 +431,7 @@ class SqliteConsumer:
             start = self._position[tp]
             if start >= self._log.end_offset(tp.topic):
                 continue
-            rows = await self._log._read(
-                "SELECT offset, key, value, headers, timestamp_ms FROM records"
-                " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
-                (tp.topic, start, max_records),
-            )
+            rows = await self._log._read_records(tp.topic, start, max_records)
             if rows:
                 batch[tp] = [
                     StoredRecord(tp.topic, PARTITION, o, k, v, decode_headers(h), ts)  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from service import log_sqlite
 from service.log import LogUnavailable, Record, TopicPartition
 from service.log_sqlite import SqliteLog
 
@@ -60,6 +61,19 @@ async def test_consumer_group_resumes_from_its_commit(tmp_path: Path) -> None:
     assert [r.offset for r in (await again.getmany(timeout=1, max_records=100))[TP]] == list(range(4, 10))
     other_group = await log.consumer("others", [TOPIC])
     assert (await other_group.getmany(timeout=1, max_records=1))[TP][0].offset == 0
+    await log.stop()
+
+
+async def test_a_fetch_stops_once_it_holds_fetch_max_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_sqlite, "FETCH_MAX_BYTES", 250)
+    log = SqliteLog(tmp_path)
+    await log.start()
+    sizes = [100, 100, 100, 1000, 100]
+    await log.append([Record(TOPIC, b"", bytes(size)) for size in sizes])
+    consumer = await log.consumer("writers", [TOPIC])
+    # The record that crosses the bound still comes, so one larger than the bound comes alone.
+    fetches = [[r.offset for r in (await consumer.getmany(timeout=1, max_records=100))[TP]] for _ in range(3)]
+    assert fetches == [[0, 1, 2], [3], [4]]
     await log.stop()
 
 
@@ -120,6 +134,23 @@ async def test_retention_deletes_only_old_records_every_group_has_committed(tmp_
     fetched = await reader.getmany(timeout=1, max_records=100)
     assert [r.offset for r in fetched[TP]] == [6, 7, 8, 9]
     assert len(fetched[TopicPartition("crucible.resources", 0)]) == 1
+    await log.stop()
+
+
+async def test_retention_deletes_in_steps_and_stops_at_the_first_recent_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log_sqlite, "PRUNE_CHUNK_RECORDS", 3)
+    log = SqliteLog(tmp_path, retention_hours=0.2 / 3600, retained_topics=(TOPIC,))  # 200 ms
+    await log.start()
+    await log.append([Record(TOPIC, b"", b"old") for _ in range(5)])
+    await asyncio.sleep(0.4)
+    await log.append([Record(TOPIC, b"", b"recent") for _ in range(3)])
+    await (await log.consumer("writers", [TOPIC])).commit({TP: 8})
+    # A first step deletes a whole chunk and asks for another; the second stops at offset 5.
+    assert [log._prune(log._reader) for _ in range(3)] == [True, False, False]  # type: ignore[arg-type]
+    fetched = await (await log.consumer("late-reader", [TOPIC])).getmany(timeout=1, max_records=100)
+    assert [(r.offset, r.value) for r in fetched[TP]] == [(5, b"recent"), (6, b"recent"), (7, b"recent")]
     await log.stop()
 
 
