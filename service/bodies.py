@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from service.errors import ApiError, validation_error
+from service.problem import split_validation_error
 
 MAX_COMMAND_BODY_BYTES = 1024 * 1024
 BLANK = "can't be blank"
@@ -97,8 +98,8 @@ def check_fields(raw: Mapping[str, Any], fields: Mapping[str, Field], what: str,
         try:
             values[name] = msgspec.convert(raw[name], spec.type)
         except msgspec.ValidationError as exc:
-            message, _, path = str(exc).partition(" - at `$")
-            problems[prefix + name] = [message + (f" at {prefix}{name}{path.rstrip('`')}" if path else "")]
+            message, path = split_validation_error(exc)
+            problems[prefix + name] = [message + (f" at {prefix}{name}{path[1:]}" if path != "$" else "")]
     for name in raw:
         if name not in fields:
             problems[prefix + name] = [f"is not a field of {what}; fields are {', '.join(fields)}"]

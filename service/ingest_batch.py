@@ -22,7 +22,7 @@ from schemas.telemetry import (
     TelemetryEvent,
     TelemetryRecord,
 )
-from service.problem import Problem
+from service.problem import Problem, split_validation_error
 from service.run_events import RESERVED_PREFIX, is_reserved, reserved_problem
 
 MAX_FUTURE = dt.timedelta(days=1)
@@ -53,12 +53,6 @@ class PreparedBatch(msgspec.Struct, kw_only=True, gc=False):
     records: list[tuple[str, bytes, int]]
     # Valid events with reserved names (`crucible.run.*`, `crucible.experiment.*`), to route.
     reserved: list[TelemetryEvent]
-
-
-def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
-    """msgspec says "message - at `$.path`"; return (message, path)."""
-    message, _, path = str(exc).partition(" - at `")
-    return message, path.rstrip("`") or "$"
 
 
 def validation_refusal(message: str, details: dict[str, Any], rejected: int = 0) -> BatchRefused:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 
 class Problem(Exception):
     """Answer `status` with `code`, `message` and `details` (API.md's error envelope)."""
@@ -14,3 +16,9 @@ class Problem(Exception):
         self.code = code
         self.message = message
         self.details = details or {}
+
+
+def split_validation_error(exc: msgspec.ValidationError) -> tuple[str, str]:
+    """msgspec says "message - at `$.path`"; return (message, path), the path "$" when it names none."""
+    message, _, path = str(exc).partition(" - at `")
+    return message, path.rstrip("`") or "$"

@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 import msgspec
 from msgspec import Meta
 
+from service.problem import split_validation_error
+
 ENV_PREFIX = "CRUCIBLE_"
 
 Port = Annotated[int, Meta(ge=0, le=65535)]
@@ -170,17 +172,17 @@ def load(args: Mapping[str, Any] | None = None, environ: Mapping[str, str] | Non
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_explain(str(exc))) from None
+        raise SettingsError(_explain(exc)) from None
     _check_consistency(settings)
     return settings
 
 
-def _explain(message: str) -> str:
-    text, _, path = message.partition(" - at `$.")
-    name = path.rstrip("`")
+def _explain(exc: msgspec.ValidationError) -> str:
+    text, path = split_validation_error(exc)
+    name = path.removeprefix("$.")
     if name in HELP:
         return f"invalid --{name.replace('_', '-')} / {env_name(name)}: {text} ({HELP[name]})"
-    return f"invalid settings: {message}"
+    return f"invalid settings: {exc}"
 
 
 def _check_consistency(settings: Settings) -> None:
