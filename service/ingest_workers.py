@@ -110,6 +110,7 @@ class IngestWorkers:
         self._inline_below = inline_below_bytes
         self._idle: asyncio.LifoQueue[_Worker] = asyncio.LifoQueue()
         self._all: set[_Worker] = set()
+        self._busy: set[_Worker] = set()  # preparing a batch now
         self._replacing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -128,8 +129,7 @@ class IngestWorkers:
 
     def busy_pids(self) -> set[int]:
         """The workers preparing a batch now."""
-        idle = {worker.process.pid for worker in self._idle._queue}  # type: ignore[attr-defined]
-        return self.pids() - idle
+        return {worker.process.pid for worker in self._busy}
 
     async def prepare(self, body: bytes, max_events: int, batch_id: str, received_at: dt.datetime) -> PreparedBatch:
         if self._all and len(body) >= self._inline_below:
@@ -153,11 +153,14 @@ class IngestWorkers:
             worker = await self._take()
             if worker is None:
                 return None
+            self._busy.add(worker)
             try:
                 reply = await worker.call(request)
             except (OSError, asyncio.IncompleteReadError):
                 self._replace(worker)
                 continue
+            finally:
+                self._busy.discard(worker)
             self._idle.put_nowait(worker)
             return _reply_decoder.decode(reply)
         raise WorkersUnavailable("ingest worker processes died preparing this batch")
