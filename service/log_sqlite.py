@@ -17,7 +17,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +59,7 @@ CREATE INDEX IF NOT EXISTS idempotency_by_age ON idempotency (created_ms);
 """
 
 PARTITION = 0  # one partition per topic, see the module docstring
+Rows = list[tuple[object, ...]]
 # A fetch stops at the record that takes it past this many value bytes (at least one
 # record always comes, as with Kafka's fetch.max.bytes). Without it a writer behind by a
 # backlog read 256 records of ~300 KB each, 77 MB, in one go, on top of the batches it
@@ -237,43 +238,24 @@ class SqliteLog:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
+    async def _on_reader(self, work: Callable[[sqlite3.Connection], Rows]) -> Rows:
+        """Run `work` on the reader connection, in a thread, one caller at a time."""
+
+        def run() -> Rows:
+            with self._reader_lock:
+                if self._reader is None:
+                    raise LogUnavailable("the log is stopped")
+                return work(self._reader)
+
+        return await asyncio.to_thread(run)
+
+    async def _read(self, sql: str, params: tuple[object, ...]) -> Rows:
         """Run one statement on the reader connection (group commits of offsets use it too)."""
+        return await self._on_reader(lambda reader: reader.execute(sql, params).fetchall())
 
-        def run() -> list[tuple[object, ...]]:
-            with self._reader_lock:
-                if self._reader is None:
-                    raise LogUnavailable("the log is stopped")
-                return self._reader.execute(sql, params).fetchall()
-
-        return await asyncio.to_thread(run)
-
-    async def _read_records(self, topic: str, start: int, max_records: int) -> list[tuple[object, ...]]:
+    async def _read_records(self, topic: str, start: int, max_records: int) -> Rows:
         """Records of `topic` from offset `start` on, at most `max_records` and about FETCH_MAX_BYTES."""
-
-        def run() -> list[tuple[object, ...]]:
-            with self._reader_lock:
-                if self._reader is None:
-                    raise LogUnavailable("the log is stopped")
-                rows: list[tuple[object, ...]] = []
-                size = 0
-                # The cursor steps through SQLite lazily, so stopping early reads no further;
-                # closing it ends its read transaction at once (WAL checkpoints wait for those).
-                with contextlib.closing(
-                    self._reader.execute(
-                        "SELECT offset, key, value, headers, timestamp_ms FROM records"
-                        " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
-                        (topic, start, max_records),
-                    )
-                ) as cursor:
-                    for row in cursor:
-                        rows.append(row)
-                        size += len(row[2])
-                        if size >= FETCH_MAX_BYTES:
-                            break
-                return rows
-
-        return await asyncio.to_thread(run)
+        return await self._on_reader(lambda reader: _fetch_rows(reader, topic, start, max_records))
 
     # -- the writer thread ---------------------------------------------------------------
 
@@ -399,6 +381,27 @@ def _prune_topic(conn: sqlite3.Connection, topic: str, before_ms: int) -> bool:
     if low > first:
         conn.execute("DELETE FROM records WHERE topic = ? AND offset < ?", (topic, low))
     return low == end < committed
+
+
+def _fetch_rows(reader: sqlite3.Connection, topic: str, start: int, max_records: int) -> Rows:
+    """The rows of one fetch: they stop at the one that takes it past FETCH_MAX_BYTES."""
+    rows: Rows = []
+    size = 0
+    # The cursor steps through SQLite lazily, so stopping early reads no further;
+    # closing it ends its read transaction at once (WAL checkpoints wait for those).
+    with contextlib.closing(
+        reader.execute(
+            "SELECT offset, key, value, headers, timestamp_ms FROM records"
+            " WHERE topic = ? AND offset >= ? ORDER BY offset LIMIT ?",
+            (topic, start, max_records),
+        )
+    ) as cursor:
+        for row in cursor:
+            rows.append(row)
+            size += len(row[2])
+            if size >= FETCH_MAX_BYTES:
+                break
+    return rows
 
 
 class SqliteConsumer:

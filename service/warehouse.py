@@ -179,7 +179,7 @@ class Warehouse:
         if isinstance(body, bytes):
             block = body
         elif self.embedded:
-            block = (piece for piece in body)
+            block = (piece for piece in body)  # the client's signature names generators
         else:
             block = b"".join(body)
 
