@@ -9,8 +9,9 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
+from schemas.common import PageMeta
 from schemas.resources import RunEvent
-from schemas.runs import LogLine, LogPageMeta, MetricHistory, MetricPoint
+from schemas.runs import LogLine, MetricHistory, MetricPoint
 from service.auth import requires
 from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
@@ -47,6 +48,7 @@ DEFAULT_LOG_LINES, MAX_LOG_LINES = 100, 1_000
 MAX_TAIL = 10_000
 LOG_SORT = "timestamp"  # log pages are in time order only; the cursor names it
 LOG_ORDER = parse_sort(LOG_SORT, (LOG_SORT,), LOG_SORT)
+CHECKPOINT_ORDER = parse_sort("reported", ("reported",), "reported")  # checkpoints come in one order
 
 _views: SortedViews[Run] = SortedViews(SORTS)
 
@@ -69,6 +71,13 @@ class _LogRow(msgspec.Struct):
 
 _history_decoder = msgspec.json.Decoder(_HistoryRow)
 _log_decoder = msgspec.json.Decoder(_LogRow)
+
+
+class _Total(msgspec.Struct):
+    total: int
+
+
+_total_decoder = msgspec.json.Decoder(_Total)
 
 
 def run_in(state: Resources, run_id: str) -> Run:
@@ -129,10 +138,16 @@ async def get_run(request: web.Request) -> web.Response:
 @routes.get("/api/v1/runs/{id}/checkpoints")
 @requires("read")
 async def list_checkpoints(request: web.Request) -> web.Response:
-    """Every checkpoint the run reported or uploaded, in the order reported."""
-    check_known(request.query, ())
+    """Every checkpoint the run reported or uploaded, in the order reported; paged like every list.
+
+    The cursor holds the last checkpoint's place in that order: checkpoints reported
+    later go to the end, so they do not shift the pages already read."""
+    check_known(request.query, ("page", "per_page", "cursor"))
+    page = parse_page(request.query, CHECKPOINT_ORDER)
     run = run_in(state_of(request), request.match_info["id"])
-    return json_response({"data": [checkpoint_answer(c) for c in await checkpoints_of(request, run)]})
+    rows = [(f"{index:010d}", c.id, c) for index, c in enumerate(await checkpoints_of(request, run))]
+    result = paginate(rows, CHECKPOINT_ORDER, page)
+    return json_response({"data": [checkpoint_answer(c) for c in result.items], "meta": result.meta})
 
 
 @routes.get("/api/v1/runs/{id}/metrics/{name}")
@@ -182,7 +197,13 @@ async def run_logs(request: web.Request) -> web.Response:
             raise bad_parameter("tail", "gives the most recent lines at once; it takes no cursor or per_page")
         params["limit"] = parse_int("tail", query["tail"], 0, 1, MAX_TAIL)
         rows = _log_rows(await warehouse_query(request, "run_logs_tail", params))[::-1]
-        meta = LogPageMeta(next_cursor=None, has_more=False)
+        meta = PageMeta(
+            total=await _log_total(request, params),
+            page=None,
+            per_page=params["limit"],
+            next_cursor=None,
+            has_more=False,
+        )
         return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
     per_page = parse_int("per_page", query.get("per_page"), DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
     cursor = decode_cursor(query["cursor"], LOG_ORDER) if "cursor" in query else None
@@ -196,8 +217,15 @@ async def run_logs(request: web.Request) -> web.Response:
     if has_more:
         last = rows[-1]
         next_cursor = encode_cursor(Cursor(LOG_SORT, sql_datetime(last.timestamp), last.id, ""))
-    meta = LogPageMeta(next_cursor=next_cursor, has_more=has_more, per_page=per_page)
+    total = await _log_total(request, params)
+    meta = PageMeta(total=total, page=None, per_page=per_page, next_cursor=next_cursor, has_more=has_more)
     return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
+
+
+async def _log_total(request: web.Request, params: dict[str, Any]) -> int:
+    """How many lines match the level and `since` (every page), counted when the page is read."""
+    counted = {name: params[name] for name in ("experiment_id", "run_id", "min_severity", "since")}
+    return _total_decoder.decode(await warehouse_query(request, "run_logs_count", counted)).total
 
 
 def _log_rows(body: bytes) -> list[_LogRow]:
