@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -66,7 +67,13 @@ class _LogRow(msgspec.Struct):
     timestamp: dt.datetime
     level: str
     message: str
-    id: str
+    log_partition: int
+    log_offset: int
+    log_index: int
+
+    def position(self) -> str:
+        """Where the line is in the log, as a log cursor keeps it."""
+        return f"{self.log_partition}:{self.log_offset}:{self.log_index}"
 
 
 _history_decoder = msgspec.json.Decoder(_HistoryRow)
@@ -208,7 +215,7 @@ async def run_logs(request: web.Request) -> web.Response:
     per_page = parse_int("per_page", query.get("per_page"), DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
     cursor = decode_cursor(query["cursor"], LOG_ORDER) if "cursor" in query else None
     params["cursor_time"] = cursor.value if cursor is not None else None
-    params["cursor_id"] = cursor.id if cursor is not None else ""
+    params.update(_log_position(cursor.id) if cursor is not None else _LOG_START)
     params["limit"] = per_page + 1  # one more tells whether another page follows
     rows = _log_rows(await warehouse_query(request, "run_logs", params))
     has_more = len(rows) > per_page
@@ -216,10 +223,23 @@ async def run_logs(request: web.Request) -> web.Response:
     next_cursor = None
     if has_more:
         last = rows[-1]
-        next_cursor = encode_cursor(Cursor(LOG_SORT, sql_datetime(last.timestamp), last.id, ""))
+        next_cursor = encode_cursor(Cursor(LOG_SORT, sql_datetime(last.timestamp), last.position(), ""))
     total = await _log_total(request, params)
     meta = PageMeta(total=total, page=None, per_page=per_page, next_cursor=next_cursor, has_more=has_more)
     return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
+
+
+_LOG_START = {"cursor_partition": 0, "cursor_offset": 0, "cursor_index": 0}
+_LOG_POSITION = re.compile(r"([0-9]{1,10}):([0-9]{1,20}):([0-9]{1,10})")
+
+
+def _log_position(text: str) -> dict[str, int]:
+    """A log cursor's position (`partition:offset:index`); 422 when it is not one."""
+    match = _LOG_POSITION.fullmatch(text)
+    numbers = [int(part) for part in match.groups()] if match else []
+    if not numbers or numbers[0] >= 2**32 or numbers[1] >= 2**64 or numbers[2] >= 2**32:
+        raise bad_parameter("cursor", "is not a cursor this API gave out")
+    return dict(zip(_LOG_START, numbers, strict=True))
 
 
 async def _log_total(request: web.Request, params: dict[str, Any]) -> int:

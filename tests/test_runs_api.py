@@ -482,3 +482,67 @@ async def test_run_shows_uploaded_checkpoints(trained: Any) -> None:
     assert download.status == 200 and await download.read() == content
     assert download.headers["ETag"].strip('"') == uploaded["sha256"]
     assert listed[2]["path"] is None and listed[2]["size"] == 1
+
+
+async def test_events_of_one_batch_without_timestamps_keep_the_order_they_were_sent(client: TestClient) -> None:
+    """They share the receive time; the log position and place in the record break the tie."""
+    experiment_id = (await create_experiment(client, "Same instant"))["id"]
+    events = [run_event("started", "run_tie", experiment_id, T0)]
+    for i in range(30):
+        level = LEVELS[i % 4]
+        events.append(
+            {
+                "event_name": ["crucible", "run", "log"],
+                "metadata": {
+                    "run_id": "run_tie",
+                    "experiment_id": experiment_id,
+                    "level": level,
+                    "message": f"line {i}",
+                },
+            }
+        )
+        events.append(
+            {
+                "event_name": ["crucible", "run", "progress"],
+                "measurements": {"loss": float(100 - i)},
+                "metadata": {"run_id": "run_tie", "experiment_id": experiment_id},
+            }
+        )
+    for i in range(12):
+        events.append(
+            {
+                "event_name": ["crucible", "run", "checkpoint"],
+                "measurements": {"epoch": float(i)},
+                "metadata": {"run_id": "run_tie", "experiment_id": experiment_id, "checkpoint_id": f"c{i}"},
+            }
+        )
+    await send(client, events)
+    await wait_events(client, experiment_id, len(events))
+    await wait_run(client, "run_tie")
+    path = f"{RUNS}/run_tie"
+    logs = (await call(client, "GET", f"{path}/logs", 200))["data"]
+    assert [line["message"] for line in logs] == [f"line {i}" for i in range(30)]
+    tail = (await call(client, "GET", f"{path}/logs", 200, params={"tail": "5"}))["data"]
+    assert [line["message"] for line in tail] == [f"line {i}" for i in range(25, 30)]
+    paged: list[str] = []
+    params = {"per_page": "7"}
+    while True:
+        page = await call(client, "GET", f"{path}/logs", 200, params=params)
+        paged += [line["message"] for line in page["data"]]
+        if not page["meta"]["has_more"]:
+            break
+        params["cursor"] = page["meta"]["next_cursor"]
+    assert paged == [f"line {i}" for i in range(30)]
+    run = (await call(client, "GET", path, 200))["data"]
+    assert run["metrics"]["loss"] == 71.0  # the last one sent
+    checkpoints = (await call(client, "GET", f"{path}/checkpoints", 200, params={"per_page": "100"}))["data"]
+    assert [c["id"] for c in checkpoints] == [f"c{i}" for i in range(12)]
+    history = (await call(client, "GET", f"{path}/metrics/loss", 200))["data"]["points"]
+    assert [p["value"] for p in history] == [float(100 - i) for i in range(30)]
+
+
+@pytest.mark.parametrize("cursor", ["x", "MTox", "WyJ0aW1lc3RhbXAiLCIyMDI0IiwiZXZ0XzEiLCIiXQ"])
+async def test_a_log_cursor_that_is_not_ours_is_422(trained: Any, cursor: str) -> None:
+    client, _ = trained
+    problem = await error(client, "GET", f"{RUNS}/run_done/logs", 422, "validation_error", params={"cursor": cursor})
+    assert "cursor" in problem["details"]
