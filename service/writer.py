@@ -256,13 +256,21 @@ class WarehouseWriter:
         while True:
             fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
             for tp, records in fetched.items():
-                if tp not in self._started:
-                    continue  # fetched before on_assigned set its start; read again from there
                 for record in records:
+                    # Checked per record: queueing a full batch may wait, and a rebalance may
+                    # take the partition meanwhile. Its records are then the next owner's.
+                    if tp not in self._started:
+                        break  # or fetched before on_assigned set its start; read again from there
                     await self._add(tp, record)
-            now = time.monotonic()
-            for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
-                await self._enqueue(self._pending.pop(tp))
+            await self._flush_due()
+
+    async def _flush_due(self) -> None:
+        """Queue the pending batches that have waited `flush_seconds`."""
+        now = time.monotonic()
+        for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
+            # Queueing may wait, and a revocation meanwhile queues the partition's batch itself.
+            if (batch := self._pending.pop(tp, None)) is not None:
+                await self._enqueue(batch)
 
     async def _add(self, tp: TopicPartition, record: StoredRecord) -> None:
         """Add a record to its partition's pending batch; queue the batch once full."""
