@@ -2,8 +2,9 @@
 
 Every text that comes from a user (experiment names, metric names, a caption) is
 escaped for its format here, and nowhere else. LaTeX compiles with a plain pdflatex:
-it needs booktabs and graphicx only, and characters outside what pdflatex's utf8 input
-knows (Latin-1 and common punctuation) are replaced by '?'.
+it needs the T1 font encoding, booktabs and graphicx only. Characters pdflatex cannot set
+there (controls, and beyond Latin-1, Latin Extended-A and common typography: CJK, Greek,
+Cyrillic, emoji...) are shown as their code points.
 """
 
 from __future__ import annotations
@@ -12,14 +13,37 @@ import csv
 import html
 import io
 import math
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from schemas.statistics import Comparison, ComparisonCell
 
 RESIZE_ABOVE_METRICS = 5  # wider tables are scaled to the text width
-# Beyond Latin-1, the characters pdflatex's utf8 input knows: dashes, quotes, ellipsis, euro, bullet.
-TYPOGRAPHY = frozenset("\u2013\u2014\u2018\u2019\u201c\u201d\u2026\u20ac\u2022")
+# The characters pdflatex sets with inputenc utf8 and the T1 and TS1 font encodings (each was
+# compiled by tests/test_reports_latex.py): printable ASCII, Latin-1, the Latin Extended-A letters
+# T1 has, Romanian's comma letters, and common typography. Anything else is shown as its code point.
+LATEX_TEXT_RANGES = (
+    (0x20, 0x7E),
+    (0xA0, 0x125),
+    (0x128, 0x137),
+    (0x139, 0x13E),
+    (0x141, 0x148),
+    (0x14A, 0x165),
+    (0x168, 0x17E),
+    (0x218, 0x21B),
+    (0x2013, 0x2014),
+    (0x2018, 0x201A),
+    (0x201C, 0x201E),
+    (0x2020, 0x2022),
+    (0x2026, 0x2026),
+    (0x2030, 0x2030),
+    (0x2039, 0x203A),
+    (0x20AC, 0x20AC),
+    (0x2122, 0x2122),
+    (0x2190, 0x2193),
+)
+_LATEX_TEXT = frozenset(chr(c) for low, high in LATEX_TEXT_RANGES for c in range(low, high + 1))
 _LATEX_SPECIAL = {
     "\\": r"\textbackslash{}",
     "&": r"\&",
@@ -35,7 +59,18 @@ _LATEX_SPECIAL = {
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
     '"': r"\textquotedbl{}",
+    # T1 fonts would set these as curly quotes, and `` '' !` ?` as ligatures: show what was typed.
+    "'": r"\textquotesingle{}",
+    "`": r"\textasciigrave{}",
+    # After \\ or \midrule, a cell starting with [ or * would be taken as their optional argument or star.
+    "[": "{[}",
+    "]": "{]}",
+    "*": "{*}",
 }
+# T1 fonts join these pairs into one glyph (-- en dash, ,, low quotes): an empty group keeps them apart.
+_LATEX_LIGATURES = frozenset({("-", "-"), (",", ",")})
+# Whitespace in a name or caption becomes one space; every other control or format character is shown.
+_WHITESPACE_CATEGORIES = frozenset({"Zs", "Zl", "Zp"})
 _MARKDOWN_SPECIAL = frozenset("\\`*_{}[]<>()#+-.!|~&$")
 _SPREADSHEET_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
@@ -54,17 +89,61 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def latex_escape(text: str) -> str:
-    """Text for LaTeX's text mode: specials escaped, unknown characters replaced by '?'."""
+def _latex_units(text: str) -> list[tuple[str, str]]:
+    """(the text, its LaTeX) of each character; a run of characters LaTeX cannot set is one unit.
+
+    Text is composed first (e + combining acute is é), whitespace collapses to single spaces,
+    and what pdflatex has no glyph for, or would stop on (controls), is shown as its code points
+    in typewriter type, so it compiles and two names that differ there still look different.
+    """
+    units: list[tuple[str, str]] = []
+    unknown: list[str] = []
+
+    def flush_unknown() -> None:
+        if unknown:
+            codes = " ".join(f"U+{ord(char):04X}" for char in unknown)
+            units.append(("".join(unknown), f"\\texttt{{[{codes}]}}"))
+            unknown.clear()
+
+    for char in unicodedata.normalize("NFC", text):
+        if char in "\t\n\r" or unicodedata.category(char) in _WHITESPACE_CATEGORIES:
+            char = " "
+        if char not in _LATEX_TEXT:
+            unknown.append(char)
+            continue
+        flush_unknown()
+        if char == " " and (not units or units[-1][0] == " "):
+            continue
+        units.append((char, _LATEX_SPECIAL.get(char, char)))
+    flush_unknown()
+    while units and units[-1][0] == " ":
+        units.pop()
+    return units
+
+
+def _join_latex(units: list[tuple[str, str]], separator: Callable[[str, str], str]) -> str:
+    """The units' LaTeX, with separator(this text, next text) between each two."""
     out = []
-    for char in _one_line(text):
-        if char in _LATEX_SPECIAL:
-            out.append(_LATEX_SPECIAL[char])
-        elif ord(char) < 0x20 or (ord(char) > 0xFF and char not in TYPOGRAPHY):
-            out.append("?")
-        else:
-            out.append(char)
+    for i, (raw, latex) in enumerate(units):
+        out.append(latex)
+        if i + 1 < len(units):
+            out.append(separator(raw, units[i + 1][0]))
     return "".join(out)
+
+
+def _code_points(raw: str) -> bool:
+    """Whether a unit is a run of characters shown as code points."""
+    return raw[0] not in _LATEX_TEXT
+
+
+def _keep_apart(raw: str, following: str) -> str:
+    return "{}" if (raw[-1], following[0]) in _LATEX_LIGATURES else ""
+
+
+def latex_escape(text: str) -> str:
+    """Text for LaTeX's text mode, on one line: specials escaped, ligatures broken, and
+    characters pdflatex cannot set shown as their code points (`\\texttt{[U+6A21]}`)."""
+    return _join_latex(_latex_units(text), _keep_apart)
 
 
 def markdown_escape(text: str) -> str:
@@ -194,7 +273,8 @@ def render_latex(comparison: Comparison, template: str, caption: str | None, lab
         *_latex_table(comparison, latex_escape(_p_caption(comparison)), f"{label}-p", p_rows, False),
     ]
     if template == "table":
-        return "\n".join([r"% Needs \usepackage{booktabs} and \usepackage{graphicx}.", *tables, ""])
+        needs = r"% Needs \usepackage[T1]{fontenc}, \usepackage{booktabs} and \usepackage{graphicx}."
+        return "\n".join([needs, *tables, ""])
     return "\n".join(
         [
             r"\documentclass{article}",
