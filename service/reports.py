@@ -4,7 +4,8 @@ Every text that comes from a user (experiment names, metric names, a caption) is
 escaped for its format here, and nowhere else. LaTeX compiles with a plain pdflatex:
 it needs the T1 font encoding, booktabs and graphicx only. Characters pdflatex cannot set
 there (controls, and beyond Latin-1, Latin Extended-A and common typography: CJK, Greek,
-Cyrillic, emoji...) are shown as their code points.
+Cyrillic, emoji...) are shown as their code points, long names wrap, and a table wider
+than the line is scaled down to it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from dataclasses import dataclass
 
 from schemas.statistics import Comparison, ComparisonCell
 
-RESIZE_ABOVE_METRICS = 5  # wider tables are scaled to the text width
 # The characters pdflatex sets with inputenc utf8 and the T1 and TS1 font encodings (each was
 # compiled by tests/test_reports_latex.py): printable ASCII, Latin-1, the Latin Extended-A letters
 # T1 has, Romanian's comma letters, and common typography. Anything else is shown as its code point.
@@ -146,6 +146,50 @@ def latex_escape(text: str) -> str:
     return _join_latex(_latex_units(text), _keep_apart)
 
 
+# In a word too long for its box, TeX may break a line after these freely, and elsewhere
+# (penalised, so only when nothing better is left) often enough that no piece is wider than the box.
+_WRAP_AFTER = frozenset("_/.:-")
+
+
+def _unit_length(raw: str) -> int:
+    """About how many characters wide a unit is once set: a code point counts as 7."""
+    return 7 * len(raw) + 2 if _code_points(raw) else len(raw)
+
+
+def _set_length(text: str) -> int:
+    return sum(_unit_length(raw) for raw, _ in _latex_units(text))
+
+
+def latex_wrappable(text: str, width: int) -> str:
+    """latex_escape's text for a box about `width` em wide, where each word longer than that
+    gets places to break, so nothing sticks out of the box whatever the name."""
+    words: list[list[tuple[str, str]]] = [[]]
+    for unit in _latex_units(text):
+        if unit[0] == " ":
+            words.append([])
+        else:
+            words[-1].append(unit)
+    run = 0  # characters since the last place to break; none wider than 1.03 em in T1 roman
+
+    def breaking(raw: str, following: str) -> str:
+        nonlocal run
+        run += _unit_length(raw)
+        if raw[-1] in _WRAP_AFTER or _code_points(raw) or _code_points(following):
+            run = 0
+            return r"\allowbreak{}"
+        if run >= width - 1 and following[0] not in _WRAP_AFTER:
+            run = 0
+            return r"\penalty50{}"
+        return _keep_apart(raw, following)
+
+    parts = []
+    for word in words:
+        run = 0
+        long = sum(_unit_length(raw) for raw, _ in word) > width
+        parts.append(_join_latex(word, breaking if long else _keep_apart))
+    return " ".join(parts)
+
+
 def markdown_escape(text: str) -> str:
     """Text for a Markdown table cell: ASCII punctuation backslash-escaped (CommonMark), one line."""
     return "".join("\\" + c if c in _MARKDOWN_SPECIAL else c for c in _one_line(text))
@@ -219,33 +263,64 @@ def _latex_cell(cell: ComparisonCell) -> str:
     return f"{{\\boldmath{math_text}}}" if cell.best else math_text
 
 
+# Names longer than this many characters wrap in a box of the given width, so that a long
+# name makes its column taller rather than the table wider (numbers are about 6em wide).
+HEADER_WRAP_ABOVE, HEADER_EM = 12, 6
+NAME_WRAP_ABOVE, NAME_EM = 24, 12
+CAPTION_WORD = 20  # the narrowest line a caption meets, a two-column page's, holds more
+
+
+def _latex_name(name: str) -> str:
+    """An experiment's name for the first column; a long one wraps, its first line on the row's.
+
+    The struts give the box's first and last lines the height and depth of a plain row, so
+    rows stay as far apart as unwrapped ones.
+    """
+    if _set_length(name) <= NAME_WRAP_ABOVE:
+        return latex_escape(name)
+    return f"\\parbox[t]{{{NAME_EM}em}}{{\\raggedright\\strut {latex_wrappable(name, NAME_EM)}\\strut}}"
+
+
+def _latex_caption(caption: str) -> str:
+    """A user's caption; one with a word wider than the line gets places to break it."""
+    if max((_set_length(word) for word in caption.split()), default=0) <= CAPTION_WORD:
+        return latex_escape(caption)
+    return latex_wrappable(caption, CAPTION_WORD)
+
+
 def _latex_header(comparison: Comparison, arrows: bool) -> str:
     names = []
     for metric, lower in zip(comparison.metrics, comparison.lower_is_better, strict=True):
         arrow = (r" $\downarrow$" if lower else r" $\uparrow$") if arrows else ""
-        names.append(latex_escape(metric) + arrow)
+        if _set_length(metric) <= HEADER_WRAP_ABOVE:
+            names.append(latex_escape(metric) + arrow)
+        else:  # its last line on the row's baseline, beside "Experiment"
+            wrapped = f"\\centering\\strut {latex_wrappable(metric, HEADER_EM)}{arrow}\\strut"
+            names.append(f"\\parbox[b]{{{HEADER_EM}em}}{{{wrapped}}}")
     return "Experiment & " + " & ".join(names) + r" \\"
 
 
 def _latex_table(comparison: Comparison, caption: str, label: str, body: list[str], arrows: bool) -> list[str]:
+    """A table float; the tabular is measured and, only when wider than the line, scaled to it.
+
+    Measuring in TeX (a box register and graphicx's \resizebox) fits whatever the fonts, names
+    and count of metrics, with no package beyond graphicx; narrower tables keep their size.
+    """
     columns = "l" + "c" * len(comparison.metrics)
-    tabular = [
+    return [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        f"\\caption{{{caption}}}",
+        f"\\label{{{label}}}",
+        r"\sbox0{%",
         f"\\begin{{tabular}}{{{columns}}}",
         r"\toprule",
         _latex_header(comparison, arrows),
         r"\midrule",
         *body,
         r"\bottomrule",
-        r"\end{tabular}",
-    ]
-    if len(comparison.metrics) > RESIZE_ABOVE_METRICS:
-        tabular = [r"\resizebox{\textwidth}{!}{%", *tabular, "}"]
-    return [
-        r"\begin{table}[htbp]",
-        r"\centering",
-        f"\\caption{{{caption}}}",
-        f"\\label{{{label}}}",
-        *tabular,
+        r"\end{tabular}}%",
+        r"\ifdim\wd0>\linewidth\resizebox{\linewidth}{!}{\usebox0}\else\usebox0\fi",
         r"\end{table}",
     ]
 
@@ -257,18 +332,18 @@ def render_latex(comparison: Comparison, template: str, caption: str | None, lab
         r"Best per metric in bold; $\uparrow$ higher is better, $\downarrow$ lower is better."
     )
     means = [
-        latex_escape(row.name) + " & " + " & ".join(_latex_cell(c) for c in row.cells) + r" \\"
+        _latex_name(row.name) + " & " + " & ".join(_latex_cell(c) for c in row.cells) + r" \\"
         for row in comparison.rows
     ]
     p_rows = [
-        latex_escape(row.name)
+        _latex_name(row.name)
         + " & "
         + " & ".join("best" if c.best else (p_text(c.p_value_vs_best, "$<0.001$") or "---") for c in row.cells)
         + r" \\"
         for row in comparison.rows
     ]
     tables = [
-        *_latex_table(comparison, latex_escape(caption) if caption else default_caption, label, means, True),
+        *_latex_table(comparison, _latex_caption(caption) if caption else default_caption, label, means, True),
         "",
         *_latex_table(comparison, latex_escape(_p_caption(comparison)), f"{label}-p", p_rows, False),
     ]

@@ -19,7 +19,7 @@ from service.reports import latex_escape, markdown_escape, mean_and_margin, spre
 from tests.keys_support import auth, create_key
 from tests.resource_helpers import create_experiment, error
 from tests.test_queries_api import ingest, wait_stored
-from tests.test_reports_latex import compile_latex
+from tests.test_reports_latex import assert_fits, compile_latex
 from tests.test_statistics import A, B, C
 
 EXPORT = "/api/v1/export/comparison"
@@ -151,7 +151,7 @@ async def test_latex_is_a_booktabs_document_with_the_best_in_bold(client: TestCl
 
 async def test_latex_compiles_with_pdflatex(client: TestClient, experiments: list[str], tmp_path: Path) -> None:
     _, text = await export(client, experiments, format="latex", caption="Accuracy & loss: 100% of runs")
-    compile_latex(tmp_path, text)
+    assert_fits(compile_latex(tmp_path, text))
 
 
 async def test_the_table_template_has_no_preamble(client: TestClient, experiments: list[str]) -> None:

@@ -1,5 +1,5 @@
 """LaTeX comparison reports, without the app: what the escaper does with every character, and
-that every document compiles with pdflatex whatever the names.
+that every document compiles with pdflatex and fits the page whatever the names and count.
 
 The compiling tests run pdflatex when it is installed (.ci/run installs it where it can) and
 skip, saying so, where it is not.
@@ -15,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from schemas.statistics import Comparison, ComparisonCell, ComparisonRow
-from service.reports import LATEX_TEXT_RANGES, latex_escape, render_latex
+from service.reports import LATEX_TEXT_RANGES, latex_escape, latex_wrappable, render_latex
 
 SPECIALS = "# $ % & ~ _ ^ \\ { } [x] *star* <<a>> a--b---c ,,low'' ``q`` !` ?` \"q\" |"
 # Every C0 control but tab and newline, DEL and every C1 control.
 CONTROLS = "".join(chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\t\n")
 UNICODE = "模型 🚀 Größe Ελληνικά кириллица e\u0301 \u202eevil \u200bzero \N{LATIN SMALL LETTER LONG S}"
+LONG = "validation_accuracy_top1_imagenet_v2_with_a_rather_long_suffix"
+UNBROKEN = "W" * 80
 
 
 def comparison(names: list[str], metrics: list[str]) -> Comparison:
@@ -117,19 +119,45 @@ def test_every_character_the_escaper_passes_through_compiles(tmp_path: Path) -> 
     compile_latex(tmp_path, document)
 
 
+def test_only_words_too_long_for_their_box_get_places_to_break() -> None:
+    assert latex_wrappable("val_loss top-1", 12) == r"val\_loss top-1"
+    wrapped = latex_wrappable("eval/perplexity_wikitext103", 6)
+    assert wrapped == r"eval/\allowbreak{}perpl\penalty50{}exity\_\allowbreak{}wikit\penalty50{}ext10\penalty50{}3"
+    pieces = re.split(r"\\allowbreak\{\}|\\penalty50\{\}", latex_wrappable("W" * 40 + " 模型" * 5, 12))
+    assert max(len(piece) for piece in pieces if "texttt" not in piece) <= 11
+
+
 # -- whole documents ------------------------------------------------------------------------------
 
 NAME_SETS = {
     "specials": [SPECIALS, "[bracket first", "*star first", "plain"],
     "controls": [CONTROLS, "x" + CONTROLS[:5] + "y", "plain"],
     "unicode": [UNICODE, "Łódź \N{EN DASH} “quoted” …", "plain"],
+    "long": [LONG + "_experiment", UNBROKEN, "short"],
 }
 
 
 @pytest.mark.parametrize("template", ["publication", "table"])
 @pytest.mark.parametrize("names", list(NAME_SETS), ids=list(NAME_SETS))
-def test_documents_with_hostile_names_compile(tmp_path: Path, names: str, template: str) -> None:
+def test_documents_with_hostile_names_compile_and_fit(tmp_path: Path, names: str, template: str) -> None:
     experiments = NAME_SETS[names]
-    metrics = ["accuracy", experiments[0][:128]]
+    metrics = ["accuracy", experiments[0][:128], "val_loss", LONG]
     report = render_latex(comparison(experiments, metrics), template, caption=experiments[0], label="tab:x")
-    compile_latex(tmp_path, report if template == "publication" else in_a_document(report))
+    log = compile_latex(tmp_path, report if template == "publication" else in_a_document(report))
+    assert_fits(log)
+
+
+@pytest.mark.parametrize("count", [2, 3, 10])
+@pytest.mark.parametrize("metric_count", [1, 4, 12])
+def test_any_number_of_experiments_and_metrics_fits_the_page(tmp_path: Path, count: int, metric_count: int) -> None:
+    metrics = [f"eval/{LONG[: 10 + 9 * i]}_loss" for i in range(metric_count)]
+    names = [f"resnet50-lr0.{i}-bs256-warmup5-cosine-seed{i}" for i in range(count)]
+    log = compile_latex(tmp_path, render_latex(comparison(names, metrics), "publication", None, "tab:comparison"))
+    assert_fits(log)
+
+
+def test_four_long_metric_names_fit_the_page(tmp_path: Path) -> None:
+    """The issue's case: four metrics with long names ran off the page, as only wider tables were scaled."""
+    metrics = [f"{LONG}_{i}" for i in range(4)]
+    log = compile_latex(tmp_path, render_latex(comparison(["a", "b"], metrics), "publication", None, "tab:c"))
+    assert_fits(log)
