@@ -149,35 +149,42 @@ def latex_escape(text: str) -> str:
 # In a word too long for its box, TeX may break a line after these freely, and elsewhere
 # (penalised, so only when nothing better is left) often enough that no piece is wider than the box.
 _WRAP_AFTER = frozenset("_/.:-")
+# The characters wider than 1em in T1 roman, bold included (Æ M Œ W Ŵ © ® ‰ … — ← →); none is wider than 2em.
+_WIDE = frozenset("\u00c6M\u0152W\u0174\u00a9\u00ae\u2030\u2026\u2014\u2190\u2192")
 
 
 def _unit_length(raw: str) -> int:
-    """About how many characters wide a unit is once set: a code point counts as 7."""
-    return 7 * len(raw) + 2 if _code_points(raw) else len(raw)
+    """About how many characters wide a unit is once set: a code point is about 8 letters wide."""
+    return 8 * len(raw) + 1 if _code_points(raw) else len(raw)
 
 
 def _set_length(text: str) -> int:
     return sum(_unit_length(raw) for raw, _ in _latex_units(text))
 
 
+def _unit_em(raw: str) -> int:
+    """At most how many em a unit is wide (a code point, [U+10FFFF] in typewriter type, is 5.25em)."""
+    return 6 * len(raw) if _code_points(raw) else (2 if raw in _WIDE else 1)
+
+
 def latex_wrappable(text: str, width: int) -> str:
-    """latex_escape's text for a box about `width` em wide, where each word longer than that
-    gets places to break, so nothing sticks out of the box whatever the name."""
+    """latex_escape's text for a box `width` em wide, where each word that might not fit gets
+    places to break: no piece between two is wider than the box, whatever the name."""
     words: list[list[tuple[str, str]]] = [[]]
     for unit in _latex_units(text):
         if unit[0] == " ":
             words.append([])
         else:
             words[-1].append(unit)
-    run = 0  # characters since the last place to break; none wider than 1.03 em in T1 roman
+    run = 0  # em since the last place to break, at most
 
     def breaking(raw: str, following: str) -> str:
         nonlocal run
-        run += _unit_length(raw)
+        run += _unit_em(raw)
         if raw[-1] in _WRAP_AFTER or _code_points(raw) or _code_points(following):
             run = 0
             return r"\allowbreak{}"
-        if run >= width - 1 and following[0] not in _WRAP_AFTER:
+        if run + _unit_em(following) > width - 1:
             run = 0
             return r"\penalty50{}"
         return _keep_apart(raw, following)
@@ -185,8 +192,8 @@ def latex_wrappable(text: str, width: int) -> str:
     parts = []
     for word in words:
         run = 0
-        long = sum(_unit_length(raw) for raw, _ in word) > width
-        parts.append(_join_latex(word, breaking if long else _keep_apart))
+        fits = sum(_unit_em(raw) for raw, _ in word) <= width - 1
+        parts.append(_join_latex(word, _keep_apart if fits else breaking))
     return " ".join(parts)
 
 

@@ -122,9 +122,13 @@ def test_every_character_the_escaper_passes_through_compiles(tmp_path: Path) -> 
 def test_only_words_too_long_for_their_box_get_places_to_break() -> None:
     assert latex_wrappable("val_loss top-1", 12) == r"val\_loss top-1"
     wrapped = latex_wrappable("eval/perplexity_wikitext103", 6)
-    assert wrapped == r"eval/\allowbreak{}perpl\penalty50{}exity\_\allowbreak{}wikit\penalty50{}ext10\penalty50{}3"
-    pieces = re.split(r"\\allowbreak\{\}|\\penalty50\{\}", latex_wrappable("W" * 40 + " 模型" * 5, 12))
-    assert max(len(piece) for piece in pieces if "texttt" not in piece) <= 11
+    assert wrapped == (
+        r"eval/\allowbreak{}perpl\penalty50{}exity\penalty50{}\_\allowbreak{}wikit\penalty50{}ext10\penalty50{}3"
+    )
+    # W is about 1.2em wide and … 1.5em: at most five of them between two places to break, in 12em.
+    for wide in ("W", "\N{HORIZONTAL ELLIPSIS}"):
+        pieces = re.split(r"\\allowbreak\{\}|\\penalty50\{\}", latex_wrappable(wide * 40, 12))
+        assert max(len(piece) for piece in pieces) == 5
 
 
 # -- whole documents ------------------------------------------------------------------------------
@@ -133,7 +137,7 @@ NAME_SETS = {
     "specials": [SPECIALS, "[bracket first", "*star first", "plain"],
     "controls": [CONTROLS, "x" + CONTROLS[:5] + "y", "plain"],
     "unicode": [UNICODE, "Łódź \N{EN DASH} “quoted” …", "plain"],
-    "long": [LONG + "_experiment", UNBROKEN, "short"],
+    "long": [LONG + "_experiment", UNBROKEN, "\N{HORIZONTAL ELLIPSIS}\N{PER MILLE SIGN}" * 30, "short"],
 }
 
 
@@ -141,7 +145,7 @@ NAME_SETS = {
 @pytest.mark.parametrize("names", list(NAME_SETS), ids=list(NAME_SETS))
 def test_documents_with_hostile_names_compile_and_fit(tmp_path: Path, names: str, template: str) -> None:
     experiments = NAME_SETS[names]
-    metrics = ["accuracy", experiments[0][:128], "val_loss", LONG]
+    metrics = ["accuracy", experiments[0][:128], "val_loss", LONG, experiments[2][:128]]
     report = render_latex(comparison(experiments, metrics), template, caption=experiments[0], label="tab:x")
     log = compile_latex(tmp_path, report if template == "publication" else in_a_document(report))
     assert_fits(log)
