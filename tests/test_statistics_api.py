@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
+from scipy import stats
 
 from tests.resource_helpers import call, create_experiment, error, idempotency, walk_with_cursor
 from tests.test_queries_api import ingest, wait_stored
@@ -173,12 +175,26 @@ async def test_a_paired_test_matches_samples_by_the_pair_key(client: TestClient,
     wilcoxon = await run(
         client, experiment, "wilcoxon_signed_rank", groups=["a", "p"], options={"pair_by": "sample_id"}
     )
-    assert (wilcoxon["statistic"], wilcoxon["p_value"]) == (5.0, approx(0.021484375))
+    # R's wilcox.test: V = T+ = 50, normal approximation with continuity correction (the differences tie).
+    assert (wilcoxon["statistic_name"], wilcoxon["statistic"]) == ("T_plus", 50.0)
+    assert wilcoxon["p_value"] == approx(0.023260619585451631)
+    assert (wilcoxon["p_value_method"], wilcoxon["continuity_correction"]) == ("asymptotic", True)
+    assert wilcoxon["options"]["method"] == "auto"
+    plain = await run(
+        client,
+        experiment,
+        "wilcoxon_signed_rank",
+        groups=["a", "p"],
+        options={"pair_by": "sample_id", "method": "asymptotic", "continuity_correction": False},
+    )
+    assert (plain["p_value_method"], plain["continuity_correction"]) == ("asymptotic", False)
 
 
 async def test_category_tests_count_a_metadata_key(client: TestClient, experiment: str) -> None:
     fisher = await run(client, experiment, "fisher_exact", metric=None, options={"category": "verdict"})
-    assert fisher["statistic"] == 4.5
+    assert (fisher["statistic_name"], fisher["statistic"]) == ("sample_odds_ratio", 4.5)
+    assert fisher["estimate"] == approx(4.31957792967887)  # the conditional MLE, R's fisher.test estimate
+    assert fisher["confidence_interval_of"] == "conditional_odds_ratio"
     assert fisher["p_value"] == approx(0.05355099259437413)
     assert fisher["contingency"] == {"categories": ["x", "y"], "counts": [[12, 8], [5, 15]]}
     assert fisher["sample_sizes"] == [20, 20]
@@ -192,6 +208,55 @@ async def test_one_sample_and_bootstrap(client: TestClient, experiment: str) -> 
     assert boot["p_value"] is None
     drawn = await run(client, experiment, "bootstrap", groups=["a", "b"], options={"resamples": 200})
     assert isinstance(drawn["options"]["seed"], int)  # recorded, so the result can be reproduced
+
+
+def timed(experiment_id: str, index: int, model: str, value: float) -> dict[str, Any]:
+    """Two events per second, so that the event id orders samples with the same timestamp."""
+    second = index // 2
+    return {
+        **progress(experiment_id, model, value),
+        "id": f"evt_order_{index:03d}",
+        "timestamp": f"2024-01-31T23:59:{second:02d}.000000Z"
+        if second < 60
+        else f"2024-02-01T00:00:{second - 60:02d}Z",
+    }
+
+
+async def test_a_seeded_bootstrap_reproduces_whatever_the_insertion_order(client: TestClient) -> None:
+    # The same samples inserted at once, and in reverse in separate inserts (separate parts, and two
+    # monthly partitions): the documented order (timestamp, then event id) gives one result, scipy's.
+    rng = np.random.default_rng(3)
+    models = ["a", "b"] * 40
+    values = np.round(rng.normal(0.5, 0.1, 80), 6)
+    ids = []
+    for order in ("once", "reversed"):
+        created = await create_experiment(client, f"Order {order}")
+        events = [timed(created["id"], i, m, float(v)) for i, (m, v) in enumerate(zip(models, values, strict=True))]
+        for event in events:
+            event["id"] += f"_{order}"
+        stored = len(ids) * len(events)
+        if order == "once":
+            await ingest(client, events)
+        else:
+            for start in range(len(events) - 20, -1, -20):
+                await ingest(client, events[start : start + 20][::-1])
+                stored += 20
+                await wait_stored(client, stored)
+        await wait_stored(client, (len(ids) + 1) * len(events))
+        ids.append(created["id"])
+    options = {"resamples": 1000, "seed": 2024, "bootstrap_method": "percentile"}
+    results = [await run(client, e, "bootstrap", groups=["a", "b"], options=options) for e in ids]
+    assert results[0]["confidence_interval"] == results[1]["confidence_interval"]
+    first, second = values[0::2], values[1::2]  # each model's values by timestamp, then id
+    scipy = stats.bootstrap(
+        (first, second),
+        lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+        vectorized=True,
+        n_resamples=1000,
+        method="percentile",
+        rng=np.random.default_rng(2024),
+    ).confidence_interval
+    assert results[0]["confidence_interval"] == [scipy.low, scipy.high]
 
 
 async def test_the_telemetry_position_moves_with_new_data(client: TestClient, experiment: str) -> None:
@@ -383,11 +448,30 @@ async def test_unmatched_pairs(client: TestClient, experiment: str) -> None:
         ({"correction": "bonferroni"}, "options.correction"),
         ({"resamples": 500}, "options.resamples"),
         ({"pair_by": "sample_id"}, "options.pair_by"),
+        ({"method": "exact"}, "options.method"),
     ],
 )
 async def test_bad_options(client: TestClient, experiment: str, options: dict[str, Any], field: str) -> None:
     problem = await refused(client, body(experiment, "welch_t_test", groups=["a", "b"], options=options))
     assert list(problem["details"]) == [field]
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "words"),
+    [
+        ({"method": "fast"}, "options.method", "Invalid enum value 'fast'"),
+        ({"method": "exact"}, "options.method", "these data have ties"),
+        ({"method": "exact", "continuity_correction": False}, "options.continuity_correction", "not to method exact"),
+        ({"seed": 3}, "options.seed", "with method permutation only"),
+        ({"method": "permutation", "resamples": 50}, "options.resamples", "Expected `int` >= 100"),
+    ],
+)
+async def test_bad_rank_options(
+    client: TestClient, experiment: str, options: dict[str, Any], field: str, words: str
+) -> None:
+    problem = await refused(client, body(experiment, "mann_whitney_u", groups=["a", "c"], options=options))
+    assert list(problem["details"]) == [field]
+    assert words in problem["details"][field][0]
 
 
 async def test_missing_required_options(client: TestClient, experiment: str) -> None:
