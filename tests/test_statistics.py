@@ -272,6 +272,7 @@ def test_fisher_exact_odds_ratio_and_its_interval() -> None:
     assert outcome.confidence_interval == [approx(0.9817270987639196), approx(21.94903555062118)]
     assert outcome.confidence_interval_of == "conditional_odds_ratio"
     assert outcome.p_value_method == "exact"
+    assert "conditional odds ratio 4.32, 95 % CI 0.9817 to 21.95" in outcome.interpretation.practical_significance
     assert outcome.effect_size == approx(0.35400521619692155)
     greater = run("fisher_exact", groups, metric=None, category="outcome", alternative="greater")
     assert greater.p_value == approx(0.026775496297187066)
