@@ -7,6 +7,7 @@ literals (computed once with scipy; see there).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from scipy import stats
 
+from service.statistics_api import sorted_samples
 from tests.resource_helpers import call, create_experiment, error, idempotency, walk_with_cursor
 from tests.test_queries_api import ingest, wait_stored
 from tests.test_statistics import KEYS, A, B, C, P
@@ -210,21 +212,21 @@ async def test_one_sample_and_bootstrap(client: TestClient, experiment: str) -> 
     assert isinstance(drawn["options"]["seed"], int)  # recorded, so the result can be reproduced
 
 
+MONTH_END = dt.datetime(2024, 1, 31, 23, 59, 50, tzinfo=dt.UTC)
+
+
 def timed(experiment_id: str, index: int, model: str, value: float) -> dict[str, Any]:
-    """Two events per second, so that the event id orders samples with the same timestamp."""
-    second = index // 2
+    """Four events per second, two per model, across a month's end (two monthly partitions)."""
     return {
         **progress(experiment_id, model, value),
         "id": f"evt_order_{index:03d}",
-        "timestamp": f"2024-01-31T23:59:{second:02d}.000000Z"
-        if second < 60
-        else f"2024-02-01T00:00:{second - 60:02d}Z",
+        "timestamp": (MONTH_END + dt.timedelta(seconds=index // 4)).isoformat(),
     }
 
 
 async def test_a_seeded_bootstrap_reproduces_whatever_the_insertion_order(client: TestClient) -> None:
-    # The same samples inserted at once, and in reverse in separate inserts (separate parts, and two
-    # monthly partitions): the documented order (timestamp, then event id) gives one result, scipy's.
+    # The same samples inserted at once, and in reverse in separate inserts (separate parts): the
+    # documented order (timestamp, then value) gives one result, scipy's on the values in that order.
     rng = np.random.default_rng(3)
     models = ["a", "b"] * 40
     values = np.round(rng.normal(0.5, 0.1, 80), 6)
@@ -247,7 +249,9 @@ async def test_a_seeded_bootstrap_reproduces_whatever_the_insertion_order(client
     options = {"resamples": 1000, "seed": 2024, "bootstrap_method": "percentile"}
     results = [await run(client, e, "bootstrap", groups=["a", "b"], options=options) for e in ids]
     assert results[0]["confidence_interval"] == results[1]["confidence_interval"]
-    first, second = values[0::2], values[1::2]  # each model's values by timestamp, then id
+    seconds = np.arange(80) // 4
+    # Each model's values by timestamp, then value (positive floats: their bits sort as the numbers).
+    first, second = (values[i::2][np.lexsort((values[i::2], seconds[i::2]))] for i in (0, 1))
     scipy = stats.bootstrap(
         (first, second),
         lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
@@ -257,6 +261,24 @@ async def test_a_seeded_bootstrap_reproduces_whatever_the_insertion_order(client
         rng=np.random.default_rng(2024),
     ).confidence_interval
     assert results[0]["confidence_interval"] == [scipy.low, scipy.high]
+
+
+def test_samples_sort_by_time_then_value_whatever_their_order() -> None:
+    times = np.array([5, 1, 5, 3, 1, 5], dtype="<i8")
+    values = np.array([0.5, -0.0, 0.25, 0.75, 0.0, 0.5])
+    labels = ["k5", "k1", "j5", "k3", "j1", "m5"]
+    expected = sorted_samples("g", values, labels, times)
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(6)
+        again = sorted_samples("g", values[order], [labels[i] for i in order], times[order])
+        assert again.values.tobytes() == expected.values.tobytes()  # -0.0 and 0.0 too
+        assert sorted(zip(again.values.tolist(), again.labels, strict=True)) == sorted(
+            zip(expected.values.tolist(), expected.labels, strict=True)
+        )
+    assert expected.values.tolist() == [0.0, 0.0, 0.75, 0.25, 0.5, 0.5]
+    assert np.signbit(expected.values[:2]).tolist() == [True, False]  # -0.0 first: its bits decide
+    only_labels = sorted_samples("g", np.zeros(0), labels, times)
+    assert only_labels.labels[:2] in (["k1", "j1"], ["j1", "k1"]) and only_labels.labels[2] == "k3"
 
 
 async def test_the_telemetry_position_moves_with_new_data(client: TestClient, experiment: str) -> None:
