@@ -543,7 +543,19 @@ add(
 add(
   "bootstrap observed difference", "bootstrap",
   list(numeric_group("a", A), numeric_group("b", B)), list(resamples = 200, seed = 1),
-  list(statistic_name = "mean_difference", statistic = mean(A) - mean(B), estimate = mean(A) - mean(B))
+  list(
+    statistic_name = "mean_difference", statistic = mean(A) - mean(B), estimate = mean(A) - mean(B),
+    effect_size = (mean(A) - mean(B)) / pooled_sd(A, B)
+  )
+)
+add(
+  "bootstrap observed median difference", "bootstrap",
+  list(numeric_group("a", A), numeric_group("c", C)),
+  list(resamples = 200, seed = 1, statistic = "median", bootstrap_method = "percentile"),
+  list(
+    statistic_name = "median_difference", statistic = median(A) - median(C),
+    effect_size = rank_biserial_u(A, C, 0.05, "two.sided")$r
+  )
 )
 
 reference <- list(
