@@ -4,7 +4,10 @@ Pure functions, no I/O. A two-group test returns a `Finding` for the pair (first
 group minus second), a one-sample test for its group against `mu`, an omnibus test
 for all groups. Data a test cannot use (no variance, nothing to rank, unmatched
 pairs) raises `StatisticsError` with a sentence saying why, which the API answers
-as 422. Every distribution and every test statistic comes from scipy.
+as 422. Every distribution and every test statistic comes from scipy (Wilcoxon's T+ is
+summed from scipy's ranks, as scipy reports min(T+, T-) when two-sided). Where scipy's
+defaults differ from R's (rank tests' p-value method and continuity correction, Fisher's
+odds ratio), the tests ask scipy for R's: README.md "Statistics: defaults and estimands".
 """
 
 from __future__ import annotations
