@@ -70,6 +70,7 @@ class Principal:
 
     key: ApiKey
     session_id: str | None = None
+    session_expires: int | None = None  # Unix seconds, for a session
 
     def allows(self, scope: str) -> bool:
         return scope == ANY_SCOPE or scope in self.key.scopes or "admin" in self.key.scopes
@@ -143,7 +144,7 @@ def _session_principal(request: web.Request, token: str) -> Principal:
     key = state.api_keys.get(claims.key_id)
     if key is None or key.revoked_at is not None:
         raise unauthorized("the session's API key was revoked")
-    return Principal(key, claims.session_id)
+    return Principal(key, claims.session_id, claims.expires)
 
 
 def _same_origin(request: web.Request) -> bool:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -58,6 +59,7 @@ POLICY_VIOLATION = 1008
 TELEMETRY_ALL_TOPIC = f"{TELEMETRY}:{ALL_EXPERIMENTS}"
 KEY_REVOKED = "the API key was revoked"
 SESSION_ENDED = "the session ended"
+SESSION_EXPIRED = "the session expired"
 
 _encode = msgspec.json.Encoder().encode
 Ref = str | int | None
@@ -148,6 +150,7 @@ class LiveHub:
         self._topics: dict[str, set[Subscription]] = {}
         self._feeds: dict[str, ExperimentFeed] = {}  # experiment id → its channel's feed
         self._subscribers: set[Subscriber] = set()
+        self._expiries: dict[Subscriber, asyncio.TimerHandle] = {}  # sessions' sockets: closed when it expires
         self._tail_task: asyncio.Task[None] | None = None
         self._tail_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
@@ -181,6 +184,13 @@ class LiveHub:
         lost = credentials_lost(subscriber.principal, self._projector.state)
         if lost is not None:
             subscriber.end(POLICY_VIOLATION, lost)
+        expires = subscriber.principal.session_expires
+        if lost is None and expires is not None:
+            # A session token is refused once it expires; its sockets would otherwise outlive it.
+            delay = max(expires - time.time(), 0.0)
+            self._expiries[subscriber] = asyncio.get_running_loop().call_later(
+                delay, subscriber.end, POLICY_VIOLATION, SESSION_EXPIRED
+            )
 
     def end_all(self) -> None:
         """Close every connection (the server is stopping)."""
@@ -188,6 +198,9 @@ class LiveHub:
             subscriber.end(GOING_AWAY, "the server is stopping")
 
     def disconnect(self, subscriber: Subscriber) -> None:
+        expiry = self._expiries.pop(subscriber, None)
+        if expiry is not None:
+            expiry.cancel()
         if subscriber in self._subscribers:
             self._subscribers.discard(subscriber)
             metrics.LIVE_CONNECTIONS.labels(subscriber.transport_name).dec()

@@ -218,6 +218,20 @@ async def test_logging_out_closes_the_sessions_sockets_with_1008(
     await ws.close()
 
 
+async def test_a_sessions_socket_closes_with_1008_when_the_session_expires(
+    app_client: Any, anonymous: aiohttp.ClientSession
+) -> None:
+    client = await app_client(session_ttl_seconds=2)
+    login = await anonymous.post(client.make_url("/api/v1/sessions"), json={"api_key": client.secret})
+    token = login.cookies[SESSION_COOKIE].value
+    session = PhoenixClient(await anonymous.ws_connect(socket_url(client, token)))
+    keyed = PhoenixClient(await anonymous.ws_connect(socket_url(client, client.secret)))
+    frame = await session.closed()
+    assert (frame.data, frame.extra) == (WSCloseCode.POLICY_VIOLATION, "the session expired")
+    await keyed.nothing_else()  # a key's socket has no expiry
+    await keyed.ws.close()
+
+
 @pytest.mark.parametrize("ending", ["session", "key"])
 async def test_credentials_lost_during_the_upgrade_close_the_socket_with_1008(
     client: TestClient, anonymous: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, ending: str
