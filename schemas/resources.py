@@ -196,7 +196,11 @@ class ApiKeyCreated(ApiKeyEvent, frozen=True, kw_only=True):
 
 
 class ApiKeyRevoked(ApiKeyEvent, frozen=True, kw_only=True):
-    pass
+    """`keep_an_admin`: the revocation applies only if another active admin key remains.
+    Every revocation since that rule sets it; events written before it (False) apply as
+    they did, so a replay never brings back a key that was revoked."""
+
+    keep_an_admin: bool = False
 
 
 class SessionEnded(ResourceEvent, frozen=True, kw_only=True):

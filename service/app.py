@@ -210,6 +210,12 @@ async def _gc_context(app: web.Application) -> AsyncIterator[None]:
     gc.unfreeze()
 
 
+async def _no_sniffing(request: web.Request, response: web.StreamResponse) -> None:
+    """`on_response_prepare`: browsers must take every answer (errors, downloads, event
+    streams) as the type it declares, never guess HTML or script from its bytes."""
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+
+
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("%s stopped", task.get_name(), exc_info=task.exception())
@@ -274,6 +280,6 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app.cleanup_ctx.extend([_gc_context, _memory_trim_context])
     app.add_routes(health_api.routes)
     app.add_routes([health_api.metrics_route(settings.metrics_public)])
-    app.on_response_prepare.append(add_rate_limit_headers)
+    app.on_response_prepare.extend([add_rate_limit_headers, _no_sniffing])
     check_routes(app)
     return app

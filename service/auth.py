@@ -5,7 +5,17 @@ Each handler declares what it needs with `@requires(scope, limit)` or `@public`;
 new endpoint cannot skip authentication by accident. The middleware finds the
 caller (a Bearer API key or the session cookie), checks the scope, and counts the
 request against the key's limit for the endpoint's class. Ingest is counted in
-events by its handler (`take_events`), once the batch is decoded.
+events by its handler (`take_events`), once the batch is decoded. A request refused
+for want of valid credentials has no key to count against: it counts against its
+client address (`--unauthenticated-rate-limit`), so that its answer too says where
+its limit stands.
+
+A browser sends the session cookie with requests that other sites' pages make, so a
+change (POST, PUT, PATCH, DELETE) authenticated by the cookie must come from a page
+of this service: its Origin (or, without one, its Referer) must be the service's own
+origin or one of `--allowed-origins`, else 403. A request with neither header is
+refused too: browsers send Origin with every such request, and other clients use a
+Bearer key, which no page can make a browser send.
 """
 
 from __future__ import annotations
@@ -15,14 +25,14 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from service import metrics
-from service.appkeys import PROJECTOR, RATE_LIMITER, SESSION_SIGNER
+from service.appkeys import PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS
 from service.credentials import SECRET_PREFIX, SESSION_COOKIE, key_for_secret
 from service.errors import ApiError
+from service.origins import client_view, describe, origin_allowed, own_origin
 from service.ratelimit import Quota
 from service.resources import ApiKey
 
@@ -33,6 +43,10 @@ ACCESS_ATTRIBUTE = "crucible_access"
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
 ANY_SCOPE = "any"  # any valid key or session, whatever its scopes
 QUOTA: web.RequestKey[Quota] = web.RequestKey("quota")
+# Methods that change nothing, which a page of another site may cause with the cookie.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The rate-limit class of requests without valid credentials, counted per client address.
+UNAUTHENTICATED = "unauthenticated"
 # The Phoenix client's `authToken` travels as this WebSocket sub-protocol plus the token in base64.
 PHOENIX_TOKEN_PROTOCOL = "base64url.bearer.phx."
 
@@ -56,6 +70,7 @@ class Principal:
 
     key: ApiKey
     session_id: str | None = None
+    session_expires: int | None = None  # Unix seconds, for a session
 
     def allows(self, scope: str) -> bool:
         return scope == ANY_SCOPE or scope in self.key.scopes or "admin" in self.key.scopes
@@ -106,6 +121,8 @@ def authenticate(request: web.Request, token_param: bool = False) -> Principal:
         return _session_principal(request, token)
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is not None and (not token_param or _same_origin(request)):
+        if request.method not in SAFE_METHODS:
+            check_page_origin(request)
         return _session_principal(request, cookie)
     if token_param:
         raise unauthorized("authentication required: connect with params {token: <api key or session token>}")
@@ -127,7 +144,7 @@ def _session_principal(request: web.Request, token: str) -> Principal:
     key = state.api_keys.get(claims.key_id)
     if key is None or key.revoked_at is not None:
         raise unauthorized("the session's API key was revoked")
-    return Principal(key, claims.session_id)
+    return Principal(key, claims.session_id, claims.expires)
 
 
 def _same_origin(request: web.Request) -> bool:
@@ -136,7 +153,29 @@ def _same_origin(request: web.Request) -> bool:
     Browsers send cookies with the WebSocket handshakes of any page, but no CORS check
     applies to them: without this, another site's page could open a socket in its user's name."""
     origin = request.headers.get("Origin")
-    return origin is None or urlsplit(origin).netloc == request.host
+    return origin is None or origin_allowed(request, origin)
+
+
+def check_page_origin(request: web.Request) -> None:
+    """403 unless the page that made this cookie-authenticated change is one of this service's."""
+    header = "Origin" if "Origin" in request.headers else "Referer"
+    source = request.headers.get(header)
+    if source is None:
+        raise forbidden(
+            "a change authenticated by the session cookie must carry an Origin or Referer header naming a page"
+            " of this service (browsers send it); other clients should send 'Authorization: Bearer <api key>'",
+            {"Origin": ["is required with the session cookie"]},
+        )
+    if not origin_allowed(request, source):
+        raise forbidden(
+            f"cross-origin request refused: the {header} {source!r} is not this service's origin"
+            f" ({describe(own_origin(request))}) nor one of --allowed-origins",
+            {header: ["is not an origin allowed to use the session cookie"]},
+        )
+
+
+def forbidden(message: str, details: dict[str, Any] | None = None) -> ApiError:
+    return ApiError(403, "forbidden", message, details)
 
 
 def _token_of(request: web.Request) -> str | None:
@@ -166,8 +205,17 @@ def principal_of(request: web.Request) -> Principal:
 def take(request: web.Request, limit_class: str, amount: int = 1) -> None:
     """Count `amount` against the caller's limit for `limit_class`; 429 when over, counting nothing."""
     key = principal_of(request).key
-    limit = getattr(key.rate_limits, limit_class)
-    quota = request.app[RATE_LIMITER].take(key.id, limit_class, limit, amount)
+    _count(request, key.id, limit_class, getattr(key.rate_limits, limit_class), amount)
+
+
+def take_unauthenticated(request: web.Request) -> None:
+    """Count a request without valid credentials (or a login) against its client address; 429 when over."""
+    address = client_view(request).address or "unknown"
+    _count(request, "address:" + address, UNAUTHENTICATED, request.app[SETTINGS].unauthenticated_rate_limit, 1)
+
+
+def _count(request: web.Request, counted: str, limit_class: str, limit: int, amount: int) -> None:
+    quota = request.app[RATE_LIMITER].take(counted, limit_class, limit, amount)
     request[QUOTA] = quota
     if not quota.allowed:
         metrics.RATE_LIMITED.labels(limit_class).inc()
@@ -195,20 +243,21 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     try:
         principal = authenticate(request, access.token_param)
-    except ApiError:
-        metrics.AUTH_FAILURES.labels("401").inc()
+    except ApiError as error:
+        metrics.AUTH_FAILURES.labels(str(error.status)).inc()
+        take_unauthenticated(request)
         raise
     request[PRINCIPAL] = principal
+    if access.limit_class is not None:
+        # Counted before the scope check, so that a refusal too counts and says where the
+        # key's limit stands. Ingest counts events once the batch is decoded; taking 0 now
+        # still gives its headers.
+        take(request, access.limit_class, 0 if access.limit_class == "ingest" else 1)
     if not principal.allows(access.scope):
         metrics.AUTH_FAILURES.labels("403").inc()
-        raise ApiError(
-            403,
-            "forbidden",
-            f"this API key lacks the {access.scope!r} scope (it has {', '.join(sorted(principal.key.scopes))})",
+        raise forbidden(
+            f"this API key lacks the {access.scope!r} scope (it has {', '.join(sorted(principal.key.scopes))})"
         )
-    if access.limit_class is not None:
-        # Ingest counts events once the batch is decoded; taking 0 now still gives its headers.
-        take(request, access.limit_class, 0 if access.limit_class == "ingest" else 1)
     return await handler(request)
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from service.errors import ApiError, validation_error
 from service.problem import split_validation_error
@@ -40,13 +40,40 @@ def fields_of(struct: type[msgspec.Struct], optional: bool = False, nonblank: tu
     }
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(request: web.Request, json: bool = True) -> bytes:
+    """The request's body; `json`: a body there is must be declared JSON (`require_json`)."""
     if request.content_length is not None and request.content_length > MAX_COMMAND_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"request body is larger than {MAX_COMMAND_BODY_BYTES} bytes")
     body = await request.read()
     if len(body) > MAX_COMMAND_BODY_BYTES:
         raise ApiError(413, "payload_too_large", f"request body is larger than {MAX_COMMAND_BODY_BYTES} bytes")
+    if json:
+        require_json(request, body)
     return body
+
+
+def is_json_media_type(content_type: str) -> bool:
+    """`application/json`, with parameters (`; charset=utf-8`) or not, or a `+json` type."""
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def require_json(request: web.Request, body: bytes) -> None:
+    """415 unless a body is declared JSON.
+
+    A page of another site can POST `text/plain` or a form without asking (no CORS
+    preflight), but not `application/json`. An empty body needs no Content-Type: actions
+    such as `POST /experiments/:id/start` take none, and clients send them bare."""
+    declared = request.headers.get(hdrs.CONTENT_TYPE)
+    if not body or (declared is not None and is_json_media_type(declared)):
+        return
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        "the body must be JSON sent with 'Content-Type: application/json'"
+        + (f", not {declared!r}" if declared is not None else "; this request named no Content-Type"),
+        {hdrs.CONTENT_TYPE: ["must be application/json"]},
+    )
 
 
 def parse_object(body: bytes, allow_empty: bool = False) -> dict[str, Any]:

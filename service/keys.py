@@ -75,7 +75,10 @@ async def create_key(
 
 
 async def revoke_key(log: EventLog, projector: Projector, key_id: str, actor: str) -> Done:
-    return await submit(log, projector, lambda env: ApiKeyRevoked(**env.fields(), key_id=key_id), actor)
+    """Revoke a key; 409 when it is the last active admin key (the fold decides, see resources)."""
+    return await submit(
+        log, projector, lambda env: ApiKeyRevoked(**env.fields(), key_id=key_id, keep_an_admin=True), actor
+    )
 
 
 def key_out(key: ApiKey, secret: str | None = None) -> ApiKeyOut:

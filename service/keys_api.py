@@ -9,13 +9,22 @@ from aiohttp import web
 from schemas.keys import ApiKeyInput, SessionInput, SessionOut
 from schemas.resources import ApiKeyEvent, RateLimits, SessionEnded
 from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
-from service.auth import ANY_SCOPE, principal_of, public, requires, unauthorized
+from service.auth import (
+    ANY_SCOPE,
+    forbidden,
+    principal_of,
+    public,
+    requires,
+    take_unauthenticated,
+    unauthorized,
+)
 from service.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.commands import request_ref, submit
 from service.credentials import SCOPES, SESSION_COOKIE, key_for_secret
 from service.errors import ApiError
 from service.keys import create_key, key_out, revoke_key
 from service.listing import SortedViews, paginate, time_key
+from service.origins import is_https, origin_allowed
 from service.params import check_known, parse_page, parse_sort
 from service.resources import ApiKey
 from service.responses import done_response, found, json_response, state_of
@@ -83,6 +92,15 @@ async def revoke_api_key(request: web.Request) -> web.Response:
 @routes.post("/api/v1/sessions")
 @public  # it authenticates the key in its body itself
 async def create_session(request: web.Request) -> web.Response:
+    # Logins count against the client's address, as requests without valid credentials do.
+    take_unauthenticated(request)
+    origin = request.headers.get("Origin")
+    if origin is not None and not origin_allowed(request, origin):
+        # Another site's page logging its visitor in with the attacker's key (login CSRF).
+        raise forbidden(
+            f"cross-origin login refused: the Origin {origin!r} is not this service's nor one of --allowed-origins",
+            {"Origin": ["is not an origin allowed to log in"]},
+        )
     body = await read_body(request)
     raw = parse_object(body, allow_empty=True)
     if "api_key" not in raw:
@@ -103,7 +121,7 @@ async def create_session(request: web.Request) -> web.Response:
         max_age=ttl,
         httponly=True,
         samesite="Lax",
-        secure=request.secure,
+        secure=is_https(request),  # behind a TLS-terminating proxy only if it is a trusted one
         path="/",
     )
     return response
@@ -127,5 +145,5 @@ async def end_session(request: web.Request) -> web.Response:
         principal.key.id,
     )
     response = web.Response(status=204)
-    response.del_cookie(SESSION_COOKIE, path="/")
+    response.del_cookie(SESSION_COOKIE, path="/", secure=is_https(request), httponly=True, samesite="Lax")
     return response

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,6 +37,7 @@ from service.experiment_feed import ExperimentFeed, Push, experiment_topic
 from service.live_events import stored_events
 from service.log import TELEMETRY_TOPIC, EventLog, LogReader, StoredRecord
 from service.projector import Projector
+from service.resources import Resources
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -55,9 +57,22 @@ TELEMETRY_EVENT = "event"
 GOING_AWAY = 1001
 POLICY_VIOLATION = 1008
 TELEMETRY_ALL_TOPIC = f"{TELEMETRY}:{ALL_EXPERIMENTS}"
+KEY_REVOKED = "the API key was revoked"
+SESSION_ENDED = "the session ended"
+SESSION_EXPIRED = "the session expired"
 
 _encode = msgspec.json.Encoder().encode
 Ref = str | int | None
+
+
+def credentials_lost(principal: Principal, state: Resources) -> str | None:
+    """Why a connection's credentials no longer hold (its key revoked, its session ended), or None."""
+    key = state.api_keys.get(principal.key.id)
+    if key is None or key.revoked_at is not None:
+        return KEY_REVOKED
+    if principal.session_id is not None and principal.session_id in state.ended_sessions:
+        return SESSION_ENDED
+    return None
 
 
 class Wire(Protocol):
@@ -135,6 +150,7 @@ class LiveHub:
         self._topics: dict[str, set[Subscription]] = {}
         self._feeds: dict[str, ExperimentFeed] = {}  # experiment id → its channel's feed
         self._subscribers: set[Subscriber] = set()
+        self._expiries: dict[Subscriber, asyncio.TimerHandle] = {}  # sessions' sockets: closed when it expires
         self._tail_task: asyncio.Task[None] | None = None
         self._tail_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
@@ -162,6 +178,19 @@ class LiveHub:
     def connect(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)
         metrics.LIVE_CONNECTIONS.labels(subscriber.transport_name).inc()
+        # Its credentials were checked before the upgrade, and the key's revocation or the
+        # session's end may have been folded since (while the upgrade was written): such an
+        # event reached the connections of that moment, not this one.
+        lost = credentials_lost(subscriber.principal, self._projector.state)
+        if lost is not None:
+            subscriber.end(POLICY_VIOLATION, lost)
+        expires = subscriber.principal.session_expires
+        if lost is None and expires is not None:
+            # A session token is refused once it expires; its sockets would otherwise outlive it.
+            delay = max(expires - time.time(), 0.0)
+            self._expiries[subscriber] = asyncio.get_running_loop().call_later(
+                delay, subscriber.end, POLICY_VIOLATION, SESSION_EXPIRED
+            )
 
     def end_all(self) -> None:
         """Close every connection (the server is stopping)."""
@@ -169,6 +198,9 @@ class LiveHub:
             subscriber.end(GOING_AWAY, "the server is stopping")
 
     def disconnect(self, subscriber: Subscriber) -> None:
+        expiry = self._expiries.pop(subscriber, None)
+        if expiry is not None:
+            expiry.cancel()
         if subscriber in self._subscribers:
             self._subscribers.discard(subscriber)
             metrics.LIVE_CONNECTIONS.labels(subscriber.transport_name).dec()
@@ -250,9 +282,9 @@ class LiveHub:
         for subscriber in list(self._subscribers):
             principal = subscriber.principal
             if isinstance(event, ApiKeyRevoked) and principal.key.id == event.key_id:
-                subscriber.end(POLICY_VIOLATION, "the API key was revoked")
+                subscriber.end(POLICY_VIOLATION, KEY_REVOKED)
             elif isinstance(event, SessionEnded) and principal.session_id == event.session_id:
-                subscriber.end(POLICY_VIOLATION, "the session ended")
+                subscriber.end(POLICY_VIOLATION, SESSION_ENDED)
 
     # -- telemetry -----------------------------------------------------------------------
 

@@ -232,6 +232,10 @@ class Resources:
             _APPLY[type(entry.event)](state, entry.event)
         return state
 
+    def active_admin_keys(self) -> set[str]:
+        """Ids of the keys that are not revoked and have the admin scope."""
+        return {k.id for k in self.api_keys.values() if k.revoked_at is None and "admin" in k.scopes}
+
     def model_named(self, name: str) -> Model | None:
         model_id = self.model_ids_by_name.get(name.casefold())
         return None if model_id is None else self.models[model_id]
@@ -333,6 +337,15 @@ def _check_api_key_revoked(state: Resources, event: ApiKeyRevoked) -> Rejection 
         return Rejection("not_found", f"API key {event.key_id} not found")
     if key.revoked_at is not None:
         return Rejection("conflict", f"API key {event.key_id} is already revoked")
+    # Checked in the fold, not only by the handler: two revocations of the last two admin
+    # keys (maybe sent to two API processes) both pass their handler's check, and the log's
+    # order then decides which one locks nobody out.
+    if event.keep_an_admin and "admin" in key.scopes and not state.active_admin_keys() - {key.id}:
+        return Rejection(
+            "conflict",
+            f"API key {event.key_id} is the last active admin key: revoking it would leave nobody able to"
+            " manage keys; create another admin key first",
+        )
     return None
 
 

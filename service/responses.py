@@ -39,8 +39,8 @@ def done_response(done: Done, payload: Any, status: int) -> web.Response:
 
 async def run_command(request: web.Request, make_event: MakeEvent[E], body: bytes | None = None) -> Done:
     """Submit the event `make_event` builds, as the caller, honouring Idempotency-Key."""
-    if body is None:
-        body = await read_body(request)
+    if body is None:  # a command without a body of its own (DELETE): read only for its fingerprint
+        body = await read_body(request, json=False)
     actor = principal_of(request).key.id
     return await submit(request.app[LOG], request.app[PROJECTOR], make_event, actor, request_ref(request, actor, body))
 

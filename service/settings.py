@@ -57,6 +57,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     log_level: str = "info"
     session_secret: str | None = None
     session_ttl_seconds: Positive = 12 * 3600
+    trusted_proxies: str | None = None
+    allowed_origins: str | None = None
+    unauthenticated_rate_limit: Positive = 1_000
     metrics_public: bool = True
     artifact_store: str | None = None
     checkpoint_max_bytes: Positive = 10 * 1024**3
@@ -116,6 +119,13 @@ HELP: dict[str, str] = {
     "session_secret": "key that signs session cookies; every API replica needs the same one"
     " (unset = one kept in the data dir)",
     "session_ttl_seconds": "how long a session cookie from POST /api/v1/sessions stays valid",
+    "trusted_proxies": "addresses or CIDR networks (comma-separated) of reverse proxies whose X-Forwarded-Proto,"
+    " X-Forwarded-Host and X-Forwarded-For are believed: the client's scheme (a Secure session cookie over"
+    " HTTPS), host (the service's own origin) and address (rate limits); unset = none, the headers are ignored",
+    "allowed_origins": "origins (comma-separated http(s)://host[:port]) of pages, besides the service's own,"
+    " that may make changes with the session cookie: a UI served from another port or host",
+    "unauthenticated_rate_limit": "requests per minute one client address may make without valid credentials"
+    " (answered 401/403) and logins it may attempt; beyond it they answer 429",
     "metrics_public": "serve /metrics without authentication (--no-metrics-public requires the read scope)",
     "artifact_store": "where checkpoint files go: a directory, or s3://bucket/prefix?endpoint=URL&region=NAME"
     " (credentials from the AWS_* variables); unset = <data dir>/artifacts",
@@ -196,6 +206,13 @@ def _check_consistency(settings: Settings) -> None:
             )
     if settings.artifact_store is not None:
         _check_artifact_store(settings.artifact_store)
+    from service.origins import parse_networks, parse_origins  # the parsers the requests use, so the two agree
+
+    for name, parse in (("trusted_proxies", parse_networks), ("allowed_origins", parse_origins)):
+        try:
+            parse(getattr(settings, name))
+        except ValueError as exc:
+            raise SettingsError(f"invalid --{name.replace('_', '-')} / {env_name(name)}: {exc}") from None
     if settings.kafka is not None:
         for server in settings.kafka.split(","):
             host, _, port = server.strip().rpartition(":")

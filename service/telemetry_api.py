@@ -14,6 +14,7 @@ from schemas.telemetry import AggregatePoint, StoredEvent
 from service import metrics
 from service.appkeys import INGESTOR, SETTINGS
 from service.auth import principal_of, requires, take
+from service.bodies import require_json
 from service.errors import ApiError, bad_parameter
 from service.params import (
     Cursor,
@@ -145,6 +146,7 @@ async def ingest_events(request: web.Request) -> web.Response:
     body = await request.read()
     if len(body) > settings.max_body_bytes:  # a chunked body has no Content-Length to check first
         raise body_too_large(settings.max_body_bytes)
+    require_json(request, body)
     try:
         answer = await request.app[INGESTOR].ingest(
             body,

@@ -38,8 +38,18 @@ def auth(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
-def session_cookie(token: str) -> dict[str, str]:
-    return {"Cookie": f"{SESSION_COOKIE}={token}"}
+def session_cookie(token: str, client: TestClient | None = None) -> dict[str, str]:
+    """The cookie header of a session; with `client`, also the Origin a page of that server sends."""
+    headers = {"Cookie": f"{SESSION_COOKIE}={token}"}
+    if client is not None:
+        headers["Origin"] = own_origin(client)
+    return headers
+
+
+def own_origin(client: TestClient) -> str:
+    """The origin of the test server's pages, as a browser names it."""
+    url = client.make_url("/")
+    return f"{url.scheme}://{url.host}:{url.port}"
 
 
 def event(experiment_id: str = "exp_rate", **overrides: Any) -> dict[str, Any]:

@@ -358,7 +358,9 @@ async def test_a_session_has_the_scopes_of_its_key(client: TestClient, anonymous
     key = await create_key(client, "read")
     token = await session_token(anonymous, client, key["secret"])
     url = client.make_url(EXPERIMENTS_URL)
-    async with anonymous.post(url, json={"experiment": {"name": "nope"}}, headers=session_cookie(token)) as answer:
+    async with anonymous.post(
+        url, json={"experiment": {"name": "nope"}}, headers=session_cookie(token, client)
+    ) as answer:
         await assert_error(answer, 403, "forbidden")
 
 
@@ -389,7 +391,7 @@ async def test_login_with_a_revoked_key_is_401(client: TestClient, anonymous: ai
 async def test_logout_refuses_the_old_cookie_afterwards(client: TestClient, anonymous: aiohttp.ClientSession) -> None:
     key = await create_key(client, "read")
     token = await session_token(anonymous, client, key["secret"])
-    async with anonymous.delete(client.make_url(SESSIONS_URL), headers=session_cookie(token)) as answer:
+    async with anonymous.delete(client.make_url(SESSIONS_URL), headers=session_cookie(token, client)) as answer:
         assert answer.status == 204
         assert answer.cookies[SESSION_COOKIE].value == ""  # the browser is told to forget it
     async with anonymous.get(client.make_url(EXPERIMENTS_URL), headers=session_cookie(token)) as answer:
@@ -400,7 +402,7 @@ async def test_logout_ends_only_that_session(client: TestClient, anonymous: aioh
     key = await create_key(client, "read")
     ended = await session_token(anonymous, client, key["secret"])
     kept = await session_token(anonymous, client, key["secret"])
-    async with anonymous.delete(client.make_url(SESSIONS_URL), headers=session_cookie(ended)) as answer:
+    async with anonymous.delete(client.make_url(SESSIONS_URL), headers=session_cookie(ended, client)) as answer:
         assert answer.status == 204
     async with anonymous.get(client.make_url(EXPERIMENTS_URL), headers=session_cookie(kept)) as answer:
         assert answer.status == 200

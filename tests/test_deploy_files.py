@@ -160,3 +160,14 @@ def test_the_api_replicas_share_one_artifact_store(services: dict[str, Any]) -> 
     assert "artifacts:/artifacts" in api["volumes"]
     assert _interpolate(api["environment"]["CRUCIBLE_ARTIFACT_STORE"]) == "/artifacts"
     assert "CRUCIBLE_KAFKA_PARTITIONS" in api["environment"]
+
+
+def test_the_api_replicas_believe_nginx_forwarded_headers(services: dict[str, Any]) -> None:
+    """Every request reaches the API from nginx: without trusting it, requests without a valid
+    key would all count against nginx's one address."""
+    trusted = _interpolate(services["api"]["environment"]["CRUCIBLE_TRUSTED_PROXIES"])
+    assert settings.load({"trusted_proxies": trusted}, environ={}).trusted_proxies == trusted
+    conf = (DEPLOY / "nginx.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in conf
+    assert "proxy_set_header X-Forwarded-Proto $scheme;" in conf
+    assert "proxy_set_header Host $http_host;" in conf  # the service's own origin is the one clients use

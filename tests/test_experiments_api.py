@@ -326,7 +326,8 @@ async def test_concurrent_starts_one_wins_the_other_is_409(client: TestClient) -
 
 async def test_an_action_with_a_malformed_body_is_400(client: TestClient) -> None:
     experiment = await create_experiment(client)
-    await error(client, "POST", f"{EXPERIMENTS}/{experiment['id']}/start", 400, "bad_request", data=b"{nope")
+    start = f"{EXPERIMENTS}/{experiment['id']}/start"
+    await error(client, "POST", start, 400, "bad_request", data=b"{nope", headers={"Content-Type": "application/json"})
     assert (await get_experiment(client, experiment["id"]))["status"] == "pending"
 
 

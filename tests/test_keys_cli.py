@@ -17,7 +17,11 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.cli_log import open_resources
 from service.credentials import secret_sha256
+from service.errors import ApiError
+from service.keys import revoke_key
+from tests.conftest import make_settings
 from tests.keys_support import (
     EVENTS_URL,
     EXPERIMENTS_URL,
@@ -229,6 +233,72 @@ async def test_revoking_a_revoked_key_is_409(client: TestClient) -> None:
     again = await client.delete(f"{KEYS_URL}/{key['id']}")
     assert again.status == 409
     assert (await again.json())["error"]["code"] == "conflict"
+
+
+async def active_admins(client: TestClient, secret: str | None = None) -> set[str]:
+    headers = auth(secret or client.secret)
+    listed = (await (await client.get(KEYS_URL, params={"per_page": "100"}, headers=headers)).json())["data"]
+    return {k["id"] for k in listed if "admin" in k["scopes"] and k["revoked_at"] is None}
+
+
+async def test_revoking_the_last_admin_key_is_409_even_by_itself(client: TestClient) -> None:
+    [admin] = await active_admins(client)
+    reader = await create_key(client, "read")
+    assert (await client.delete(f"{KEYS_URL}/{reader['id']}")).status == 204  # other keys still go
+    answer = await client.delete(f"{KEYS_URL}/{admin}")
+    assert answer.status == 409
+    error = (await answer.json())["error"]
+    assert error["code"] == "conflict"
+    assert "last active admin key" in error["message"]
+    assert await active_admins(client) == {admin}
+
+
+async def test_an_admin_key_may_revoke_itself_while_another_admin_key_remains(client: TestClient) -> None:
+    [first] = await active_admins(client)
+    second = await create_key(client, "admin")
+    assert (await client.delete(f"{KEYS_URL}/{second['id']}", headers=auth(second["secret"]))).status == 204
+    third = await create_key(client, "admin")
+    assert (await client.delete(f"{KEYS_URL}/{first}", headers=auth(third["secret"]))).status == 204
+    assert await active_admins(client, third["secret"]) == {third["id"]}
+
+
+async def test_two_admin_keys_revoking_each_other_at_once_leave_one_of_them(client: TestClient) -> None:
+    [original] = await active_admins(client)
+    one, two = await create_key(client, "admin"), await create_key(client, "admin")
+    assert (await client.delete(f"{KEYS_URL}/{original}", headers=auth(one["secret"]))).status == 204
+    answers = await asyncio.gather(
+        client.delete(f"{KEYS_URL}/{two['id']}", headers=auth(one["secret"])),
+        client.delete(f"{KEYS_URL}/{one['id']}", headers=auth(two["secret"])),
+    )
+    statuses = sorted(a.status for a in answers)
+    # The loser is refused by the fold (409), or finds its own key already revoked (401).
+    assert statuses in ([204, 401], [204, 409]), statuses
+    survivor = one if answers[0].status == 204 else two
+    assert await active_admins(client, survivor["secret"]) == {survivor["id"]}
+
+
+async def test_concurrent_revocations_that_both_pass_their_check_are_decided_by_the_fold(tmp_path: Path) -> None:
+    """Both commands check the same state before either event is folded, as two API processes
+    would; the log's order keeps the first and refuses the second."""
+    settings = make_settings(tmp_path / "data")
+    await cli_create(settings.data_path, "--name", "a", "--scopes", "admin")
+    await cli_create(settings.data_path, "--name", "b", "--scopes", "admin")
+    async with open_resources(settings) as (log, projector):
+        a, b = sorted(projector.state.api_keys)
+        outcomes = await asyncio.gather(
+            revoke_key(log, projector, a, "test"), revoke_key(log, projector, b, "test"), return_exceptions=True
+        )
+        refused = [o for o in outcomes if isinstance(o, ApiError)]
+        assert len(refused) == 1, outcomes
+        assert refused[0].status == 409 and "last active admin key" in refused[0].message
+        assert len(projector.state.active_admin_keys()) == 1
+
+
+async def test_keys_revoke_refuses_the_last_admin_key(tmp_path: Path) -> None:
+    secret = await cli_create(tmp_path, "--name", "only", "--scopes", "admin")
+    code, _, err = await crucible("keys", "revoke", key_id_of(secret), "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "last active admin key" in err
 
 
 @pytest.mark.parametrize(

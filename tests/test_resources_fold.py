@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 
 from schemas.resources import (
+    ApiKeyCreated,
+    ApiKeyRevoked,
     ExperimentCancelled,
     ExperimentCreated,
     ExperimentDeleted,
@@ -19,6 +21,7 @@ from schemas.resources import (
     ModelCreated,
     ModelDeleted,
     ModelUpdated,
+    RateLimits,
     RequestRef,
 )
 from service import resources
@@ -277,6 +280,54 @@ def test_events_of_unknown_models_are_not_found(fold: Folder) -> None:
     ):
         rejection = fold.apply(event)
         assert rejection is not None and rejection.code == "not_found"
+
+
+# -- API keys: somebody must stay able to manage them -------------------------------------------
+
+
+def key_created(key_id: str, *scopes: str) -> ApiKeyCreated:
+    return ApiKeyCreated(
+        **envelope(), key_id=key_id, name=key_id, scopes=list(scopes), secret_sha256="0" * 64, rate_limits=RateLimits()
+    )
+
+
+def key_revoked(key_id: str, keep_an_admin: bool = True) -> ApiKeyRevoked:
+    return ApiKeyRevoked(**envelope(1), key_id=key_id, keep_an_admin=keep_an_admin)
+
+
+def test_the_last_active_admin_key_cannot_be_revoked(fold: Folder) -> None:
+    fold.accept(key_created("key_admin", "admin"), key_created("key_reader", "read"), key_revoked("key_reader"))
+    rejection = fold.apply(key_revoked("key_admin"))
+    assert rejection is not None and rejection.code == "conflict"
+    assert "last active admin key" in rejection.message
+    assert fold.state.api_keys["key_admin"].revoked_at is None
+
+
+def test_of_two_racing_revocations_of_the_last_two_admin_keys_the_log_keeps_the_first(fold: Folder) -> None:
+    fold.accept(key_created("key_a", "admin"), key_created("key_b", "read", "admin"))
+    # Both were checked against the same state by their handlers (maybe in two processes)...
+    first, second = key_revoked("key_a"), key_revoked("key_b")
+    assert fold.state.check(first) is None and fold.state.check(second) is None
+    # ...and the log's order decides: the second would lock everyone out.
+    assert fold.apply(first) is None
+    rejection = fold.apply(second)
+    assert rejection is not None and rejection.code == "conflict"
+    assert fold.state.active_admin_keys() == {"key_b"}
+
+
+def test_revocations_logged_before_the_rule_still_apply_on_replay(fold: Folder) -> None:
+    fold.accept(key_created("key_only", "admin"))
+    assert fold.apply(key_revoked("key_only", keep_an_admin=False)) is None  # never resurrected
+    assert fold.state.api_keys["key_only"].revoked_at is not None
+    decoded = resources.event_decoder.decode(
+        b'{"event": "ApiKeyRevoked", "event_id": "e", "at": "2024-01-15T10:00:00Z", "key_id": "k"}'
+    )
+    assert isinstance(decoded, ApiKeyRevoked) and decoded.keep_an_admin is False
+
+
+def test_an_admin_key_may_be_revoked_while_another_one_remains(fold: Folder) -> None:
+    fold.accept(key_created("key_a", "admin"), key_created("key_b", "admin"), key_revoked("key_a"))
+    assert fold.state.active_admin_keys() == {"key_b"}
 
 
 async def test_a_fold_that_fails_on_one_event_skips_it_and_goes_on(client: Any, monkeypatch: Any) -> None:

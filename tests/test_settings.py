@@ -47,12 +47,25 @@ def test_kafka_and_clickhouse_select_the_distributed_parts() -> None:
         (["--clickhouse", "ch:8123"], {}, "http(s)://"),
         (["--log-level", "loud"], {}, "--log-level"),
         (["--writer-flush-seconds", "-1"], {}, "--writer-flush-seconds"),
+        (["--trusted-proxies", "10.0.0.0/8, proxy.internal"], {}, "'proxy.internal' is not an IP address"),
+        ([], {"CRUCIBLE_TRUSTED_PROXIES": "10.0.0.300"}, "CRUCIBLE_TRUSTED_PROXIES"),
+        (["--allowed-origins", "localhost:5173"], {}, "--allowed-origins"),
+        (["--allowed-origins", "https://ui.example/app"], {}, "expected http(s)://host[:port]"),
+        (["--unauthenticated-rate-limit", "0"], {}, "--unauthenticated-rate-limit"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(argv: list[str], environ: dict[str, str], mentions: str) -> None:
     with pytest.raises(SettingsError) as refused:
         load(parse(*argv), environ=environ)
     assert mentions in str(refused.value)
+
+
+def test_proxies_and_origins_are_comma_separated_lists() -> None:
+    environ = {"CRUCIBLE_TRUSTED_PROXIES": "10.0.0.1, 172.16.0.0/12, ::1", "CRUCIBLE_ALLOWED_ORIGINS": ""}
+    settings = load(parse("--allowed-origins", "http://localhost:5173,https://ui.example"), environ=environ)
+    assert settings.trusted_proxies == "10.0.0.1, 172.16.0.0/12, ::1"
+    assert settings.allowed_origins == "http://localhost:5173,https://ui.example"
+    assert load(parse(), environ={}).trusted_proxies is None  # no proxy is believed by default
 
 
 def test_cli_exits_2_with_the_message() -> None:

@@ -530,4 +530,6 @@ async def test_bad_bodies(client: TestClient, payload: dict[str, Any], field: st
 
 
 async def test_malformed_json_is_400(client: TestClient) -> None:
-    await error(client, "POST", RESULTS, 400, "bad_request", data=b"{nope")
+    await error(
+        client, "POST", RESULTS, 400, "bad_request", data=b"{nope", headers={"Content-Type": "application/json"}
+    )

@@ -17,14 +17,17 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSCloseCode, WSMsgType
+from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.test_utils import TestClient
 
-from service.appkeys import PROJECTOR
-from service.auth import Principal
+from schemas.resources import SessionEnded
+from service.appkeys import LOG, PROJECTOR
+from service.auth import PRINCIPAL, Principal
 from service.channels import ChannelRefusal, join
+from service.commands import submit
 from service.credentials import SESSION_COOKIE
-from tests.keys_support import create_key
+from service.keys import revoke_key
+from tests.keys_support import create_key, session_cookie
 from tests.live_support import (
     EVENTS_URL,
     PhoenixClient,
@@ -191,6 +194,77 @@ async def test_a_revoked_key_loses_its_socket(client: TestClient, connect: Conne
     await call(client, "DELETE", f"/api/v1/api-keys/{reader['id']}", 204)
     frame = await socket.closed()
     assert frame.data == WSCloseCode.POLICY_VIOLATION
+
+
+@pytest.mark.parametrize("by", ["token", "cookie"])
+async def test_logging_out_closes_the_sessions_sockets_with_1008(
+    client: TestClient, anonymous: aiohttp.ClientSession, connect: Connect, by: str
+) -> None:
+    key = await create_key(client, "read")
+    login = await anonymous.post(client.make_url("/api/v1/sessions"), json={"api_key": key["secret"]})
+    token = login.cookies[SESSION_COOKIE].value
+    if by == "token":
+        ws = await anonymous.ws_connect(socket_url(client, token))
+    else:
+        ws = await anonymous.ws_connect(socket_url(client, None), headers=session_cookie(token, client))
+    socket = PhoenixClient(ws)
+    await socket.join("telemetry:all")
+    other = await connect(client, token=key["secret"])  # the key's own socket is not the session's
+    logout = await anonymous.delete(client.make_url("/api/v1/sessions"), headers=session_cookie(token, client))
+    assert logout.status == 204, await logout.text()
+    frame = await socket.closed()
+    assert (frame.data, frame.extra) == (WSCloseCode.POLICY_VIOLATION, "the session ended")
+    await other.nothing_else()
+    await ws.close()
+
+
+async def test_a_sessions_socket_closes_with_1008_when_the_session_expires(
+    app_client: Any, anonymous: aiohttp.ClientSession
+) -> None:
+    client = await app_client(session_ttl_seconds=2)
+    login = await anonymous.post(client.make_url("/api/v1/sessions"), json={"api_key": client.secret})
+    token = login.cookies[SESSION_COOKIE].value
+    session = PhoenixClient(await anonymous.ws_connect(socket_url(client, token)))
+    keyed = PhoenixClient(await anonymous.ws_connect(socket_url(client, client.secret)))
+    frame = await session.closed()
+    assert (frame.data, frame.extra) == (WSCloseCode.POLICY_VIOLATION, "the session expired")
+    await keyed.nothing_else()  # a key's socket has no expiry
+    await keyed.ws.close()
+
+
+@pytest.mark.parametrize("ending", ["session", "key"])
+async def test_credentials_lost_during_the_upgrade_close_the_socket_with_1008(
+    client: TestClient, anonymous: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """The session ends (or the key is revoked) after the handshake's check but before the
+    socket is among the hub's connections, which that event's fan-out then missed."""
+    key = await create_key(client, "read")
+    login = await anonymous.post(client.make_url("/api/v1/sessions"), json={"api_key": key["secret"]})
+    token = login.cookies[SESSION_COOKIE].value
+    prepare = web.WebSocketResponse.prepare
+
+    async def lose_credentials_first(self: web.WebSocketResponse, request: web.Request) -> Any:
+        principal = request[PRINCIPAL]
+        app = request.app
+        if ending == "key":
+            await revoke_key(app[LOG], app[PROJECTOR], principal.key.id, "test")
+        else:
+            expires = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+            session_id = principal.session_id or ""
+            await submit(
+                app[LOG],
+                app[PROJECTOR],
+                lambda env: SessionEnded(**env.fields(), session_id=session_id, expires_at=expires),
+                "test",
+            )
+        return await prepare(self, request)
+
+    monkeypatch.setattr(web.WebSocketResponse, "prepare", lose_credentials_first)
+    ws = await anonymous.ws_connect(socket_url(client, token))
+    frame = await asyncio.wait_for(ws.receive(), 10)
+    assert frame.type == WSMsgType.CLOSE, frame
+    assert frame.data == WSCloseCode.POLICY_VIOLATION
+    assert frame.extra == ("the API key was revoked" if ending == "key" else "the session ended")
 
 
 async def test_stopping_the_server_closes_its_sockets_with_1001(client: TestClient, connect: Connect) -> None:

@@ -250,7 +250,11 @@ async function main() {
   assert.equal((await join(readerSocket.socket.channel(`dashboard:${reader.id}`))).status, "ok")
 
   step("a session token and the authToken option connect too")
-  const login = await fetch(BASE + "/api/v1/sessions", {method: "POST", body: JSON.stringify({api_key: KEY})})
+  const login = await fetch(BASE + "/api/v1/sessions", {
+    method: "POST",
+    headers: {"Content-Type": "application/json"}, // fetch would send a string as text/plain: 415
+    body: JSON.stringify({api_key: KEY}),
+  })
   const sessionToken = login.headers.get("set-cookie").match(/_crucible_ui_key=([^;]+)/)[1]
   const sessionSocket = connect({params: {token: sessionToken}})
   await sessionSocket.opened
