@@ -218,7 +218,11 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     """The service for one process: the API unless `api` is False (`crucible writer`),
     and the warehouse writer when `settings.writer` is set. Health and metrics always."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES,
+        # Bodies are inflated by the routes that take them, bounded (service/input_bounds.py);
+        # checkpoint uploads are stored as sent.
+        handler_args={"auto_decompress": False},
     )
     log = make_log(settings)
     warehouse = Warehouse(settings)

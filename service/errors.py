@@ -57,9 +57,10 @@ def bad_parameter(name: str, problem: str) -> ApiError:
     return validation_error(f"{name} {problem}", {name: [problem]})
 
 
-def error_response(error: ApiError) -> web.Response:
+def error_response(error: Problem) -> web.Response:
     body = ErrorResponse(error=ErrorBody(code=error.code, message=error.message, details=error.details))
-    return web.Response(status=error.status, body=_encode(body), content_type="application/json", headers=error.headers)
+    headers = error.headers if isinstance(error, ApiError) else None
+    return web.Response(status=error.status, body=_encode(body), content_type="application/json", headers=headers)
 
 
 @web.middleware
@@ -68,7 +69,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as error:
+    except Problem as error:  # ApiError, or a refusal of code shared with worker processes
         return error_response(error)
     except web.HTTPException as exc:
         if exc.status < 400:
