@@ -16,6 +16,7 @@ from service import (
     experiments_api,
     exports_api,
     health_api,
+    http_protocol,
     keys_api,
     models_api,
     runs_api,
@@ -224,6 +225,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         # checkpoint uploads are stored as sent.
         handler_args={"auto_decompress": False},
     )
+    http_protocol.install(app)  # the parser's own refusals in the error shape
     log = make_log(settings)
     warehouse = Warehouse(settings)
     app[SETTINGS] = settings

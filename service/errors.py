@@ -79,6 +79,15 @@ async def error_middleware(
         if exc.status == 413:
             message = f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
         return error_response(ApiError(exc.status, code, message))
+    except ConnectionError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            logger.exception("unexpected error in %s %s", request.method, request.path)
+            return error_response(ApiError(500, "internal_error", "internal server error"))
+        # The client hung up mid-request (mid-body, typically): not the server's fault, and
+        # nobody is left to read an answer.
+        logger.info("client went away during %s %s", request.method, request.path)
+        return error_response(ApiError(400, "bad_request", "the client closed the connection"))
     except Exception:
         logger.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "internal server error"))

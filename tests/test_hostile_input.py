@@ -8,25 +8,19 @@ deeply nested frames, too many channels or sockets).
 from __future__ import annotations
 
 import asyncio
-import base64
 import gzip
 import logging
-import os
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient
 
 from service.ingest_workers import IngestWorkers
-from tests.keys_support import create_key
-from tests.live_support import PhoenixClient, inference, socket_url
-from tests.resource_helpers import create_experiment
+from tests.live_support import inference
 
 DEEP = 5_000  # beyond the decoder's recursion limit however little of the stack is in use
 EVENTS = "/api/v1/telemetry/events"
@@ -192,3 +186,94 @@ async def test_a_checkpoint_is_stored_as_the_bytes_sent_whatever_its_content_enc
     await put(client, run_id, "ckpt_gz", sent, 201, headers={"Content-Encoding": "gzip"})
     _, stored = await download(client, run_id, "ckpt_gz")
     assert stored == sent
+
+
+# -- malformed HTTP and vanishing clients ----------------------------------------------------
+
+
+async def raw_exchange(client: TestClient, request: bytes) -> tuple[int, bytes, bytes]:
+    """Send `request` bytes on a fresh connection; (status, headers, body) of the answer."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        raw = await asyncio.wait_for(reader.read(), 30)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), head, body
+
+
+def no_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    noisy = [r for r in caplog.records if r.exc_info is not None or r.levelno >= logging.ERROR]
+    assert noisy == [], [(r.name, r.getMessage()) for r in noisy]
+
+
+def assert_raw_error(status: int, head: bytes, body: bytes, expected: int) -> dict[str, Any]:
+    import json
+
+    assert status == expected, (head, body)
+    assert b"application/json" in head.lower(), head
+    error = json.loads(body)["error"]
+    assert set(error) >= {"code", "message", "details"}, error
+    return dict(error)
+
+
+async def test_a_url_over_8_kb_is_a_json_400_logged_in_one_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    request = b"GET /api/v1/experiments?q=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    error = assert_raw_error(*await raw_exchange(client, request), 400)
+    assert error["code"] == "bad_request"
+    no_tracebacks(caplog)
+    await assert_serving(client)
+
+
+async def test_a_control_byte_in_a_header_is_a_json_400_logged_in_one_line(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    request = (
+        b"POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nContent-Type: application/\x7fjson\r\n"
+        b"Content-Length: 2\r\n\r\n{}"
+    )
+    assert_raw_error(*await raw_exchange(client, request), 400)
+    no_tracebacks(caplog)
+    await assert_serving(client)
+
+
+def test_clients_gone_mid_body_and_malformed_requests_log_one_line_in_crucible_serve(tmp_path: Path) -> None:
+    """The real server (uvloop, web.run_app): what a vanished client leaves in its log."""
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    from tests.support import create_admin_key, free_port, serve_processes
+
+    with serve_processes(tmp_path) as make:
+        secret = create_admin_key(["--data-dir", str(tmp_path / "data")])
+        server = make(free_port()).start(timeout=120)
+        for path in (EVENTS, "/api/v1/experiments"):
+            with socket.create_connection(("127.0.0.1", server.port)) as sock:
+                head = (
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {secret}\r\n"
+                    "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"
+                )
+                sock.sendall(head.encode() + b'{"events": [' + b" " * 1000)
+                time.sleep(0.5)  # the handler is waiting for the rest of the body
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET /api/v1/experiments?q=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = sock.makefile("rb").read()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.split(b" ")[1] == b"400", head
+        assert set(json.loads(body)["error"]) >= {"code", "message", "details"}
+        with urllib.request.urlopen(server.url + "/healthz", timeout=10) as health:
+            assert health.status == 200
+        server.stop()
+        log = (tmp_path / "serve.log").read_text()
+        assert "Traceback" not in log, log[-3000:]
+        assert "unexpected error" not in log, log[-3000:]
+        assert log.count("client went away") == 2, log[-3000:]
