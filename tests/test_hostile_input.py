@@ -267,8 +267,8 @@ def test_clients_gone_mid_body_and_malformed_requests_log_one_line_in_crucible_s
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(b"GET /api/v1/experiments?q=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
             answer = sock.makefile("rb").read()
-        head, _, body = answer.partition(b"\r\n\r\n")
-        assert head.split(b" ")[1] == b"400", head
+        status_line, _, body = answer.partition(b"\r\n\r\n")
+        assert status_line.split(b" ")[1] == b"400", status_line
         assert set(json.loads(body)["error"]) >= {"code", "message", "details"}
         with urllib.request.urlopen(server.url + "/healthz", timeout=10) as health:
             assert health.status == 200
