@@ -8,19 +8,25 @@ deeply nested frames, too many channels or sockets).
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import logging
+import os
 import struct
 import zlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import WSCloseCode
 from aiohttp.test_utils import TestClient
 
 from service.ingest_workers import IngestWorkers
-from tests.live_support import inference
+from tests.keys_support import create_key
+from tests.live_support import PhoenixClient, inference, socket_url
+from tests.support import eventually
 
 DEEP = 5_000  # beyond the decoder's recursion limit however little of the stack is in use
 EVENTS = "/api/v1/telemetry/events"
@@ -277,3 +283,151 @@ def test_clients_gone_mid_body_and_malformed_requests_log_one_line_in_crucible_s
         assert "Traceback" not in log, log[-3000:]
         assert "unexpected error" not in log, log[-3000:]
         assert log.count("client went away") == 2, log[-3000:]
+
+
+# -- WebSockets ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
+        yield session
+
+
+async def open_socket(session: aiohttp.ClientSession, client: TestClient, token: str | None = None) -> PhoenixClient:
+    return PhoenixClient(await session.ws_connect(socket_url(client, token or client.secret)))
+
+
+async def test_a_deeply_nested_frame_closes_the_socket_with_1007(
+    client: TestClient, anonymous: aiohttp.ClientSession
+) -> None:
+    socket = await open_socket(anonymous, client)
+    await socket.ws.send_str('[null,"1","phoenix","heartbeat",' + nested(DEEP).decode() + "]")
+    closed = await socket.closed()
+    assert closed.type == aiohttp.WSMsgType.CLOSE, closed
+    assert closed.data == WSCloseCode.INVALID_TEXT, closed
+    assert "nested too deeply" in closed.extra
+    await assert_serving(client)
+
+
+def ws_handshake(client: TestClient) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET /socket/websocket?token={client.secret}&vsn=2.0.0 HTTP/1.1\r\nHost: x\r\n"
+        f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+def client_frame(payload: bytes, masked: bool = True, opcode: int = 0x1) -> bytes:
+    """A final frame as a client sends it (RFC 6455 section 5.2), masked unless told not to."""
+    head = bytes([0x80 | opcode])
+    size = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if size < 126:
+        head += bytes([mask_bit | size])
+    elif size < 1 << 16:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", size)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", size)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+async def read_server_frames(reader: asyncio.StreamReader) -> list[tuple[int, bytes]]:
+    """(opcode, payload) of each server frame until the server closes the connection."""
+    frames = []
+    data = await asyncio.wait_for(reader.read(), 30)
+    while data:
+        opcode, size = data[0] & 0x0F, data[1] & 0x7F
+        start = 2
+        if size == 126:
+            size, start = struct.unpack("!H", data[2:4])[0], 4
+        elif size == 127:
+            size, start = struct.unpack("!Q", data[2:10])[0], 10
+        frames.append((opcode, data[start : start + size]))
+        data = data[start + size :]
+    return frames
+
+
+@pytest.mark.parametrize("size", [5, 300, 70_000])
+async def test_an_unmasked_client_frame_closes_the_socket_with_1002(client: TestClient, size: int) -> None:
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    try:
+        writer.write(ws_handshake(client))
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 101"), head
+        heartbeat = b'[null,"1","phoenix","heartbeat",{}]'
+        writer.write(client_frame(heartbeat))  # masked: answered
+        writer.write(client_frame(b" " * size + heartbeat, masked=False))
+        await writer.drain()
+        frames = await read_server_frames(reader)
+    finally:
+        writer.close()
+    assert frames[0][0] == 0x1 and b"phx_reply" in frames[0][1], frames
+    opcode, payload = frames[-1]
+    assert opcode == 0x8, frames  # close
+    assert struct.unpack("!H", payload[:2])[0] == WSCloseCode.PROTOCOL_ERROR, payload
+    assert len(frames) == 2, frames  # the unmasked heartbeat was not answered
+    await assert_serving(client)
+
+
+async def test_a_socket_joins_at_most_ws_max_channels(app_client: Any, anonymous: aiohttp.ClientSession) -> None:
+    client = await app_client(ws_max_channels=3)
+    socket = await open_socket(anonymous, client)
+    for n in range(3):
+        _, reply = await socket.join(f"telemetry:exp_{n}")
+        assert reply.payload["status"] == "ok", reply
+    _, reply = await socket.join("telemetry:exp_over")
+    assert reply.payload["status"] == "error", reply
+    assert reply.payload["response"]["code"] == "too_many_channels", reply
+    assert "at most 3 channels" in reply.payload["response"]["reason"]
+    _, reply = await socket.join("telemetry:exp_0")  # joining a joined topic again replaces it
+    assert reply.payload["status"] == "ok", reply
+    reply = await socket.request("telemetry:exp_1", "phx_leave", join_ref=None)
+    assert reply.payload["status"] == "ok", reply
+    await socket.push("telemetry:exp_1", "phx_close")
+    _, reply = await socket.join("telemetry:exp_over")
+    assert reply.payload["status"] == "ok", reply
+    await socket.nothing_else()
+
+
+async def test_a_channel_subscribes_to_a_bounded_number_of_event_types(
+    client: TestClient, anonymous: aiohttp.ClientSession
+) -> None:
+    socket = await open_socket(anonymous, client)
+    join_ref, reply = await socket.join("telemetry:all")
+    for n in range(2):
+        types = [f"t{n}.{i}" for i in range(60)]
+        reply = await socket.request("telemetry:all", "subscribe", {"event_types": types}, join_ref=join_ref)
+    assert reply.payload["status"] == "error", reply
+    assert reply.payload["response"]["code"] == "too_many_event_types", reply
+
+
+async def test_live_connections_per_key_are_capped(app_client: Any, anonymous: aiohttp.ClientSession) -> None:
+    client = await app_client(live_max_connections_per_key=2)
+    first = await open_socket(anonymous, client)
+    second = await open_socket(anonymous, client)  # kept: a socket nobody holds is closed
+    with pytest.raises(aiohttp.WSServerHandshakeError) as caught:
+        await open_socket(anonymous, client)
+    assert caught.value.status == 429
+    answer = await client.get("/api/v1/telemetry/stream")
+    error = await assert_error(answer, 429, "rate_limited")
+    assert "2 live connections" in error["message"]
+    other = (await create_key(client, "read"))["secret"]  # another key has its own count
+    third = await open_socket(anonymous, client, other)
+    await first.ws.close()
+
+    async def reopened() -> bool:
+        try:
+            await open_socket(anonymous, client)
+        except aiohttp.WSServerHandshakeError:
+            return False
+        return True
+
+    await eventually(reopened)
+    await assert_serving(client)
+    await second.ws.close()
+    await third.ws.close()
