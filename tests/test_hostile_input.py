@@ -119,6 +119,16 @@ async def test_deep_nesting_in_a_worker_process_is_400_and_the_worker_lives(tmp_
         await workers.stop()
 
 
+async def test_a_deeply_nested_cursor_is_422(client: TestClient) -> None:
+    """Cursors are JSON the client hands back, in the query string."""
+    deep = b'["a","b","c","d",' + nested(1_500) + b"]"
+    cursor = base64.urlsafe_b64encode(deep).decode().rstrip("=")
+    for path in (EVENTS, "/api/v1/experiments"):
+        answer = await client.get(path, params={"cursor": cursor})
+        await assert_error(answer, 422, "validation_error")
+    await assert_serving(client)
+
+
 # -- compressed bodies -----------------------------------------------------------------------
 
 
