@@ -28,10 +28,6 @@ logger = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 
 
-def _code_of(status: int) -> str:
-    return {400: "bad_request", 413: "payload_too_large", 431: "headers_too_large"}.get(status, "bad_request")
-
-
 class ShapedErrorHandler(RequestHandler):
     """aiohttp's connection handler, but its own refusals are JSON and logged in one line."""
 
@@ -45,7 +41,7 @@ class ShapedErrorHandler(RequestHandler):
         if isinstance(exc, LineTooLong):
             text = f"request line or header too long: {text}"
         logger.info("refused a malformed request from %s: %s", request.remote, text)
-        body = ErrorResponse(error=ErrorBody(code=_code_of(status), message=text, details={}))
+        body = ErrorResponse(error=ErrorBody(code="bad_request", message=text, details={}))
         response = web.Response(status=status, body=_encode(body), content_type="application/json")
         response.force_close()
         return response
