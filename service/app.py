@@ -16,6 +16,7 @@ from service import (
     experiments_api,
     exports_api,
     health_api,
+    http_protocol,
     keys_api,
     models_api,
     runs_api,
@@ -225,8 +226,13 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     """The service for one process: the API unless `api` is False (`crucible writer`),
     and the warehouse writer when `settings.writer` is set. Health and metrics always."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES,
+        # Bodies are inflated by the routes that take them, bounded (service/input_bounds.py);
+        # checkpoint uploads are stored as sent.
+        handler_args={"auto_decompress": False},
     )
+    http_protocol.install(app)  # the parser's own refusals in the error shape
     log = make_log(settings)
     warehouse = Warehouse(settings)
     app[SETTINGS] = settings

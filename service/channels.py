@@ -30,6 +30,7 @@ ALL_EXPERIMENTS = "all"  # telemetry:all
 MAX_TOPIC_ARGUMENT = 256
 SUBSCRIBE = "subscribe"
 UNSUBSCRIBE = "unsubscribe"
+MAX_EVENT_TYPES = 100  # per telemetry channel, summed over its join and subscribes (EventTypes caps one message)
 
 
 class ChannelRefusal(Exception):
@@ -125,7 +126,12 @@ def client_event(
         raise ChannelRefusal("unknown_event", f"unknown event {event!r}: {topic.kind} channels {takes}")
     types = event_types(payload)
     now = current.types if current else frozenset()
-    changed = EventFilter.of(now | types if event == SUBSCRIBE else now - types)
+    wanted = now | types if event == SUBSCRIBE else now - types
+    if len(wanted) > MAX_EVENT_TYPES:  # each is matched against every event the channel sees
+        raise ChannelRefusal(
+            "too_many_event_types", f"a channel subscribes to at most {MAX_EVENT_TYPES} event types at once"
+        )
+    changed = EventFilter.of(wanted)
     return changed, changed.answer() if changed else EVERY_EVENT
 
 

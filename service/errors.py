@@ -57,9 +57,10 @@ def bad_parameter(name: str, problem: str) -> ApiError:
     return validation_error(f"{name} {problem}", {name: [problem]})
 
 
-def error_response(error: ApiError) -> web.Response:
+def error_response(error: Problem) -> web.Response:
     body = ErrorResponse(error=ErrorBody(code=error.code, message=error.message, details=error.details))
-    return web.Response(status=error.status, body=_encode(body), content_type="application/json", headers=error.headers)
+    headers = error.headers if isinstance(error, ApiError) else None
+    return web.Response(status=error.status, body=_encode(body), content_type="application/json", headers=headers)
 
 
 @web.middleware
@@ -68,7 +69,7 @@ async def error_middleware(
 ) -> web.StreamResponse:
     try:
         return await handler(request)
-    except ApiError as error:
+    except Problem as error:  # ApiError, or a refusal of code shared with worker processes
         return error_response(error)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -78,6 +79,15 @@ async def error_middleware(
         if exc.status == 413:
             message = f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
         return error_response(ApiError(exc.status, code, message))
+    except ConnectionError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            logger.exception("unexpected error in %s %s", request.method, request.path)
+            return error_response(ApiError(500, "internal_error", "internal server error"))
+        # The client hung up mid-request (mid-body, typically): not the server's fault, and
+        # nobody is left to read an answer.
+        logger.info("client went away during %s %s", request.method, request.path)
+        return error_response(ApiError(400, "bad_request", "the client closed the connection"))
     except Exception:
         logger.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(ApiError(500, "internal_error", "internal server error"))

@@ -22,6 +22,7 @@ from schemas.telemetry import (
     TelemetryEvent,
     TelemetryRecord,
 )
+from service.input_bounds import TooDeep, decode_bounded
 from service.problem import Problem, split_validation_error
 from service.run_events import RESERVED_PREFIX, is_reserved, reserved_problem
 
@@ -95,11 +96,15 @@ def decode_batch(body: bytes, max_events: int) -> list[TelemetryEvent | IngestEr
     Raises BatchRefused 400 for malformed JSON and 422 when the body is not a batch.
     """
     try:
-        return list(_batch_decoder.decode(body).events)  # fast path: the whole batch is valid
+        return list(decode_bounded(_batch_decoder.decode, body).events)  # fast path: the whole batch is valid
     except msgspec.DecodeError:
         pass
+    except TooDeep as exc:
+        raise BatchRefused(400, "bad_request", str(exc), {"body": ["nested too deeply"]}) from None
     try:
-        raw = _raw_batch_decoder.decode(body)
+        raw = decode_bounded(_raw_batch_decoder.decode, body)
+    except TooDeep as exc:  # skipping a nested event recurses as well
+        raise BatchRefused(400, "bad_request", str(exc), {"body": ["nested too deeply"]}) from None
     except msgspec.ValidationError as exc:
         message, path = split_validation_error(exc)
         raise validation_refusal(f"body is not a batch of events: {message}", {path: [message]}) from None
@@ -110,7 +115,9 @@ def decode_batch(body: bytes, max_events: int) -> list[TelemetryEvent | IngestEr
     decoded: list[TelemetryEvent | IngestError] = []
     for index, item in enumerate(raw.events):
         try:
-            decoded.append(_event_decoder.decode(item))
+            decoded.append(decode_bounded(_event_decoder.decode, item))
+        except TooDeep as exc:
+            raise BatchRefused(400, "bad_request", str(exc), {f"$.events[{index}]": ["nested too deeply"]}) from None
         except msgspec.ValidationError as exc:
             message, path = split_validation_error(exc)
             decoded.append(IngestError(index=index, message=message, path=f"$.events[{index}]{path[1:]}"))

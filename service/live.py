@@ -21,7 +21,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +36,7 @@ from service.dashboard_feed import SystemSampler, experiment_summary
 from service.experiment_feed import ExperimentFeed, Push, experiment_topic
 from service.live_events import stored_events
 from service.log import TELEMETRY_TOPIC, EventLog, LogReader, StoredRecord
+from service.problem import Problem
 from service.projector import Projector
 from service.resources import Resources
 from service.settings import Settings
@@ -151,6 +152,7 @@ class LiveHub:
         self._feeds: dict[str, ExperimentFeed] = {}  # experiment id → its channel's feed
         self._subscribers: set[Subscriber] = set()
         self._expiries: dict[Subscriber, asyncio.TimerHandle] = {}  # sessions' sockets: closed when it expires
+        self._admitted: dict[str, int] = {}  # API key id → its live connections (admit/release)
         self._tail_task: asyncio.Task[None] | None = None
         self._tail_lock = asyncio.Lock()
         self._ticker: asyncio.Task[None] | None = None
@@ -174,6 +176,39 @@ class LiveHub:
                     await task
 
     # -- subscribers and subscriptions ---------------------------------------------------
+
+    def admit(self, key_id: str, limit: int) -> bool:
+        """Count one more live connection of the API key `key_id`, unless it has `limit` already.
+
+        Checked and counted at once, before the connection's handshake awaits anything, so
+        that connections racing in together cannot all pass; each admitted one is `release`d."""
+        count = self._admitted.get(key_id, 0)
+        if count >= limit:
+            return False
+        self._admitted[key_id] = count + 1
+        return True
+
+    def release(self, key_id: str) -> None:
+        count = self._admitted.get(key_id, 0) - 1
+        if count > 0:
+            self._admitted[key_id] = count
+        else:
+            self._admitted.pop(key_id, None)
+
+    @contextlib.contextmanager
+    def admitted(self, key_id: str, limit: int) -> Iterator[None]:
+        """One live connection of `key_id` while the block runs; 429 when it has `limit` open."""
+        if not self.admit(key_id, limit):
+            raise Problem(
+                429,
+                "rate_limited",
+                f"this API key has {limit} live connections open, the most it may have; close one first",
+                {"connections": [f"at most {limit} per API key (live_max_connections_per_key)"]},
+            )
+        try:
+            yield
+        finally:
+            self.release(key_id)
 
     def connect(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)

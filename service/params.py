@@ -118,7 +118,7 @@ def encode_cursor(cursor: Cursor) -> str:
 def decode_cursor(text: str, sort: Sort) -> Cursor:
     try:
         cursor = _cursor_decoder.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-    except (binascii.Error, ValueError, msgspec.DecodeError):
+    except (binascii.Error, ValueError, msgspec.DecodeError, RecursionError):  # nested: msgspec's bound
         raise bad_parameter("cursor", "is not a cursor this API gave out") from None
     if cursor.sort != str(sort):
         raise bad_parameter("cursor", f"was made for sort={cursor.sort}, not sort={sort}")

@@ -19,6 +19,8 @@ from typing import Any
 
 import msgspec
 
+from service.input_bounds import NESTING_MESSAGE
+
 PHOENIX_TOPIC = "phoenix"
 HEARTBEAT = "heartbeat"
 JOIN = "phx_join"
@@ -95,6 +97,8 @@ class _JsonSerializer:
             raw = self.decoder.decode(data)
         except msgspec.DecodeError as exc:
             raise ProtocolError(f"expected {self.shape}: {exc}") from None
+        except RecursionError:  # msgspec's bound on nesting (see service/input_bounds.py)
+            raise ProtocolError(NESTING_MESSAGE) from None
         return Message(raw.join_ref, raw.ref, raw.topic, raw.event, raw.payload)
 
 

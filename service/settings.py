@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     checkpoint_max_bytes: Positive = 10 * 1024**3
     ws_heartbeat_timeout_seconds: PositiveSeconds = 60.0
     ws_max_frame_bytes: Positive = 64 * 1024
+    ws_max_channels: Positive = 100
+    live_max_connections_per_key: Positive = 50
     live_send_queue_bytes: Positive = 1024 * 1024
     live_stats_seconds: PositiveSeconds = 5.0
     sse_heartbeat_seconds: PositiveSeconds = 15.0
@@ -137,6 +139,10 @@ HELP: dict[str, str] = {
     "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
     "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
     "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",
+    "ws_max_channels": "channels one WebSocket may have joined at once; a join over it is refused"
+    " (phx_reply error, reason too_many_channels)",
+    "live_max_connections_per_key": "live connections (WebSockets and telemetry streams) one API key may have"
+    " open at once; more are refused with 429",
     "live_send_queue_bytes": "bytes a live connection (WebSocket or SSE) may have waiting to be sent;"
     " one that falls further behind is disconnected",
     "live_stats_seconds": "how often dashboard channels get system_stats and experiment_summary",

@@ -72,8 +72,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-    await response.prepare(request)
-    await EventStream(request, response, principal_of(request)).run(topic, EventFilter.of(types))
+    principal = principal_of(request)
+    with request.app[LIVE_HUB].admitted(principal.key.id, request.app[SETTINGS].live_max_connections_per_key):
+        await response.prepare(request)
+        await EventStream(request, response, principal).run(topic, EventFilter.of(types))
     return response
 
 

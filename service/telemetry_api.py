@@ -14,7 +14,7 @@ from schemas.telemetry import AggregatePoint, StoredEvent
 from service import metrics
 from service.appkeys import INGESTOR, SETTINGS
 from service.auth import principal_of, requires, take
-from service.bodies import require_json
+from service.bodies import read_body
 from service.errors import ApiError, bad_parameter
 from service.params import (
     Cursor,
@@ -132,21 +132,11 @@ def scoped_idempotency_key(request: web.Request) -> str | None:
     return None if key is None else f"{principal_of(request).key.id}:{key}"
 
 
-def body_too_large(limit: int) -> ApiError:
-    return ApiError(413, "payload_too_large", f"request body is larger than {limit} bytes")
-
-
 @routes.post("/api/v1/telemetry/events")
 @requires("ingest", limit="ingest")
 async def ingest_events(request: web.Request) -> web.Response:
     """Validate a batch and append it to the log; 202 once it is durable."""
-    settings = request.app[SETTINGS]
-    if request.content_length is not None and request.content_length > settings.max_body_bytes:
-        raise body_too_large(settings.max_body_bytes)
-    body = await request.read()
-    if len(body) > settings.max_body_bytes:  # a chunked body has no Content-Length to check first
-        raise body_too_large(settings.max_body_bytes)
-    require_json(request, body)
+    body = await read_body(request, request.app[SETTINGS].max_body_bytes)
     try:
         answer = await request.app[INGESTOR].ingest(
             body,

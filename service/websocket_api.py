@@ -49,6 +49,7 @@ from service.phoenix import (
     ProtocolError,
     reply_payload,
 )
+from service.ws_frames import require_masked_frames
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,17 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     )
     if not ws.can_prepare(request).ok:
         raise ApiError(400, "bad_request", "this endpoint takes a WebSocket upgrade (GET with Upgrade: websocket)")
-    await ws.prepare(request)
-    await PhoenixConnection(request, ws, serializer, principal_of(request)).run()
+    principal = principal_of(request)
+    with request.app[LIVE_HUB].admitted(principal.key.id, settings.live_max_connections_per_key):
+        await ws.prepare(request)
+        require_masked_frames(request, ws)
+        try:
+            await PhoenixConnection(request, ws, serializer, principal).run()
+        except Exception:
+            # Past the upgrade the error middleware's HTTP answer would be written into the
+            # socket as if it were frames: close it as a WebSocket instead.
+            logger.exception("a WebSocket of key %s failed", principal.key.id)
+            await ws.close(code=WSCloseCode.INTERNAL_ERROR, message=b"internal error")
     return ws
 
 
@@ -110,6 +120,7 @@ class PhoenixConnection:
         settings = request.app[SETTINGS]
         self._heartbeat_timeout = settings.ws_heartbeat_timeout_seconds
         self._queue_limit = settings.live_send_queue_bytes
+        self._max_channels = settings.ws_max_channels
         self._channels: dict[str, Channel] = {}
         self._closing: asyncio.Task[None] | None = None
 
@@ -197,6 +208,10 @@ class PhoenixConnection:
             self._client_event(channel, message)
 
     async def _join(self, message: Message) -> None:
+        if message.topic not in self._channels and len(self._channels) >= self._max_channels:
+            reason = f"a socket joins at most {self._max_channels} channels at once; leave one first"
+            self._refuse(message, ChannelRefusal("too_many_channels", reason))
+            return
         earlier = self._channels.pop(message.topic, None)
         if earlier is not None:  # Phoenix closes a topic's earlier join for the new one
             self._hub.unsubscribe(earlier.subscription)
