@@ -30,6 +30,7 @@ from tests.support import eventually
 
 DEEP = 5_000  # beyond the decoder's recursion limit however little of the stack is in use
 EVENTS = "/api/v1/telemetry/events"
+JSON = {"Content-Type": "application/json"}
 
 
 def nested(depth: int) -> bytes:
@@ -87,7 +88,7 @@ async def test_deeply_nested_json_is_400_on_every_json_route(client: TestClient,
 async def test_deep_arrays_where_a_batch_is_expected_are_refused(client: TestClient) -> None:
     """Where the schema expects an object, msgspec stops at the first array (422) without recursing."""
     for body in (nested(DEEP), b'{"events":' + nested(DEEP) + b"}", b'{"events":[' + nested(DEEP) + b"]}"):
-        answer = await client.post(EVENTS, data=body)
+        answer = await client.post(EVENTS, data=body, headers=JSON)
         assert answer.status in (400, 422)
         await assert_error(answer, answer.status)
     await assert_serving(client)
@@ -139,10 +140,10 @@ def gzip_bomb(inflated: int) -> bytes:
 async def test_a_compression_bomb_is_413_and_inflated_no_further_than_the_limit(app_client: Any) -> None:
     client = await app_client(max_body_bytes=1024 * 1024)
     bomb = gzip_bomb(256 * 1024 * 1024)
-    answer = await client.post(EVENTS, data=bomb, headers={"Content-Encoding": "gzip"})
+    answer = await client.post(EVENTS, data=bomb, headers={**JSON, "Content-Encoding": "gzip"})
     error = await assert_error(answer, 413, "payload_too_large")
     assert str(1024 * 1024) in error["message"]
-    answer = await client.post("/api/v1/experiments", data=bomb, headers={"Content-Encoding": "gzip"})
+    answer = await client.post("/api/v1/experiments", data=bomb, headers={**JSON, "Content-Encoding": "gzip"})
     await assert_error(answer, 413, "payload_too_large")
     await assert_serving(client)
 
@@ -172,23 +173,25 @@ async def test_gzip_and_deflate_bodies_are_taken(client: TestClient) -> None:
         ("deflate", zlib.compress(body)),
         ("deflate", raw_deflate.compress(body) + raw_deflate.flush()),
     ):
-        answer = await client.post(EVENTS, data=data, headers={"Content-Encoding": encoding})
+        answer = await client.post(EVENTS, data=data, headers={**JSON, "Content-Encoding": encoding})
         assert answer.status == 202, await answer.text()
     experiment = gzip.compress(json.dumps({"experiment": {"name": "gzipped"}}).encode())
-    answer = await client.post("/api/v1/experiments", data=experiment, headers={"Content-Encoding": "gzip"})
+    answer = await client.post("/api/v1/experiments", data=experiment, headers={**JSON, "Content-Encoding": "gzip"})
     assert answer.status == 201, await answer.text()
 
 
 async def test_unknown_or_broken_encodings_are_refused(client: TestClient) -> None:
     body = b'{"events":[]}'
-    await assert_error(await client.post(EVENTS, data=body, headers={"Content-Encoding": "br"}), 415)
-    await assert_error(await client.post(EVENTS, data=body, headers={"Content-Encoding": "gzip, gzip"}), 415)
-    await assert_error(await client.post(EVENTS, data=body, headers={"Content-Encoding": "gzip"}), 400, "bad_request")
+    await assert_error(await client.post(EVENTS, data=body, headers={**JSON, "Content-Encoding": "br"}), 415)
+    await assert_error(await client.post(EVENTS, data=body, headers={**JSON, "Content-Encoding": "gzip, gzip"}), 415)
+    await assert_error(
+        await client.post(EVENTS, data=body, headers={**JSON, "Content-Encoding": "gzip"}), 400, "bad_request"
+    )
     truncated = gzip.compress(body * 100)[:-20]
-    answer = await client.post(EVENTS, data=truncated, headers={"Content-Encoding": "gzip"})
+    answer = await client.post(EVENTS, data=truncated, headers={**JSON, "Content-Encoding": "gzip"})
     await assert_error(answer, 400, "bad_request")
     deep = gzip.compress(b'{"experiment":{"name":"x","config":' + nested(DEEP) + b"}}")
-    answer = await client.post("/api/v1/experiments", data=deep, headers={"Content-Encoding": "gzip"})
+    answer = await client.post("/api/v1/experiments", data=deep, headers={**JSON, "Content-Encoding": "gzip"})
     await assert_error(answer, 400, "bad_request")
     await assert_serving(client)
 
@@ -199,7 +202,7 @@ async def test_a_checkpoint_is_stored_as_the_bytes_sent_whatever_its_content_enc
     run_id = "run_gzipped"
     await start_run(client, run_id)
     sent = gzip_bomb(8 * 1024 * 1024)  # a gzip file, not a body to inflate
-    await put(client, run_id, "ckpt_gz", sent, 201, headers={"Content-Encoding": "gzip"})
+    await put(client, run_id, "ckpt_gz", sent, 201, headers={**JSON, "Content-Encoding": "gzip"})
     _, stored = await download(client, run_id, "ckpt_gz")
     assert stored == sent
 
