@@ -317,13 +317,18 @@ class WarehouseWriter:
         while True:
             fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
             for tp, records in fetched.items():
-                if tp not in self._started:
-                    continue  # fetched before on_assigned set its start; read again from there
                 for record in records:
+                    # Checked per record: `_add` may wait for room in the queue, and the
+                    # partition be revoked meanwhile (its next owner reads on from our
+                    # last commit), or not be started yet (read again from its start).
+                    if tp not in self._started:
+                        break
                     await self._add(tp, record)
             now = time.monotonic()
             for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
-                await self._enqueue(self._pending.pop(tp))
+                # A revoke while an earlier one waited for room in the queue took it already.
+                if (batch := self._pending.pop(tp, None)) is not None:
+                    await self._enqueue(batch)
 
     async def _add(self, tp: TopicPartition, record: StoredRecord) -> None:
         """Add a record to its partition's pending batch, or skip it if it is a retry
