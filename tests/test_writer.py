@@ -219,3 +219,23 @@ async def test_a_writer_that_takes_the_partition_over_drops_a_retry_stored_befor
     restarted = await app_client()
     await writer_caught_up(restarted, 5)
     assert await stored_ids(restarted) == ["evt_k1_0", "evt_k1_1", "evt_k1_2", "evt_k1_3"]
+
+
+async def test_a_crash_between_insert_and_commit_of_a_batch_with_a_dropped_retry_stores_it_once(
+    app_client: Any,
+) -> None:
+    # Offsets 0..1 are a record and its retry: a writer inserted offset 0 (the retry
+    # dropped, its token covering 0-1) and died before committing. The next one starts
+    # after offset 0, and must drop offset 1 again, knowing it only from the warehouse.
+    client = await app_client(writer=False)
+    log, warehouse = client.app[LOG], client.app[WAREHOUSE]
+    first, retry = retry_record("exp_a", 0, 1), retry_record("exp_a", 0, 1)
+    await log.append([first, retry, retry_record("exp_a", 2, batch_id="k2")])
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    inserted = StoredRecord(TELEMETRY_TOPIC, 0, 0, first.key, first.value, first.headers, now_ms)
+    await warehouse.insert_json_lines(TABLE, records_of([inserted]), f"{TELEMETRY_TOPIC}:0:0-1")
+    await client.close()
+
+    restarted = await app_client()
+    await writer_caught_up(restarted, 3)
+    assert await stored_ids(restarted) == ["evt_k1_0", "evt_k1_1", "evt_k2_2"]
