@@ -236,7 +236,8 @@ class WarehouseWriter:
     # -- partition ownership -------------------------------------------------------------
 
     async def on_assigned(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
-        """Start each partition after what the warehouse already holds of it.
+        """Start each partition after what the warehouse already holds of it, knowing the
+        retryable records it holds (service/retry_window.py).
 
         aiokafka assigns the partitions, and starts fetching them, before it awaits this
         callback. Dropping their pending batches here without a seek lost those records
