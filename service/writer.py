@@ -132,7 +132,7 @@ def records_of(records: list[StoredRecord]) -> Iterator[bytes]:
     A v2 value is one compact JSON object, so the position fields go after its `{`.
     Records of batches sent with an Idempotency-Key are marked `idempotent`, with their
     log timestamp, which makes the warehouse remember them in `telemetry_batches`
-    (migration 0011).
+    (migration 0013).
     One row at a time, so that a 100,000-event batch is never also held as one
     30 MB body (the embedded warehouse streams the rows to the file it reads).
     """
