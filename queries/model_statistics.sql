@@ -3,7 +3,8 @@
 -- `model` (promoted from metadata) is the model's name. It failed when metadata
 -- status is 'error' or an error_type is present. Latency is the measurement
 -- latency_ms, else duration_ms; tokens are tokens, else total_tokens. Events
--- without a latency are left out of the latency figures (NULL, not 0).
+-- without a latency are left out of the latency figures (NULL, not 0). The period is
+-- [since, until]: events dated ahead of now (ingest takes up to a day ahead) are not in it.
 WITH
     metadata['error_type'] AS error_type,
     (metadata['status'] = 'error' OR error_type != '') AS failed,
@@ -23,3 +24,4 @@ FROM telemetry_events
 WHERE event_name = 'crucible.model.inference'
   AND (metadata['model_id'] = {model_id:String} OR model = {model_name:String})
   AND timestamp >= {since:DateTime64(6)}
+  AND timestamp <= {until:DateTime64(6)}

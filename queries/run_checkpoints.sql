@@ -10,4 +10,4 @@ FROM telemetry_events
 WHERE experiment_id IN {experiment_ids:Array(String)}
   AND run_id IN {run_ids:Array(String)}
   AND event_name = 'crucible.run.checkpoint'
-ORDER BY timestamp, log_partition, log_offset
+ORDER BY timestamp, log_partition, log_offset, log_index

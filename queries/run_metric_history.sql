@@ -7,7 +7,7 @@ WITH points AS (
         if(mapContains(measurements, 'epoch'), measurements['epoch'], NULL) AS epoch,
         measurements[{name:String}] AS value,
         timestamp,
-        row_number() OVER (ORDER BY step ASC NULLS LAST, timestamp, log_partition, log_offset) - 1 AS position,
+        row_number() OVER (ORDER BY step ASC NULLS LAST, timestamp, log_partition, log_offset, log_index) - 1 AS position,
         count() OVER () AS total_points
     FROM telemetry_events
     WHERE experiment_id = {experiment_id:String}

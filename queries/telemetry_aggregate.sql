@@ -8,6 +8,8 @@ SELECT
        toStartOfInterval(timestamp, toIntervalSecond(greatest({interval_seconds:UInt32}, 1)))) AS bucket,
     '' AS grp,
     count() AS n,
+    -- Where a point without an interval starts: the `after` filter, else its first event.
+    coalesce({after:Nullable(DateTime64(6))}, min(timestamp)) AS first,
     sum(measurements[{metric:String}]) AS sum,
     min(measurements[{metric:String}]) AS min,
     max(measurements[{metric:String}]) AS max,

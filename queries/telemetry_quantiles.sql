@@ -8,6 +8,8 @@ SELECT
        toStartOfInterval(timestamp, toIntervalSecond(greatest({interval_seconds:UInt32}, 1)))) AS bucket,
     '' AS grp,
     count() AS n,
+    -- Where a point without an interval starts: the `after` filter, else its first event.
+    coalesce({after:Nullable(DateTime64(6))}, min(timestamp)) AS first,
     quantilesExactInclusive(0.5, 0.95, 0.99)(measurements[{metric:String}]) AS quantiles
 FROM telemetry_events
 WHERE mapContains(measurements, {metric:String})

@@ -42,14 +42,18 @@ class ModelOut(msgspec.Struct, kw_only=True):
 class ModelStatistics(msgspec.Struct, kw_only=True):
     """Usage over `period` from the model's `crucible.model.inference` telemetry.
 
-    Latency figures are null when no event in the period carried a latency.
+    The period is `[since, until]`: `until` is the time of the request, so events dated
+    ahead of it (ingest accepts up to a day ahead) are not counted. Latency figures are
+    null when no event in the period carried a latency. Tokens are counts: their sum is
+    an integer (a fractional measurement is rounded once, after summing).
     """
 
     period: str
     since: dt.datetime
+    until: dt.datetime
     total_requests: int
     success_rate: float | None
     avg_latency_ms: float | None
     p99_latency_ms: float | None
-    total_tokens: float
+    total_tokens: int
     error_breakdown: dict[str, int]

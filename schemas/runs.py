@@ -70,11 +70,3 @@ class LogLine(msgspec.Struct, kw_only=True):
     timestamp: dt.datetime
     level: str
     message: str
-
-
-class LogPageMeta(msgspec.Struct, kw_only=True):
-    """Log pages follow `next_cursor`; a `tail` is one page (`has_more` false)."""
-
-    next_cursor: str | None
-    has_more: bool
-    per_page: int | None = None

@@ -132,9 +132,12 @@ AggFunction = Literal["count", "avg", "sum", "min", "max", "p50", "p95", "p99"]
 
 
 class AggregatePoint(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One point of an aggregate series; `count` is how many values it used."""
+    """One point of an aggregate series; `count` is how many values it used.
 
-    timestamp: dt.datetime | None
+    `timestamp` is where the point starts: the start of its interval, or without an
+    interval the `after` filter, else the time of the first event it used."""
+
+    timestamp: dt.datetime
     value: float | None
     count: int
     group: str | None = None

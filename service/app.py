@@ -47,6 +47,7 @@ from service.errors import error_middleware
 from service.export_jobs import ExportJobs
 from service.ingest import Ingestor
 from service.ingest_workers import IngestWorkers
+from service.keyed_locks import KeyedLocks
 from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.live import LiveHub
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
@@ -253,7 +254,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         # Checkpoint uploads stream their body from request.content, which client_max_size
         # does not limit; their own limit is checkpoint_max_bytes.
         app[ARTIFACTS] = make_store(settings)
-        app[CHECKPOINT_LOCKS] = checkpoints_api.KeyedLocks()
+        app[CHECKPOINT_LOCKS] = KeyedLocks()
         app.cleanup_ctx.append(_artifacts_context)
         app.cleanup_ctx.append(_export_jobs_context)  # stopped before the warehouse, which jobs read
         for module in (

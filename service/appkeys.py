@@ -10,10 +10,10 @@ from service.settings import Settings
 
 if TYPE_CHECKING:
     from service.artifacts import ArtifactStore
-    from service.checkpoints_api import KeyedLocks
     from service.credentials import SessionSigner
     from service.export_jobs import ExportJobs
     from service.ingest import Ingestor
+    from service.keyed_locks import KeyedLocks
     from service.live import LiveHub
     from service.log import EventLog
     from service.projector import Projector

@@ -15,11 +15,10 @@ instant; uploaders should use ids that only one worker writes.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -53,27 +52,6 @@ class _ReportedCheckpoint(msgspec.Struct):
 
 
 _reported_decoder = msgspec.json.Decoder(_ReportedCheckpoint)
-
-
-class KeyedLocks:
-    """One asyncio lock per key, forgotten once nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[Hashable, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: Hashable) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
 
 
 def key_of(request: web.Request) -> ArtifactKey:

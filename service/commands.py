@@ -80,6 +80,14 @@ def request_ref(request: web.Request, actor: str, body: bytes) -> RequestRef | N
     return RequestRef(f"{actor}:{key}", fingerprint)
 
 
+def different_request() -> ApiError:
+    """422: a retry whose Idempotency-Key was first used with another request."""
+    return validation_error(
+        f"this {IDEMPOTENCY_HEADER} was used with a different request",
+        {IDEMPOTENCY_HEADER: ["was used with a different request"]},
+    )
+
+
 def resource_record(event: AnyResourceEvent) -> Record:
     return Record(RESOURCES_TOPIC, event.resource_id.encode(), event_encoder.encode(event))
 
@@ -93,7 +101,20 @@ def refusal(rejection: Rejection) -> ApiError:
 async def submit(
     log: EventLog, projector: Projector, make_event: MakeEvent[E], actor: str, ref: RequestRef | None = None
 ) -> Done:
-    """Check and append the event `make_event` builds; return once this process has folded it."""
+    """Check and append the event `make_event` builds; return once this process has folded it.
+
+    Copies of one keyed request in this process run one after the other: the first
+    acts, the rest replay it. Copies on other processes each append, and the fold
+    keeps the first and answers the rest as replays of it."""
+    if ref is None:
+        return await _submit(log, projector, make_event, actor, None)
+    async with projector.requests_in_flight.hold(ref.key):
+        return await _submit(log, projector, make_event, actor, ref)
+
+
+async def _submit(
+    log: EventLog, projector: Projector, make_event: MakeEvent[E], actor: str, ref: RequestRef | None
+) -> Done:
     if ref is not None and (seen := projector.state.requests.get(ref.key)) is not None:
         return _replay(projector, seen, ref)
     made = make_event(envelope(actor, ref))
@@ -124,10 +145,7 @@ async def submit(
 
 def _replay(projector: Projector, seen: RequestSeen, ref: RequestRef) -> Done:
     if seen.fingerprint != ref.fingerprint:
-        raise validation_error(
-            f"this {IDEMPOTENCY_HEADER} was used with a different request",
-            {IDEMPOTENCY_HEADER: ["was used with a different request"]},
-        )
+        raise different_request()
     if seen.rejection is not None:
         raise refusal(seen.rejection)
     return Done(seen.resource_id, state_after(projector.state, seen.resource_id, seen.offset), replayed=True)

@@ -22,7 +22,9 @@ from pathlib import Path
 import msgspec
 
 from schemas.exports import EventsFormat, JobStatus
+from schemas.resources import RequestRef
 from service.export_formats import EventsExport, file_chunks
+from service.keyed_locks import KeyedLocks
 from service.settings import Settings
 from service.warehouse import Warehouse
 
@@ -50,6 +52,7 @@ class JobRecord(msgspec.Struct, kw_only=True):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     error: str | None = None
+    request: RequestRef | None = None  # the Idempotency-Key that created it, scoped to its owner
 
 
 class JobInterrupted(Exception):
@@ -72,6 +75,9 @@ class ExportJobs:
         self.retention = dt.timedelta(hours=hours) if hours > 0 else None
         self._slots = asyncio.Semaphore(settings.export_jobs)
         self._jobs: dict[str, JobRecord] = {}
+        self._by_request: dict[str, JobRecord] = {}  # Idempotency-Key → the job it created
+        # A keyed request checks for its job, counts rows, then submits: one copy at a time.
+        self.requests_in_flight = KeyedLocks()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = threading.Event()
         self._sweeper: asyncio.Task[None] | None = None
@@ -92,6 +98,10 @@ class ExportJobs:
     def get(self, job_id: str) -> JobRecord | None:
         return self._jobs.get(job_id)
 
+    def created_by(self, request: RequestRef) -> JobRecord | None:
+        """The job an earlier request with this Idempotency-Key created, while it is kept."""
+        return self._by_request.get(request.key)
+
     def file_of(self, record: JobRecord) -> Path:
         return self.directory / f"{record.id}.{record.extension}"
 
@@ -100,7 +110,7 @@ class ExportJobs:
             return None
         return record.finished_at + self.retention
 
-    def submit(self, owner: str, export: EventsExport, total_rows: int) -> JobRecord:
+    def submit(self, owner: str, export: EventsExport, total_rows: int, request: RequestRef | None = None) -> JobRecord:
         """Queue `export`; it runs as soon as a slot is free."""
         record = JobRecord(
             id="export_" + secrets.token_hex(8),
@@ -110,8 +120,9 @@ class ExportJobs:
             extension=export.format.extension,
             total_rows=total_rows,
             created_at=_now(),
+            request=request,
         )
-        self._jobs[record.id] = record
+        self._keep(record)
         self._save(record)
         task = asyncio.create_task(self._run(record, export), name=f"export-job-{record.id}")
         self._tasks.add(task)
@@ -183,7 +194,12 @@ class ExportJobs:
                 partial = self.file_of(record)
                 partial.with_name(partial.name + ".partial").unlink(missing_ok=True)
                 self._finish(record, "interrupted by a restart of the service")
-            self._jobs[record.id] = record
+            self._keep(record)
+
+    def _keep(self, record: JobRecord) -> None:
+        self._jobs[record.id] = record
+        if record.request is not None:
+            self._by_request[record.request.key] = record
 
     async def _sweep_every(self, seconds: float) -> None:
         while True:
@@ -198,4 +214,6 @@ class ExportJobs:
             self.file_of(record).unlink(missing_ok=True)
             (self.directory / (record.id + SIDECAR_SUFFIX)).unlink(missing_ok=True)
             del self._jobs[record.id]
+            if record.request is not None:
+                self._by_request.pop(record.request.key, None)
         return [record.id for record in expired]

@@ -21,9 +21,11 @@ from schemas.exports import (
     ExportJob,
     ExportJobAccepted,
 )
+from schemas.resources import RequestRef
 from service.appkeys import EXPORT_JOBS, SETTINGS, WAREHOUSE
 from service.auth import principal_of, requires
 from service.bodies import check_fields, fields_of, parse_object, read_body
+from service.commands import different_request, request_ref
 from service.errors import ApiError, validation_error
 from service.experiment_export import ExperimentExport, events_export, json_document, zip_archive
 from service.experiments_api import experiment_detail, experiment_in, experiment_out
@@ -56,10 +58,30 @@ _decode_position = msgspec.json.Decoder(_Position).decode
 @routes.post("/api/v1/telemetry/export")
 @requires("read", limit="export")
 async def export_events(request: web.Request) -> web.StreamResponse:
-    """Telemetry events as a CSV, JSON lines or Parquet file; a job (202) when large or asked for."""
-    raw = parse_object(await read_body(request), allow_empty=True)
+    """Telemetry events as a CSV, JSON lines or Parquet file; a job (202) when large or asked for.
+
+    With an Idempotency-Key, a retry of a request that made a job answers that job again."""
+    body = await read_body(request)
+    raw = parse_object(body, allow_empty=True)
     _check_filter_names(raw.get("filters"))
     values = check_fields(raw, EVENTS_EXPORT_FIELDS, "an events export")
+    owner = principal_of(request).key.id
+    ref = request_ref(request, owner, body)
+    if ref is None:
+        return await _export_events(request, values, owner, None)
+    jobs = request.app[EXPORT_JOBS]
+    async with jobs.requests_in_flight.hold(ref.key):
+        earlier = jobs.created_by(ref)
+        if earlier is None:
+            return await _export_events(request, values, owner, ref)
+        if earlier.request != ref:
+            raise different_request()
+        return _job_accepted(earlier, replayed=True)
+
+
+async def _export_events(
+    request: web.Request, values: dict[str, Any], owner: str, ref: RequestRef | None
+) -> web.StreamResponse:
     file_format = FORMATS[values.get("format", "csv")]
     fields = parse_fields(values.get("fields"))
     filters = msgspec.structs.asdict(values.get("filters", ExportFilters()))
@@ -69,12 +91,7 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     total = await count_events(request, parameters)
     run_async = values.get("async")
     if run_async or (run_async is None and total > request.app[SETTINGS].export_async_rows):
-        record = request.app[EXPORT_JOBS].submit(principal_of(request).key.id, export, total)
-        status_url = f"{JOBS_PATH}/{record.id}"
-        accepted = ExportJobAccepted(
-            job_id=record.id, status=record.status, status_url=status_url, download_url=f"{status_url}/download"
-        )
-        return json_response({"data": accepted}, 202, headers={"Location": status_url})
+        return _job_accepted(request.app[EXPORT_JOBS].submit(owner, export, total, ref), replayed=False)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     warehouse = request.app[WAREHOUSE]
     return await send_stream(
@@ -83,6 +100,17 @@ async def export_events(request: web.Request) -> web.StreamResponse:
         f"crucible-events-{stamp}.{file_format.extension}",
         file_format.content_type,
     )
+
+
+def _job_accepted(record: JobRecord, replayed: bool) -> web.Response:
+    status_url = f"{JOBS_PATH}/{record.id}"
+    accepted = ExportJobAccepted(
+        job_id=record.id, status=record.status, status_url=status_url, download_url=f"{status_url}/download"
+    )
+    headers = {"Location": status_url}
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return json_response({"data": accepted}, 202, headers=headers)
 
 
 def _check_filter_names(filters: Any) -> None:

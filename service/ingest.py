@@ -10,7 +10,6 @@ only once the append is durable.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 import time
@@ -31,10 +30,11 @@ from schemas.telemetry import (
 )
 from service import metrics
 from service.backpressure import Backpressure
-from service.commands import resource_record
-from service.errors import ApiError, validation_error
+from service.commands import different_request, resource_record
+from service.errors import ApiError
 from service.ingest_batch import BatchRefused, PreparedBatch
 from service.ingest_workers import IngestWorkers, WorkersUnavailable
+from service.keyed_locks import KeyedLocks
 from service.log import TELEMETRY_TOPIC, EventLog, LogUnavailable, Record
 from service.run_events import RunRouter
 
@@ -107,7 +107,7 @@ class Ingestor:
         self._router = router
         self.workers = workers or IngestWorkers(0, 0)
         self._backpressure = backpressure
-        self._in_flight: dict[str, asyncio.Future[Answer]] = {}
+        self._in_flight = KeyedLocks()
 
     async def ingest(
         self, body: bytes, idempotency_key: str | None, admit: Admit = _admit_all, actor: str = ""
@@ -118,24 +118,13 @@ class Ingestor:
         if idempotency_key is None:
             return await self._ingest(body, None, "", admit, actor)
         fingerprint = hashlib.sha256(body).hexdigest()
-        # A retry arriving while the first attempt is still being appended waits for it.
-        while (pending := self._in_flight.get(idempotency_key)) is not None:
-            await asyncio.shield(pending)
-        remembered = await self._log.recall(idempotency_key)
-        if remembered is not None:
-            return self._replay(_remembered_decoder.decode(remembered), fingerprint)
-        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
-        self._in_flight[idempotency_key] = future
-        try:
-            answer = await self._ingest(body, idempotency_key, fingerprint, admit, actor)
-            future.set_result(answer)
-            return answer
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # the waiting retries read it; nobody else must
-            raise
-        finally:
-            del self._in_flight[idempotency_key]
+        # Recall and append under the key's lock: copies arriving together wait for the
+        # first attempt and replay its answer instead of each appending the batch.
+        async with self._in_flight.hold(idempotency_key):
+            remembered = await self._log.recall(idempotency_key)
+            if remembered is not None:
+                return self._replay(_remembered_decoder.decode(remembered), fingerprint)
+            return await self._ingest(body, idempotency_key, fingerprint, admit, actor)
 
     def _routed(self, reserved: list[TelemetryEvent], actor: str) -> list[AnyResourceEvent]:
         if not reserved or self._router is None:
@@ -145,10 +134,7 @@ class Ingestor:
     @staticmethod
     def _replay(remembered: _Remembered, fingerprint: str) -> Answer:
         if remembered.fingerprint != fingerprint:
-            raise validation_error(
-                "this Idempotency-Key was used with a different request body",
-                {"Idempotency-Key": ["was used with a different request body"]},
-            )
+            raise different_request()
         return Answer(remembered.status, remembered.body, replayed=True)
 
     async def _ingest(

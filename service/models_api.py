@@ -153,18 +153,25 @@ async def model_statistics(request: web.Request) -> web.Response:
     if period not in PERIODS:
         raise bad_parameter("period", f"unknown period {period!r}; use one of {', '.join(PERIODS)}")
     model = model_in(state_of(request), request.match_info["id"])
-    since = dt.datetime.now(dt.UTC) - PERIODS[period]
-    params = {"model_id": model.id, "model_name": model.name, "since": sql_datetime(since)}
+    until = dt.datetime.now(dt.UTC)
+    since = until - PERIODS[period]
+    params = {
+        "model_id": model.id,
+        "model_name": model.name,
+        "since": sql_datetime(since),
+        "until": sql_datetime(until),
+    }
     row = _statistics_decoder.decode(await warehouse_query(request, "model_statistics", params))
     error_types, error_counts = row.errors
     statistics = ModelStatistics(
         period=period,
         since=since,
+        until=until,
         total_requests=row.total_requests,
         success_rate=row.successes / row.total_requests if row.total_requests else None,
         avg_latency_ms=row.avg_latency_ms,
         p99_latency_ms=row.p99_latency_ms,
-        total_tokens=row.total_tokens or 0.0,
+        total_tokens=round(row.total_tokens or 0.0),
         error_breakdown=dict(zip(error_types, error_counts, strict=True)),
     )
     return json_response({"data": statistics})

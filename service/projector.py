@@ -21,6 +21,7 @@ import msgspec
 
 from schemas.resources import AnyResourceEvent
 from service import metrics
+from service.keyed_locks import KeyedLocks
 from service.log import RESOURCES_TOPIC, EventLog, LogReader, StoredRecord
 from service.resources import Rejection, Resources, event_decoder
 
@@ -48,6 +49,9 @@ class Projector:
         self._outcomes: OrderedDict[int, Rejection | None] = OrderedDict()
         self._listeners: list[ResourceListener] = []
         self.caught_up = False
+        # Commands of one Idempotency-Key run one at a time in this process, so a
+        # command's work (a statistical test, an upload's check) is done once.
+        self.requests_in_flight = KeyedLocks()
 
     def listen(self, listener: ResourceListener) -> None:
         """Call `listener(event)` after each event the fold applies (not those it refuses)."""

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
+from schemas.common import PageMeta
 from schemas.resources import RunEvent
-from schemas.runs import LogLine, LogPageMeta, MetricHistory, MetricPoint
+from schemas.runs import LogLine, MetricHistory, MetricPoint
 from service.auth import requires
 from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
@@ -47,6 +49,7 @@ DEFAULT_LOG_LINES, MAX_LOG_LINES = 100, 1_000
 MAX_TAIL = 10_000
 LOG_SORT = "timestamp"  # log pages are in time order only; the cursor names it
 LOG_ORDER = parse_sort(LOG_SORT, (LOG_SORT,), LOG_SORT)
+CHECKPOINT_ORDER = parse_sort("reported", ("reported",), "reported")  # checkpoints come in one order
 
 _views: SortedViews[Run] = SortedViews(SORTS)
 
@@ -64,11 +67,24 @@ class _LogRow(msgspec.Struct):
     timestamp: dt.datetime
     level: str
     message: str
-    id: str
+    log_partition: int
+    log_offset: int
+    log_index: int
+
+    def position(self) -> str:
+        """Where the line is in the log, as a log cursor keeps it."""
+        return f"{self.log_partition}:{self.log_offset}:{self.log_index}"
 
 
 _history_decoder = msgspec.json.Decoder(_HistoryRow)
 _log_decoder = msgspec.json.Decoder(_LogRow)
+
+
+class _Total(msgspec.Struct):
+    total: int
+
+
+_total_decoder = msgspec.json.Decoder(_Total)
 
 
 def run_in(state: Resources, run_id: str) -> Run:
@@ -129,10 +145,16 @@ async def get_run(request: web.Request) -> web.Response:
 @routes.get("/api/v1/runs/{id}/checkpoints")
 @requires("read")
 async def list_checkpoints(request: web.Request) -> web.Response:
-    """Every checkpoint the run reported or uploaded, in the order reported."""
-    check_known(request.query, ())
+    """Every checkpoint the run reported or uploaded, in the order reported; paged like every list.
+
+    The cursor holds the last checkpoint's place in that order: checkpoints reported
+    later go to the end, so they do not shift the pages already read."""
+    check_known(request.query, ("page", "per_page", "cursor"))
+    page = parse_page(request.query, CHECKPOINT_ORDER)
     run = run_in(state_of(request), request.match_info["id"])
-    return json_response({"data": [checkpoint_answer(c) for c in await checkpoints_of(request, run)]})
+    rows = [(f"{index:010d}", c.id, c) for index, c in enumerate(await checkpoints_of(request, run))]
+    result = paginate(rows, CHECKPOINT_ORDER, page)
+    return json_response({"data": [checkpoint_answer(c) for c in result.items], "meta": result.meta})
 
 
 @routes.get("/api/v1/runs/{id}/metrics/{name}")
@@ -182,12 +204,18 @@ async def run_logs(request: web.Request) -> web.Response:
             raise bad_parameter("tail", "gives the most recent lines at once; it takes no cursor or per_page")
         params["limit"] = parse_int("tail", query["tail"], 0, 1, MAX_TAIL)
         rows = _log_rows(await warehouse_query(request, "run_logs_tail", params))[::-1]
-        meta = LogPageMeta(next_cursor=None, has_more=False)
+        meta = PageMeta(
+            total=await _log_total(request, params),
+            page=None,
+            per_page=params["limit"],
+            next_cursor=None,
+            has_more=False,
+        )
         return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
     per_page = parse_int("per_page", query.get("per_page"), DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
     cursor = decode_cursor(query["cursor"], LOG_ORDER) if "cursor" in query else None
     params["cursor_time"] = cursor.value if cursor is not None else None
-    params["cursor_id"] = cursor.id if cursor is not None else ""
+    params.update(_log_position(cursor.id) if cursor is not None else _LOG_START)
     params["limit"] = per_page + 1  # one more tells whether another page follows
     rows = _log_rows(await warehouse_query(request, "run_logs", params))
     has_more = len(rows) > per_page
@@ -195,9 +223,29 @@ async def run_logs(request: web.Request) -> web.Response:
     next_cursor = None
     if has_more:
         last = rows[-1]
-        next_cursor = encode_cursor(Cursor(LOG_SORT, sql_datetime(last.timestamp), last.id, ""))
-    meta = LogPageMeta(next_cursor=next_cursor, has_more=has_more, per_page=per_page)
+        next_cursor = encode_cursor(Cursor(LOG_SORT, sql_datetime(last.timestamp), last.position(), ""))
+    total = await _log_total(request, params)
+    meta = PageMeta(total=total, page=None, per_page=per_page, next_cursor=next_cursor, has_more=has_more)
     return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
+
+
+_LOG_START = {"cursor_partition": 0, "cursor_offset": 0, "cursor_index": 0}
+_LOG_POSITION = re.compile(r"([0-9]{1,10}):([0-9]{1,20}):([0-9]{1,10})")
+
+
+def _log_position(text: str) -> dict[str, int]:
+    """A log cursor's position (`partition:offset:index`); 422 when it is not one."""
+    match = _LOG_POSITION.fullmatch(text)
+    numbers = [int(part) for part in match.groups()] if match else []
+    if not numbers or numbers[0] >= 2**32 or numbers[1] >= 2**64 or numbers[2] >= 2**32:
+        raise bad_parameter("cursor", "is not a cursor this API gave out")
+    return dict(zip(_LOG_START, numbers, strict=True))
+
+
+async def _log_total(request: web.Request, params: dict[str, Any]) -> int:
+    """How many lines match the level and `since` (every page), counted when the page is read."""
+    counted = {name: params[name] for name in ("experiment_id", "run_id", "min_severity", "since")}
+    return _total_decoder.decode(await warehouse_query(request, "run_logs_count", counted)).total
 
 
 def _log_rows(body: bytes) -> list[_LogRow]:

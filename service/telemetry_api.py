@@ -67,6 +67,7 @@ class _BasicRow(msgspec.Struct):
     bucket: dt.datetime | None
     grp: str
     n: int
+    first: dt.datetime
     sum: float | None
     min: float | None
     max: float | None
@@ -77,6 +78,7 @@ class _QuantileRow(msgspec.Struct):
     bucket: dt.datetime | None
     grp: str
     n: int
+    first: dt.datetime
     quantiles: list[float | None]
 
 
@@ -251,6 +253,12 @@ def _group_parameters(group_by: str | None) -> tuple[str, str]:
     )
 
 
+def _start(row: _BasicRow | _QuantileRow) -> dt.datetime:
+    """Where a point starts: its interval's start, or without an interval the `after`
+    filter, else the time of its first event (never null: clients parse every timestamp)."""
+    return row.bucket if row.bucket is not None else row.first
+
+
 async def _aggregate(
     request: web.Request, metric: str | None, agg: str, query: Mapping[str, str], metric_name: str
 ) -> list[AggregatePoint]:
@@ -273,13 +281,13 @@ async def _aggregate(
             await warehouse_query(request, "telemetry_quantiles" + suffix, params), _QuantileRow
         )
         return [
-            AggregatePoint(timestamp=r.bucket, value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
+            AggregatePoint(timestamp=_start(r), value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
             for r in rows
         ]
     basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
     return [
         AggregatePoint(
-            timestamp=r.bucket,
+            timestamp=_start(r),
             value=float(r.n) if agg == "count" else getattr(r, agg),
             count=r.n,
             group=r.grp if grouped else None,

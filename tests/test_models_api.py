@@ -358,7 +358,8 @@ def iso(value: dt.datetime) -> str:
 
 
 def inference_events(model: dict[str, Any], now: dt.datetime, seed: int = 1) -> list[dict[str, Any]]:
-    """Inference events of `model` (by id or by name) and of others, at ages from minutes to weeks."""
+    """Inference events of `model` (by id or by name) and of others, at ages from minutes to weeks,
+    and some dated two hours ahead."""
     rng = random.Random(seed)
     ages = [
         dt.timedelta(minutes=1),
@@ -366,6 +367,7 @@ def inference_events(model: dict[str, Any], now: dt.datetime, seed: int = 1) -> 
         dt.timedelta(days=3),
         dt.timedelta(days=12),
         dt.timedelta(days=45),
+        -dt.timedelta(hours=2),  # dated ahead of now: in no period
     ]
     events = []
     for i in range(600):
@@ -413,13 +415,15 @@ def inference_events(model: dict[str, Any], now: dt.datetime, seed: int = 1) -> 
     return events
 
 
-def expected_statistics(model: dict[str, Any], events: list[dict[str, Any]], since: dt.datetime) -> dict[str, Any]:
+def expected_statistics(
+    model: dict[str, Any], events: list[dict[str, Any]], since: dt.datetime, until: dt.datetime
+) -> dict[str, Any]:
     mine = [
         e
         for e in events
         if e["event_name"] == ["crucible", "model", "inference"]
         and (e["metadata"].get("model_id") == model["id"] or e["metadata"].get("model") == model["name"])
-        and dt.datetime.fromisoformat(e["timestamp"]) >= since
+        and since <= dt.datetime.fromisoformat(e["timestamp"]) <= until
     ]
     failed = [e for e in mine if e["metadata"].get("status") == "error" or e["metadata"].get("error_type")]
     latencies = [
@@ -437,7 +441,7 @@ def expected_statistics(model: dict[str, Any], events: list[dict[str, Any]], sin
         "success_rate": (len(mine) - len(failed)) / len(mine),
         "avg_latency_ms": float(np.mean(latencies)),
         "p99_latency_ms": float(np.percentile(latencies, 99)),
-        "total_tokens": float(sum(tokens)),
+        "total_tokens": round(sum(tokens)),
         "error_breakdown": breakdown,
     }
 
@@ -466,13 +470,16 @@ async def test_statistics_match_the_telemetry(with_telemetry: Any, period: str, 
     stats = (await call(client, "GET", f"{MODELS}/{model['id']}/statistics", 200, params={"period": period}))["data"]
     since = dt.datetime.fromisoformat(stats["since"])
     assert abs(dt.datetime.now(dt.UTC) - span - since) < dt.timedelta(minutes=1)
-    expected = expected_statistics(model, events, since)
+    until = dt.datetime.fromisoformat(stats["until"])
+    assert until - since == span
+    expected = expected_statistics(model, events, since, until)
     assert stats["period"] == period
     assert stats["total_requests"] == expected["total_requests"] > 0
     assert stats["success_rate"] == pytest.approx(expected["success_rate"], rel=1e-12)
     assert stats["avg_latency_ms"] == pytest.approx(expected["avg_latency_ms"], rel=1e-9)
     assert stats["p99_latency_ms"] == pytest.approx(expected["p99_latency_ms"], rel=1e-12)
-    assert stats["total_tokens"] == pytest.approx(expected["total_tokens"], rel=1e-12)
+    assert stats["total_tokens"] == expected["total_tokens"]
+    assert isinstance(stats["total_tokens"], int)
     assert stats["error_breakdown"] == expected["error_breakdown"]
 
 
@@ -489,12 +496,12 @@ async def test_the_periods_narrow_the_counts(with_telemetry: Any) -> None:
 async def test_statistics_without_telemetry_are_empty(client: TestClient) -> None:
     model = await create_model(client, "Unused")
     stats = (await call(client, "GET", f"{MODELS}/{model['id']}/statistics", 200, params={"period": "7d"}))["data"]
-    assert {k: v for k, v in stats.items() if k not in ("since", "period")} == {
+    assert {k: v for k, v in stats.items() if k not in ("since", "until", "period")} == {
         "total_requests": 0,
         "success_rate": None,
         "avg_latency_ms": None,
         "p99_latency_ms": None,
-        "total_tokens": 0.0,
+        "total_tokens": 0,
         "error_breakdown": {},
     }
 
@@ -514,7 +521,7 @@ async def test_events_without_latency_leave_latency_null(client: TestClient) -> 
     await ingest(client, events)
     await wait_stored(client, 3)
     stats = (await call(client, "GET", f"{MODELS}/{model['id']}/statistics", 200, params={"period": "1h"}))["data"]
-    assert (stats["total_requests"], stats["success_rate"], stats["total_tokens"]) == (3, 1.0, 15.0)
+    assert (stats["total_requests"], stats["success_rate"], stats["total_tokens"]) == (3, 1.0, 15)
     assert stats["avg_latency_ms"] is None and stats["p99_latency_ms"] is None
 
 

@@ -108,6 +108,28 @@ async def test_basic_aggregates_ignore_missing_values(loaded: Any) -> None:
         assert point["value"] == pytest.approx(float(reference), rel=1e-9)
 
 
+async def test_a_point_without_an_interval_starts_at_its_first_event_or_the_after_filter(loaded: Any) -> None:
+    client, events = loaded
+    exp_1 = select(events, experiment_id="exp_1")
+    first = min(dt.datetime.fromisoformat(e["timestamp"]) for e in exp_1 if "latency" in e["measurements"])
+    for agg in ("avg", "p99"):
+        [point] = (await get_json(client, AGGREGATE, metric="latency", agg=agg, **{"filter[experiment_id]": "exp_1"}))[
+            "data"
+        ]
+        assert dt.datetime.fromisoformat(point["timestamp"]) == first
+        after = BASE_TIME + dt.timedelta(minutes=30)
+        [point] = (await get_json(client, AGGREGATE, metric="latency", agg=agg, **{"filter[after]": iso(after)}))[
+            "data"
+        ]
+        assert dt.datetime.fromisoformat(point["timestamp"]) == after
+    grouped = (await get_json(client, AGGREGATE, agg="count", group_by="model"))["data"]
+    for point in grouped:
+        mine = [e for e in events if e["metadata"]["model"] == point["group"]]
+        assert dt.datetime.fromisoformat(point["timestamp"]) == min(
+            dt.datetime.fromisoformat(e["timestamp"]) for e in mine
+        )
+
+
 async def test_count_without_metric_counts_events(loaded: Any) -> None:
     client, events = loaded
     [point] = (await get_json(client, AGGREGATE, agg="count"))["data"]

@@ -137,8 +137,22 @@ async def test_run_shows_what_the_worker_reported(trained: Any) -> None:
     assert first["epoch"] == 2 and first["val_accuracy"] == 0.6 and first["metrics"] == {"val_accuracy": 0.6}
     assert first["path"] == "/checkpoints/run_done/epoch_2.pt"
     assert first["uploaded"] is False and first["download_url"] is None
-    listed = (await call(client, "GET", f"{RUNS}/run_done/checkpoints", 200))["data"]
-    assert listed == run["checkpoints"]
+    listed = await call(client, "GET", f"{RUNS}/run_done/checkpoints", 200)
+    assert listed["data"] == run["checkpoints"]
+    assert listed["meta"] == {"total": 2, "page": 1, "per_page": 25, "next_cursor": None, "has_more": False}
+    second = await call(client, "GET", f"{RUNS}/run_done/checkpoints", 200, params={"per_page": "1", "page": "2"})
+    assert [c["id"] for c in second["data"]] == ["ckpt_4"] and second["meta"]["has_more"] is False
+    first = await call(client, "GET", f"{RUNS}/run_done/checkpoints", 200, params={"per_page": "1"})
+    assert first["meta"]["has_more"] is True
+    after = await call(
+        client,
+        "GET",
+        f"{RUNS}/run_done/checkpoints",
+        200,
+        params={"per_page": "1", "cursor": first["meta"]["next_cursor"]},
+    )
+    assert [c["id"] for c in after["data"]] == ["ckpt_4"]
+    await error(client, "GET", f"{RUNS}/run_done/checkpoints", 422, "validation_error", params={"per_page": "0"})
 
 
 async def test_failed_and_implicit_runs(trained: Any) -> None:
@@ -273,6 +287,7 @@ async def test_logs_by_level_since_and_tail(trained: Any) -> None:
     path = f"{RUNS}/run_done/logs"
     everything = await call(client, "GET", path, 200)
     assert len(everything["data"]) == 20 and everything["meta"]["has_more"] is False
+    assert everything["meta"] == {"total": 20, "page": None, "per_page": 100, "next_cursor": None, "has_more": False}
     assert everything["data"][0] == {
         "timestamp": "2024-01-15T10:01:01Z",
         "level": "debug",
@@ -284,8 +299,11 @@ async def test_logs_by_level_since_and_tail(trained: Any) -> None:
     assert {line["level"] for line in warnings} == {"warning", "error"} and len(warnings) == 10
     since = (await call(client, "GET", path, 200, params={"since": "2024-01-15T10:04:00Z"}))["data"]
     assert [line["message"] for line in since][:1] == ["epoch 4 debug"] and len(since) == 8
-    tail = (await call(client, "GET", path, 200, params={"tail": "3", "level": "info"}))["data"]
-    assert [line["message"] for line in tail] == ["epoch 5 info", "epoch 5 warning", "epoch 5 error"]
+    tail = await call(client, "GET", path, 200, params={"tail": "3", "level": "info"})
+    assert [line["message"] for line in tail["data"]] == ["epoch 5 info", "epoch 5 warning", "epoch 5 error"]
+    assert (tail["meta"]["total"], tail["meta"]["per_page"], tail["meta"]["has_more"]) == (15, 3, False)
+    first_page = await call(client, "GET", path, 200, params={"per_page": "3", "level": "warning"})
+    assert first_page["meta"]["total"] == 10 and first_page["meta"]["has_more"] is True
 
 
 async def test_log_cursor_walks_every_line_once(trained: Any) -> None:
@@ -464,3 +482,67 @@ async def test_run_shows_uploaded_checkpoints(trained: Any) -> None:
     assert download.status == 200 and await download.read() == content
     assert download.headers["ETag"].strip('"') == uploaded["sha256"]
     assert listed[2]["path"] is None and listed[2]["size"] == 1
+
+
+async def test_events_of_one_batch_without_timestamps_keep_the_order_they_were_sent(client: TestClient) -> None:
+    """They share the receive time; the log position and place in the record break the tie."""
+    experiment_id = (await create_experiment(client, "Same instant"))["id"]
+    events = [run_event("started", "run_tie", experiment_id, T0)]
+    for i in range(30):
+        level = LEVELS[i % 4]
+        events.append(
+            {
+                "event_name": ["crucible", "run", "log"],
+                "metadata": {
+                    "run_id": "run_tie",
+                    "experiment_id": experiment_id,
+                    "level": level,
+                    "message": f"line {i}",
+                },
+            }
+        )
+        events.append(
+            {
+                "event_name": ["crucible", "run", "progress"],
+                "measurements": {"loss": float(100 - i)},
+                "metadata": {"run_id": "run_tie", "experiment_id": experiment_id},
+            }
+        )
+    for i in range(12):
+        events.append(
+            {
+                "event_name": ["crucible", "run", "checkpoint"],
+                "measurements": {"epoch": float(i)},
+                "metadata": {"run_id": "run_tie", "experiment_id": experiment_id, "checkpoint_id": f"c{i}"},
+            }
+        )
+    await send(client, events)
+    await wait_events(client, experiment_id, len(events))
+    await wait_run(client, "run_tie")
+    path = f"{RUNS}/run_tie"
+    logs = (await call(client, "GET", f"{path}/logs", 200))["data"]
+    assert [line["message"] for line in logs] == [f"line {i}" for i in range(30)]
+    tail = (await call(client, "GET", f"{path}/logs", 200, params={"tail": "5"}))["data"]
+    assert [line["message"] for line in tail] == [f"line {i}" for i in range(25, 30)]
+    paged: list[str] = []
+    params = {"per_page": "7"}
+    while True:
+        page = await call(client, "GET", f"{path}/logs", 200, params=params)
+        paged += [line["message"] for line in page["data"]]
+        if not page["meta"]["has_more"]:
+            break
+        params["cursor"] = page["meta"]["next_cursor"]
+    assert paged == [f"line {i}" for i in range(30)]
+    run = (await call(client, "GET", path, 200))["data"]
+    assert run["metrics"]["loss"] == 71.0  # the last one sent
+    checkpoints = (await call(client, "GET", f"{path}/checkpoints", 200, params={"per_page": "100"}))["data"]
+    assert [c["id"] for c in checkpoints] == [f"c{i}" for i in range(12)]
+    history = (await call(client, "GET", f"{path}/metrics/loss", 200))["data"]["points"]
+    assert [p["value"] for p in history] == [float(100 - i) for i in range(30)]
+
+
+@pytest.mark.parametrize("cursor", ["x", "MTox", "WyJ0aW1lc3RhbXAiLCIyMDI0IiwiZXZ0XzEiLCIiXQ"])
+async def test_a_log_cursor_that_is_not_ours_is_422(trained: Any, cursor: str) -> None:
+    client, _ = trained
+    problem = await error(client, "GET", f"{RUNS}/run_done/logs", 422, "validation_error", params={"cursor": cursor})
+    assert "cursor" in problem["details"]

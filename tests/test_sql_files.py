@@ -47,7 +47,12 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_export": {**FILTERS, "snapshot": "2030-01-01 00:00:00.000000"},
     "experiment_telemetry": {"experiment_id": "exp_1", "partitions": [0, 1], "ends": [10, 20]},
     "telemetry_positions": {"experiment_id": "exp_1"},
-    "model_statistics": {"model_id": "model_1", "model_name": "gpt-4", "since": "2024-01-01 00:00:00.000000"},
+    "model_statistics": {
+        "model_id": "model_1",
+        "model_name": "gpt-4",
+        "since": "2024-01-01 00:00:00.000000",
+        "until": "2024-01-02 00:00:00.000000",
+    },
     "run_latest_values": {"experiment_ids": ["exp_1"], "run_ids": ["run_1"], "keys": []},
     "run_metric_history": {"experiment_id": "exp_1", "run_id": "run_1", "name": "loss", "max_points": 1000},
     "run_logs": {
@@ -56,10 +61,13 @@ PARAMETERS: dict[str, dict[str, Any]] = {
         "min_severity": 2,
         "since": None,
         "cursor_time": "2024-02-01 00:00:00.000000",
-        "cursor_id": "evt_1",
+        "cursor_partition": 0,
+        "cursor_offset": 10,
+        "cursor_index": 3,
         "limit": 101,
     },
     "run_logs_tail": {"experiment_id": "exp_1", "run_id": "run_1", "min_severity": 1, "since": None, "limit": 10},
+    "run_logs_count": {"experiment_id": "exp_1", "run_id": "run_1", "min_severity": 1, "since": None},
     "run_checkpoints": {"experiment_ids": ["exp_1"], "run_ids": ["run_1"]},
     "experiment_best_metric": {"experiment_id": "exp_1", "metric": "accuracy"},
     "statistical_samples": {
