@@ -4,7 +4,9 @@
 resource event, so they follow the log's rules: every field has a default, no type
 ever changes, and unknown fields are ignored when read back. Every float that a test
 can leave undefined (a one-sided interval's open end, a test without a p-value) is
-`float | None`: JSON has no infinity, and msgspec writes it as null.
+`float | None`: JSON has no infinity, and msgspec writes it as null. Names a later
+version may extend (statistic_name, p_value_method) are plain strings, not Literals,
+so that an older reader still decodes them.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ EffectSizeType = Literal[
 ]
 BootstrapStatistic = Literal["mean", "median"]
 BootstrapMethod = Literal["BCa", "percentile", "basic"]
+RankMethod = Literal["auto", "exact", "asymptotic", "permutation"]
 ReportFormat = Literal["latex", "markdown", "html", "csv"]
 REPORT_FORMATS: tuple[str, ...] = get_args(ReportFormat)
 
@@ -56,9 +59,41 @@ class StatisticalOptions(msgspec.Struct, kw_only=True):
     category: Key | None = None  # chi_square, fisher_exact: the categorical metadata key counted
     correction: Correction = "holm"  # p-values of the pairs when more than two groups are compared
     effect_size: EffectSizeType | None = None  # None: the test's usual one
-    continuity_correction: bool = True  # chi_square on a 2x2 table: Yates' correction (scipy's default)
-    resamples: Annotated[int, Meta(ge=100, le=100_000)] = 9_999  # bootstrap
-    seed: Annotated[int, Meta(ge=0, le=2**63 - 1)] | None = None  # bootstrap; None: drawn and recorded
+    continuity_correction: Annotated[
+        bool,
+        Meta(
+            description="chi_square on a 2x2 table: Yates' correction. mann_whitney_u and wilcoxon_signed_rank: "
+            "the continuity correction of the normal approximation (R's wilcox.test default); it has no effect "
+            "on exact or permutation p-values. The result's continuity_correction says whether it was applied."
+        ),
+    ] = True
+    method: Annotated[
+        RankMethod,
+        Meta(
+            description="mann_whitney_u and wilcoxon_signed_rank: how the p-value is computed. auto follows R's "
+            "wilcox.test: exact when every group (wilcoxon: the non-zero differences) has fewer than 50 values "
+            "and there are no ties (nor zero differences), else the normal approximation with tie correction "
+            "and, unless continuity_correction is false, continuity correction. exact refuses tied data; "
+            "permutation is exact given the ties when every rearrangement fits in resamples, else Monte Carlo "
+            "with seed. The result's p_value_method says which was used."
+        ),
+    ] = "auto"
+    resamples: Annotated[
+        int,
+        Meta(ge=100, le=100_000, description="bootstrap, and rank tests with method permutation: random resamples"),
+    ] = 9_999
+    seed: (
+        Annotated[
+            int,
+            Meta(
+                ge=0,
+                le=2**63 - 1,
+                description="bootstrap, and rank tests with method permutation: the random generator's seed; "
+                "absent, one is drawn and recorded, so that seed and data reproduce the result bit for bit",
+            ),
+        ]
+        | None
+    ) = None
     statistic: BootstrapStatistic = "mean"  # bootstrap: the difference in means or in medians
     bootstrap_method: BootstrapMethod = "BCa"  # bootstrap: how the interval is built
 
@@ -124,6 +159,9 @@ class PairwiseComparison(msgspec.Struct, kw_only=True):
     effect_size: float | None = None
     confidence_interval: list[float | None] | None = None
     significant: bool = False
+    estimate: float | None = None  # as StatisticalOutcome's
+    p_value_method: str | None = None  # as StatisticalOutcome's: a pair's ties can change it
+    continuity_correction: bool | None = None
 
 
 class Contingency(msgspec.Struct, kw_only=True):
@@ -148,18 +186,64 @@ class StatisticalOutcome(msgspec.Struct, kw_only=True):
     """
 
     test_type: str = ""
-    method: str = ""
+    method: Annotated[
+        str, Meta(description="The test as run, in words, with the p-value's method (as R's `method` of an htest)")
+    ] = ""
     metric: str | None = None
     group_by: str = "model"
     groups: list[str] = []
-    statistic: float | None = None
+    statistic: Annotated[float | None, Meta(description="The test statistic; statistic_name says which")] = None
+    statistic_name: Annotated[
+        str | None,
+        Meta(
+            description="What statistic is: t; F (one_way_anova); H (kruskal_wallis); chi_square; U (Mann-Whitney U "
+            "of the first group, R's W); T_plus (Wilcoxon's sum of the ranks of the positive differences, first "
+            "minus second or minus mu, R's V, for every alternative); sample_odds_ratio (fisher_exact: ad/bc of "
+            "the table, scipy's statistic); mean_difference or median_difference (bootstrap)"
+        ),
+    ] = None
     degrees_of_freedom: float | list[float] | None = None
     p_value: float | None = None
+    p_value_method: Annotated[
+        str | None,
+        Meta(
+            description="How p_value was computed: exact (the null distribution without ties of a rank test, "
+            "Fisher's hypergeometric), asymptotic (normal or chi-square approximation), permutation (every "
+            "rearrangement of the data, exact given ties) or monte_carlo_permutation (resamples random "
+            "rearrangements drawn with seed); none for t-tests and ANOVA, whose t and F distributions are exact "
+            "under their assumptions"
+        ),
+    ] = None
+    continuity_correction: Annotated[
+        bool | None,
+        Meta(
+            description="Whether a continuity correction was applied to the p-value: Yates' for chi_square on a "
+            "2x2 table, the normal approximation's for rank tests; none for tests that have none"
+        ),
+    ] = None
+    estimate: Annotated[
+        float | None,
+        Meta(
+            description="The point estimate of the quantity confidence_interval_of names: the mean difference "
+            "(t-tests, first minus second), the mean (one-sample t), the rank-biserial r (rank tests), the "
+            "conditional maximum likelihood estimate of the odds ratio (fisher_exact, as R's fisher.test; the "
+            "sample odds ratio is the statistic), the difference in means or medians (bootstrap)"
+        ),
+    ] = None
     effect_size: float | None = None
     effect_size_type: str | None = None
-    confidence_interval: list[float | None] | None = None
+    confidence_interval: Annotated[
+        list[float | None] | None,
+        Meta(description="The interval of confidence_interval_of at confidence_level; null ends are infinite"),
+    ] = None
     confidence_level: float = 0.95
-    confidence_interval_of: str | None = None
+    confidence_interval_of: Annotated[
+        str | None,
+        Meta(
+            description="The estimand of confidence_interval and estimate: mean_difference, mean, rank_biserial, "
+            "conditional_odds_ratio, median_difference"
+        ),
+    ] = None
     sample_sizes: list[int] = []
     means: list[float | None] = []
     std_devs: list[float | None] = []

@@ -116,7 +116,12 @@ def _category_sentence(outcome: StatisticalOutcome, significant: bool, tail: str
     if outcome.test_type == "fisher_exact":
         first, second = outcome.pair or outcome.groups[:2]
         among = f"between {first} and {second}"
-        evidence += f", odds ratio {number(outcome.statistic)}"
+        if outcome.estimate is not None:
+            # The conditional estimate belongs with the interval; results recorded before it had neither.
+            level = round(outcome.confidence_level * 100, 4)
+            evidence += f", conditional odds ratio {number(outcome.estimate)}, {level:g} % CI {_interval(outcome)}"
+        else:
+            evidence += f", odds ratio {number(outcome.statistic)}"
     return f"The distribution of {outcome.category or 'categories'} {verdict} {among} ({evidence}), a {tail}"
 
 

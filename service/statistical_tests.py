@@ -4,7 +4,10 @@ Pure functions, no I/O. A two-group test returns a `Finding` for the pair (first
 group minus second), a one-sample test for its group against `mu`, an omnibus test
 for all groups. Data a test cannot use (no variance, nothing to rank, unmatched
 pairs) raises `StatisticsError` with a sentence saying why, which the API answers
-as 422. Every distribution and every test statistic comes from scipy.
+as 422. Every distribution and every test statistic comes from scipy (Wilcoxon's T+ is
+summed from scipy's ranks, as scipy reports min(T+, T-) when two-sided). Where scipy's
+defaults differ from R's (rank tests' p-value method and continuity correction, Fisher's
+odds ratio), the tests ask scipy for R's: README.md "Statistics: defaults and estimands".
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ SCIPY_ALTERNATIVE = {"two_sided": "two-sided", "less": "less", "greater": "great
 # Larger bootstraps take many seconds of a shared CPU: refused with a way out instead.
 BOOTSTRAP_WORK_LIMIT = 200_000_000  # values resampled: (n1 + n2) x resamples
 BCA_JACKKNIFE_LIMIT = 10_000_000  # n1² + n2²: BCa's jackknife recomputes the statistic n times per group
+# R's wilcox.test computes exact p-values below 50 values (per group, or non-zero differences).
+EXACT_BELOW = 50
+# Exact null distributions asked for explicitly: scipy's Mann-Whitney recursion takes ~0.03 s at
+# 100 x 100 and ~3 s at 200 x 200; the signed-rank one ~0.15 s at 500 and ~2 s at 1,000 values.
+EXACT_MANN_WHITNEY_LIMIT = 10_000  # n1 x n2
+EXACT_SIGNED_RANK_LIMIT = 500  # non-zero differences
+# Permutation p-values re-rank every rearrangement: ~1.2M ranked values/s for Mann-Whitney.
+PERMUTATION_WORK_LIMIT = 5_000_000  # values x resamples
 SHOWN_EXAMPLES = 5
 
 
@@ -54,7 +65,10 @@ class Group:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """What one test says: the statistic, its p-value, an effect size and an interval."""
+    """What one test says: the statistic, its p-value, an effect size and an interval.
+
+    `estimate` is the point estimate of what `interval_of` names; `p_value_method` and
+    `continuity_correction` say how the p-value was computed (None: the test has no choice)."""
 
     statistic: float | None
     p_value: float | None
@@ -62,6 +76,9 @@ class Finding:
     degrees_of_freedom: float | list[float] | None = None
     interval: tuple[float | None, float | None] | None = None
     interval_of: str | None = None
+    estimate: float | None = None
+    p_value_method: str | None = None
+    continuity_correction: bool | None = None
 
 
 TwoGroupTest = Callable[[Group, Group, StatisticalOptions, str], Finding]
@@ -135,13 +152,12 @@ def t_interval(result: object, alpha: float) -> tuple[float | None, float | None
     return interval(ci.low, ci.high)
 
 
-def signed_rank_biserial(differences: np.ndarray) -> tuple[float, int]:
-    """Matched-pairs rank-biserial r = (T+ - T-) / (T+ + T-) over the non-zero differences, and their count."""
+def signed_rank_sums(differences: np.ndarray) -> tuple[float, float]:
+    """T+ and T-: the sums of the ranks of |d| of the positive and of the negative differences, zeros
+    dropped before ranking (Wilcoxon's treatment, R's and scipy's zero_method="wilcox")."""
     nonzero = differences[differences != 0]
     ranks = stats.rankdata(np.abs(nonzero))
-    positive = float(ranks[nonzero > 0].sum())
-    negative = float(ranks[nonzero < 0].sum())
-    return (positive - negative) / (positive + negative), nonzero.size
+    return float(ranks[nonzero > 0].sum()), float(ranks[nonzero < 0].sum())
 
 
 # -- pairs ----------------------------------------------------------------------------------------
@@ -204,14 +220,14 @@ def student_t_test(a: Group, b: Group, options: StatisticalOptions, effect: str)
     """Student's two-sample t-test (pooled variance); the interval is of the mean difference."""
     _check_variance(a, b)
     result = stats.ttest_ind(a.values, b.values, alternative=SCIPY_ALTERNATIVE[options.alternative])
-    return _t_finding(result, two_group_effect(a.values, b.values, effect), options, "mean_difference")
+    return _t_finding(result, two_group_effect(a.values, b.values, effect), options, _mean_difference(a, b))
 
 
 def welch_t_test(a: Group, b: Group, options: StatisticalOptions, effect: str) -> Finding:
     """Welch's t-test (unequal variances, Welch-Satterthwaite degrees of freedom)."""
     _check_variance(a, b)
     result = stats.ttest_ind(a.values, b.values, equal_var=False, alternative=SCIPY_ALTERNATIVE[options.alternative])
-    return _t_finding(result, two_group_effect(a.values, b.values, effect), options, "mean_difference")
+    return _t_finding(result, two_group_effect(a.values, b.values, effect), options, _mean_difference(a, b))
 
 
 def paired_t_test(a: Group, b: Group, options: StatisticalOptions, effect: str) -> Finding:
@@ -226,32 +242,57 @@ def paired_t_test(a: Group, b: Group, options: StatisticalOptions, effect: str) 
             "a paired t-test needs them to",
         )
     result = stats.ttest_rel(x, y, alternative=SCIPY_ALTERNATIVE[options.alternative])
-    return _t_finding(result, standardized_mean(differences, effect), options, "mean_difference")
+    return _t_finding(result, standardized_mean(differences, effect), options, float(np.mean(differences)))
 
 
-def _t_finding(result: object, effect: float | None, options: StatisticalOptions, of: str) -> Finding:
+def _mean_difference(a: Group, b: Group) -> float:
+    return float(np.mean(a.values) - np.mean(b.values))
+
+
+def _t_finding(result: object, effect: float | None, options: StatisticalOptions, difference: float) -> Finding:
     return Finding(
         finite(result.statistic),  # type: ignore[attr-defined]
         finite(result.pvalue),  # type: ignore[attr-defined]
         finite(effect),
         finite(result.df),  # type: ignore[attr-defined]
         t_interval(result, options.alpha),
-        of,
+        "mean_difference",
+        finite(difference),
     )
 
 
 def mann_whitney_u(a: Group, b: Group, options: StatisticalOptions, effect: str) -> Finding:
-    """Mann-Whitney U (U of the first group); rank-biserial r = 2U / (n1 n2) - 1, with a
+    """Mann-Whitney U (U of the first group, R's W); rank-biserial r = 2U / (n1 n2) - 1, with a
     Fisher-z interval using the null standard error sqrt((n1 + n2 + 1) / (3 n1 n2))."""
     x, y = a.values, b.values
     if constant(np.concatenate([x, y])):
         raise StatisticsError(
             "metric", f"every value in {a.name!r} and {b.name!r} is {x[0]:.6g}; ranks carry no information"
         )
-    result = stats.mannwhitneyu(x, y, alternative=SCIPY_ALTERNATIVE[options.alternative])
     n1, n2 = x.size, y.size
+    pooled = np.concatenate([x, y])
+    ties = np.unique(pooled).size < pooled.size
+    method = p_value_method(
+        options, small=n1 < EXACT_BELOW and n2 < EXACT_BELOW, ties=ties, zeros=False, values=n1 + n2
+    )
+    if method == "exact" and n1 * n2 > EXACT_MANN_WHITNEY_LIMIT:
+        raise StatisticsError(
+            "options.method",
+            f"the exact distribution of U for {n1} x {n2} values takes too long (at most {EXACT_MANN_WHITNEY_LIMIT:,} "
+            "pairs); use asymptotic or permutation",
+        )
+    corrected = method == "asymptotic" and options.continuity_correction
+    result = stats.mannwhitneyu(
+        x,
+        y,
+        use_continuity=corrected,
+        alternative=SCIPY_ALTERNATIVE[options.alternative],
+        method=_scipy_method(method, options),
+    )
     r = 2 * float(result.statistic) / (n1 * n2) - 1
-    return _rank_finding(result, r, math.sqrt((n1 + n2 + 1) / (3 * n1 * n2)), options)
+    se = math.sqrt((n1 + n2 + 1) / (3 * n1 * n2))
+    splits = float(special.comb(n1 + n2, n1))
+    return _rank_finding(float(result.statistic), result.pvalue, r, se, options, method, corrected, splits)
 
 
 def wilcoxon_signed_rank(a: Group, b: Group, options: StatisticalOptions, effect: str) -> Finding:
@@ -268,24 +309,95 @@ def one_sample_wilcoxon(a: Group, options: StatisticalOptions, effect: str) -> F
 
 
 def _signed_rank(differences: np.ndarray, what: str, options: StatisticalOptions) -> Finding:
-    """scipy's statistic and p-value (zeros dropped); matched-pairs rank-biserial r with the null
+    """The statistic is T+ (R's V) for every alternative; scipy's two-sided statistic is min(T+, T-).
+    Zeros are dropped; matched-pairs rank-biserial r = (T+ - T-) / (T+ + T-) with the null
     standard error sqrt(n(n + 1)(2n + 1) / 6) / (n(n + 1) / 2), n the non-zero differences."""
     if not np.any(differences):
         raise StatisticsError("metric", f"{what} are all 0; the signed-rank test needs non-zero differences")
-    result = stats.wilcoxon(differences, alternative=SCIPY_ALTERNATIVE[options.alternative])
-    r, n = signed_rank_biserial(differences)
-    return _rank_finding(result, r, math.sqrt(n * (n + 1) * (2 * n + 1) / 6) / (n * (n + 1) / 2), options)
+    nonzero = np.abs(differences[differences != 0])
+    n = nonzero.size
+    ties = np.unique(nonzero).size < n
+    zeros = n < differences.size
+    method = p_value_method(options, small=n < EXACT_BELOW, ties=ties, zeros=zeros, values=differences.size)
+    if method == "exact" and n > EXACT_SIGNED_RANK_LIMIT:
+        raise StatisticsError(
+            "options.method",
+            f"the exact distribution of T+ for {n} non-zero differences takes too long (at most "
+            f"{EXACT_SIGNED_RANK_LIMIT}); use asymptotic or permutation",
+        )
+    corrected = method == "asymptotic" and options.continuity_correction
+    result = stats.wilcoxon(
+        differences,
+        zero_method="wilcox",
+        correction=corrected,
+        alternative=SCIPY_ALTERNATIVE[options.alternative],
+        method=_scipy_method(method, options),
+    )
+    positive, negative = signed_rank_sums(differences)
+    r = (positive - negative) / (positive + negative)
+    se = math.sqrt(n * (n + 1) * (2 * n + 1) / 6) / (n * (n + 1) / 2)
+    flips = 2.0 ** min(differences.size, 1023)  # scipy flips the signs of zeros too
+    return _rank_finding(positive, result.pvalue, r, se, options, method, corrected, flips)
 
 
-def _rank_finding(result: object, r: float, se: float, options: StatisticalOptions) -> Finding:
-    """A rank test's scipy result with its rank-biserial r and r's Fisher-z interval."""
+def p_value_method(options: StatisticalOptions, *, small: bool, ties: bool, zeros: bool, values: int) -> str:
+    """The p-value's method of a rank test: `auto` follows R's wilcox.test (exact below 50 values
+    without ties or zero differences, else the normal approximation); `permutation` is told apart
+    as monte_carlo_permutation when the rearrangements outnumber the resamples."""
+    method = options.method
+    if method == "auto":
+        return "exact" if small and not ties and not zeros else "asymptotic"
+    if method == "exact" and ties:
+        raise StatisticsError(
+            "options.method",
+            "exact p-values need distinct values, and these data have ties; use permutation (exact given "
+            "the ties) or asymptotic (normal approximation with tie correction)",
+        )
+    if method == "permutation":
+        work = values * options.resamples
+        if work > PERMUTATION_WORK_LIMIT:
+            raise StatisticsError(
+                "options.resamples",
+                f"{values} values x {options.resamples} resamples is more than {PERMUTATION_WORK_LIMIT:,} ranked "
+                f"values; use at most {max(PERMUTATION_WORK_LIMIT // values, 0)} resamples, or method asymptotic",
+            )
+    return method
+
+
+def _scipy_method(method: str, options: StatisticalOptions) -> object:
+    """scipy's method argument; permutations are exhaustive when they fit in `resamples`, else drawn."""
+    if method != "permutation":
+        return method
+    assert options.seed is not None
+    return stats.PermutationMethod(n_resamples=options.resamples, rng=np.random.default_rng(options.seed))
+
+
+def _rank_finding(
+    statistic: float,
+    p: float,
+    r: float,
+    se: float,
+    options: StatisticalOptions,
+    method: str,
+    corrected: bool,
+    rearrangements: float,
+) -> Finding:
+    """A rank test's statistic and p-value with its rank-biserial r and r's Fisher-z interval.
+
+    scipy's permutation test enumerates every rearrangement when there are no more of them than
+    resamples (`rearrangements`: 2^n sign flips, or C(n1 + n2, n1) splits), else draws resamples."""
+    if method == "permutation" and rearrangements > options.resamples:
+        method = "monte_carlo_permutation"
     return Finding(
-        finite(result.statistic),  # type: ignore[attr-defined]
-        finite(result.pvalue),  # type: ignore[attr-defined]
+        finite(statistic),
+        finite(p),
         r,
         None,
         correlation_interval(r, se, options.alpha, options.alternative),
         "rank_biserial",
+        r,
+        method,
+        corrected,
     )
 
 
@@ -302,12 +414,16 @@ def one_sample_t_test(a: Group, options: StatisticalOptions, effect: str) -> Fin
         finite(result.df),
         t_interval(result, options.alpha),  # scipy's interval of the one-sample test is of the mean
         "mean",
+        finite(np.mean(a.values)),
     )
 
 
 def fisher_exact(a: Group, b: Group, options: StatisticalOptions, effect: str) -> Finding:
-    """Fisher's exact test of a 2x2 table (groups x the two categories); the statistic is the sample
-    odds ratio, the interval the conditional odds ratio's; the effect size is Cramér's V (|φ|)."""
+    """Fisher's exact test of a 2x2 table (groups x the two categories); the effect size is Cramér's V (|φ|).
+
+    Two odds ratios, each named: the statistic is the sample odds ratio ad/bc (scipy's); the
+    estimate and interval are of the conditional odds ratio, its conditional maximum likelihood
+    estimate and exact interval (R's fisher.test): the estimate belongs with that interval."""
     table = contingency_table([a, b])[1]
     if table.shape[1] != 2:
         categories = sorted(set(a.labels) | set(b.labels))
@@ -318,10 +434,18 @@ def fisher_exact(a: Group, b: Group, options: StatisticalOptions, effect: str) -
         )
     alternative = SCIPY_ALTERNATIVE[options.alternative]
     result = stats.fisher_exact(table, alternative=alternative)
-    odds = stats.contingency.odds_ratio(table)
+    odds = stats.contingency.odds_ratio(table, kind="conditional")
     ci = odds.confidence_interval(confidence_level=1 - options.alpha, alternative=alternative)
-    v = _cramers_v(table)
-    return Finding(finite(result.statistic), finite(result.pvalue), v, None, interval(ci.low, ci.high), "odds_ratio")
+    return Finding(
+        finite(result.statistic),
+        finite(result.pvalue),
+        _cramers_v(table),
+        None,
+        interval(ci.low, ci.high),
+        "conditional_odds_ratio",
+        finite(odds.statistic),
+        "exact",
+    )
 
 
 def _cramers_v(table: np.ndarray) -> float | None:
@@ -377,13 +501,9 @@ def bootstrap(a: Group, b: Group, options: StatisticalOptions, effect: str) -> F
     else:
         size = 2 * float(stats.mannwhitneyu(x, y).statistic) / (x.size * y.size) - 1
     ci = result.confidence_interval
+    observed = finite(float(difference(x, y, axis=0)))
     return Finding(
-        finite(float(difference(x, y, axis=0))),
-        None,
-        finite(size),
-        None,
-        interval(ci.low, ci.high),
-        f"{options.statistic}_difference",
+        observed, None, finite(size), None, interval(ci.low, ci.high), f"{options.statistic}_difference", observed
     )
 
 
@@ -419,7 +539,9 @@ def kruskal_wallis(groups: list[Group], options: StatisticalOptions, effect: str
     result = stats.kruskal(*samples)
     k, n = len(samples), sum(s.size for s in samples)
     size = (float(result.statistic) - k + 1) / (n - k)
-    return Finding(finite(result.statistic), finite(result.pvalue), finite(size), float(k - 1))
+    return Finding(
+        finite(result.statistic), finite(result.pvalue), finite(size), float(k - 1), p_value_method="asymptotic"
+    )
 
 
 def contingency_table(groups: list[Group]) -> tuple[list[str], np.ndarray]:
@@ -443,4 +565,13 @@ def chi_square(groups: list[Group], options: StatisticalOptions, effect: str) ->
             f"every sample has {options.category} {examples(categories)}; chi_square needs at least 2 categories",
         )
     result = stats.chi2_contingency(table, correction=options.continuity_correction)
-    return Finding(finite(result.statistic), finite(result.pvalue), _cramers_v(table), float(result.dof))
+    # scipy (like R's chisq.test) applies Yates' correction only with one degree of freedom.
+    corrected = options.continuity_correction and int(result.dof) == 1
+    return Finding(
+        finite(result.statistic),
+        finite(result.pvalue),
+        _cramers_v(table),
+        float(result.dof),
+        p_value_method="asymptotic",
+        continuity_correction=corrected,
+    )

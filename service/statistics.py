@@ -40,6 +40,9 @@ COMMON_OPTIONS = frozenset({"alpha", "alternative", "group_by"})
 GROUP_COLUMNS = ("model", "run_id", "event_name")
 MEAN_EFFECTS = ("cohens_d", "hedges_g", "glass_delta")
 PAIRED_EFFECTS = ("cohens_d", "hedges_g")
+# How a rank test's p-value is computed; resamples and seed serve method permutation only.
+RANK_OPTIONS = frozenset({"method", "continuity_correction", "resamples", "seed"})
+RANK_TESTS = frozenset({"mann_whitney_u", "wilcoxon_signed_rank"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,7 @@ class Procedure:
     """One test type: how it runs and what it accepts."""
 
     method: str
+    statistic_name: str
     two_group: tests.TwoGroupTest | None = None  # run on each pair of groups
     one_group: tests.OneGroupTest | None = None  # run on a single group against mu
     omnibus: tests.OmnibusTest | None = None  # run on all groups at once
@@ -62,18 +66,21 @@ class Procedure:
 PROCEDURES: dict[str, Procedure] = {
     "two_sample_t_test": Procedure(
         "Student's two-sample t-test (pooled variance)",
+        "t",
         two_group=tests.student_t_test,
         options=frozenset({"effect_size", "correction"}),
         effect_sizes=MEAN_EFFECTS,
     ),
     "welch_t_test": Procedure(
         "Welch's two-sample t-test (unequal variances)",
+        "t",
         two_group=tests.welch_t_test,
         options=frozenset({"effect_size", "correction"}),
         effect_sizes=MEAN_EFFECTS,
     ),
     "paired_t_test": Procedure(
         "Paired t-test",
+        "t",
         two_group=tests.paired_t_test,
         options=frozenset({"pair_by", "effect_size", "correction"}),
         required=frozenset({"pair_by"}),
@@ -82,6 +89,7 @@ PROCEDURES: dict[str, Procedure] = {
     ),
     "one_sample_t_test": Procedure(
         "One-sample t-test",
+        "t",
         one_group=tests.one_sample_t_test,
         options=frozenset({"mu", "effect_size"}),
         required=frozenset({"mu"}),
@@ -90,20 +98,23 @@ PROCEDURES: dict[str, Procedure] = {
     ),
     "mann_whitney_u": Procedure(
         "Mann-Whitney U test",
+        "U",
         two_group=tests.mann_whitney_u,
-        options=frozenset({"correction"}),
+        options=frozenset({"correction"}) | RANK_OPTIONS,
         effect_sizes=("rank_biserial",),
     ),
     "wilcoxon_signed_rank": Procedure(
         "Wilcoxon signed-rank test",
+        "T_plus",
         two_group=tests.wilcoxon_signed_rank,
         one_group=tests.one_sample_wilcoxon,
-        options=frozenset({"pair_by", "mu", "correction"}),
+        options=frozenset({"pair_by", "mu", "correction"}) | RANK_OPTIONS,
         effect_sizes=("rank_biserial",),
         labels="pair_by",
     ),
     "one_way_anova": Procedure(
         "One-way ANOVA",
+        "F",
         omnibus=tests.one_way_anova,
         options=frozenset({"effect_size"}),
         effect_sizes=("eta_squared", "omega_squared"),
@@ -111,12 +122,14 @@ PROCEDURES: dict[str, Procedure] = {
     ),
     "kruskal_wallis": Procedure(
         "Kruskal-Wallis H test",
+        "H",
         omnibus=tests.kruskal_wallis,
         effect_sizes=("eta_squared",),
         one_sided=False,
     ),
     "chi_square": Procedure(
         "Pearson's chi-square test of independence",
+        "chi_square",
         omnibus=tests.chi_square,
         options=frozenset({"category", "continuity_correction"}),
         required=frozenset({"category"}),
@@ -127,6 +140,7 @@ PROCEDURES: dict[str, Procedure] = {
     ),
     "fisher_exact": Procedure(
         "Fisher's exact test",
+        "sample_odds_ratio",
         two_group=tests.fisher_exact,
         options=frozenset({"category", "correction"}),
         required=frozenset({"category"}),
@@ -136,11 +150,21 @@ PROCEDURES: dict[str, Procedure] = {
     ),
     "bootstrap": Procedure(
         "Bootstrap confidence interval (scipy.stats.bootstrap)",
+        "mean_difference",
         two_group=tests.bootstrap,
         options=frozenset({"resamples", "seed", "statistic", "bootstrap_method", "effect_size"}),
         effect_sizes=MEAN_EFFECTS,
         max_groups=2,
     ),
+}
+
+# What `method` adds for the p-value, in the words of R's htest methods.
+METHOD_NOTES = {
+    ("exact", False): ", exact p-value",
+    ("asymptotic", True): ", normal approximation with continuity correction",
+    ("asymptotic", False): ", normal approximation",
+    ("permutation", False): ", permutation p-value over every rearrangement",
+    ("monte_carlo_permutation", False): ", Monte Carlo permutation p-value",
 }
 
 OPTION_PURPOSE = {
@@ -176,9 +200,24 @@ def resolve_options(test_type: str, given: Mapping[str, Any]) -> StatisticalOpti
     effect = values.setdefault("effect_size", effects[0])
     if effect not in effects:
         raise StatisticsError("options.effect_size", f"{test_type} reports {', '.join(effects)}, not {effect}")
-    if test_type == "bootstrap" and values.get("seed") is None:
+    if test_type in RANK_TESTS:
+        _check_rank_options(test_type, given)
+    if (test_type == "bootstrap" or values.get("method") == "permutation") and values.get("seed") is None:
         values["seed"] = secrets.randbits(32)
     return StatisticalOptions(**values)
+
+
+def _check_rank_options(test_type: str, given: Mapping[str, Any]) -> None:
+    """Options of a rank test that the chosen method would silently ignore are refused."""
+    method = given.get("method", "auto")
+    for name in ("resamples", "seed"):
+        if name in given and method != "permutation":
+            raise StatisticsError(f"options.{name}", f"applies to {test_type} with method permutation only")
+    if "continuity_correction" in given and method in ("exact", "permutation"):
+        raise StatisticsError(
+            "options.continuity_correction",
+            f"applies to the normal approximation (method asymptotic or auto), not to method {method}",
+        )
 
 
 def group_source(group_by: str) -> tuple[str, str]:
@@ -283,6 +322,7 @@ def run_test(
     outcome = StatisticalOutcome(
         test_type=test_type,
         method=procedure.method,
+        statistic_name=f"{options.statistic}_difference" if test_type == "bootstrap" else procedure.statistic_name,
         metric=metric,
         group_by=options.group_by,
         groups=[g.name for g in groups],
@@ -311,6 +351,10 @@ def run_test(
             outcome.assumptions = check_expected_counts(expected, table.shape == (2, 2))
     elif test_type != "bootstrap":
         outcome.assumptions = check_assumptions(test_type, groups, options)
+    if test_type in RANK_TESTS:
+        outcome.method += METHOD_NOTES[(outcome.p_value_method or "", bool(outcome.continuity_correction))]
+    elif outcome.continuity_correction:
+        outcome.method += " with Yates' continuity correction"
     if test_type == "bootstrap":
         significant = excludes_zero(outcome.confidence_interval, options.alternative)
     else:
@@ -322,8 +366,11 @@ def run_test(
 def _take(outcome: StatisticalOutcome, finding: Finding) -> None:
     outcome.statistic = finding.statistic
     outcome.p_value = finding.p_value
+    outcome.p_value_method = finding.p_value_method
+    outcome.continuity_correction = finding.continuity_correction
     outcome.effect_size = finding.effect_size
     outcome.degrees_of_freedom = finding.degrees_of_freedom
+    outcome.estimate = finding.estimate
     outcome.confidence_interval = list(finding.interval) if finding.interval is not None else None
     outcome.confidence_interval_of = finding.interval_of
 
@@ -351,6 +398,9 @@ def _compare_pairs(
             effect_size=f.effect_size,
             confidence_interval=list(f.interval) if f.interval is not None else None,
             significant=p < options.alpha,
+            estimate=f.estimate,
+            p_value_method=f.p_value_method,
+            continuity_correction=f.continuity_correction,
         )
         for (a, b), f, p in zip(pairs, findings, adjusted, strict=True)
     ]

@@ -83,6 +83,10 @@ class Batch:
     first: int = -1
     last: int = -1
 
+    def __post_init__(self) -> None:
+        if self.records and self.first < 0:  # made with its records at once
+            self.first, self.last = self.records[0].offset, self.records[-1].offset
+
     def add(self, record: StoredRecord, rows: int) -> None:
         """Take a record to insert."""
         self.skip(record)
@@ -319,17 +323,20 @@ class WarehouseWriter:
             fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
             for tp, records in fetched.items():
                 for record in records:
-                    # Checked per record: `_add` may wait for room in the queue, and the
-                    # partition be revoked meanwhile (its next owner reads on from our
-                    # last commit), or not be started yet (read again from its start).
+                    # Checked per record: queueing a full batch may wait, and a rebalance may
+                    # take the partition meanwhile. Its records are then the next owner's.
                     if tp not in self._started:
-                        break
+                        break  # or fetched before on_assigned set its start; read again from there
                     await self._add(tp, record)
-            now = time.monotonic()
-            for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
-                # A revoke while an earlier one waited for room in the queue took it already.
-                if (batch := self._pending.pop(tp, None)) is not None:
-                    await self._enqueue(batch)
+            await self._flush_due()
+
+    async def _flush_due(self) -> None:
+        """Queue the pending batches that have waited `flush_seconds`."""
+        now = time.monotonic()
+        for tp in [tp for tp, b in self._pending.items() if now - b.started >= self._flush_seconds]:
+            # Queueing may wait, and a revocation meanwhile queues the partition's batch itself.
+            if (batch := self._pending.pop(tp, None)) is not None:
+                await self._enqueue(batch)
 
     async def _add(self, tp: TopicPartition, record: StoredRecord) -> None:
         """Add a record to its partition's pending batch, or skip it if it is a retry

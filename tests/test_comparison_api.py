@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from service.reports import latex_escape, markdown_escape, mean_and_margin, spre
 from tests.keys_support import auth, create_key
 from tests.resource_helpers import create_experiment, error
 from tests.test_queries_api import ingest, wait_stored
+from tests.test_reports_latex import assert_fits, compile_latex
 from tests.test_statistics import A, B, C
 
 EXPORT = "/api/v1/export/comparison"
@@ -152,18 +151,7 @@ async def test_latex_is_a_booktabs_document_with_the_best_in_bold(client: TestCl
 
 async def test_latex_compiles_with_pdflatex(client: TestClient, experiments: list[str], tmp_path: Path) -> None:
     _, text = await export(client, experiments, format="latex", caption="Accuracy & loss: 100% of runs")
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex is not installed on this machine: the LaTeX report was not compiled")
-    (tmp_path / "comparison.tex").write_text(text)
-    done = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "comparison.tex"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:]
-    assert (tmp_path / "comparison.pdf").stat().st_size > 0
+    assert_fits(compile_latex(tmp_path, text))
 
 
 async def test_the_table_template_has_no_preamble(client: TestClient, experiments: list[str]) -> None:
@@ -212,7 +200,7 @@ def test_latex_escape_covers_every_special_and_unknown_characters() -> None:
         r"a\&b\%c\$d\#e\_f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
         r"\textless{}l\textgreater{}m\textbar{}n\textquotedbl{}o"
     )
-    assert latex_escape("Größe \N{EN DASH} 模型\nv2") == "Größe \N{EN DASH} ?? v2"
+    assert latex_escape("Größe \N{EN DASH} 模型\nv2") == "Größe \N{EN DASH} \\texttt{[U+6A21 U+578B]} v2"
 
 
 def test_markdown_and_spreadsheet_escapes() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import pytest
+from scipy import stats
 
 from schemas.resources import StatisticalResultRecorded
 from service.assumptions import SHAPIRO_MAX
@@ -131,16 +132,79 @@ def test_mann_whitney_u_with_rank_biserial_and_its_interval() -> None:
 
 
 def test_wilcoxon_signed_rank_on_pairs_and_against_mu() -> None:
+    # The differences have ties (and, against mu, zeros): R's wilcox.test uses the normal
+    # approximation with continuity correction, and so does auto. Numbers are R 4.2's.
     outcome = run("wilcoxon_signed_rank", [group("a", A, KEYS), group("p", P, KEYS)], pair_by="sample_id")
-    assert outcome.statistic == 5.0
-    assert outcome.p_value == approx(0.021484375)
+    assert (outcome.statistic_name, outcome.statistic) == ("T_plus", 50.0)  # R's V; scipy reports min(T+, T-) = 5
+    assert outcome.p_value == approx(0.023260619585451631)
+    assert (outcome.p_value_method, outcome.continuity_correction) == ("asymptotic", True)
+    assert outcome.method == "Wilcoxon signed-rank test, normal approximation with continuity correction"
     assert outcome.effect_size == approx(0.8181818181818182)
+    assert outcome.estimate == outcome.effect_size
     assert outcome.confidence_interval == [approx(0.4235986080892982), approx(0.9517944965511629)]
     one = run("wilcoxon_signed_rank", [group("a", A)], mu=0.88)
-    assert one.statistic == 13.0
-    assert one.p_value == approx(0.3125)
+    assert one.statistic == 32.0
+    assert one.p_value == approx(0.28377195719583115)
     assert one.effect_size == approx(0.4222222222222222)
     assert one.confidence_interval == [approx(-0.2774300096243376), approx(0.829234930209519)]
+
+
+def test_wilcoxon_reports_t_plus_for_every_alternative() -> None:
+    differences = [group("d", [0.5, -1.5, 2.5, 3.5, -4.5, 5.5, 6.5])]
+    for alternative in ("two_sided", "less", "greater"):
+        outcome = run("wilcoxon_signed_rank", differences, mu=0, alternative=alternative)
+        assert outcome.statistic == 1 + 3 + 4 + 6 + 7  # the ranks of the positive differences
+        assert outcome.p_value_method == "exact"  # 7 distinct non-zero differences
+        assert outcome.continuity_correction is False
+
+
+# Wilcoxon n=12 with ties and zeros: R's normal approximation with continuity correction gives
+# 0.03097; scipy's defaults give 0.03125 (a permutation p-value) and min(T+, T-) = 6 as the statistic.
+X12 = [5, 7, 6, 9, 4, 8, 10, 6, 7, 11, 5, 9]
+Y12 = [5, 6, 4, 7, 5, 6, 7, 6, 3, 8, 7, 4]
+
+
+def test_rank_tests_default_to_r_and_say_which_method_they_used() -> None:
+    pairs = [group("x", X12, [*KEYS, "s10", "s11"]), group("y", Y12, [*KEYS, "s10", "s11"])]
+    auto = run("wilcoxon_signed_rank", pairs, pair_by="k")
+    assert (auto.p_value_method, auto.continuity_correction) == ("asymptotic", True)
+    assert (auto.statistic, auto.p_value) == (49.0, approx(0.03097489369918469))  # R: wilcox.test(x, y, paired = TRUE)
+    plain = run("wilcoxon_signed_rank", pairs, pair_by="k", method="asymptotic", continuity_correction=False)
+    assert (plain.p_value_method, plain.continuity_correction) == ("asymptotic", False)
+    assert plain.p_value == approx(0.027191224713648078)  # R: correct = FALSE
+    assert plain.method == "Wilcoxon signed-rank test, normal approximation"
+    exhaustive = run("wilcoxon_signed_rank", pairs, pair_by="k", method="permutation", seed=1)
+    assert exhaustive.p_value_method == "permutation"  # 2^12 sign flips, fewer than 9,999 resamples
+    assert exhaustive.p_value == approx(0.03125)  # 128 of 4,096 arrangements
+    assert exhaustive.method == "Wilcoxon signed-rank test, permutation p-value over every rearrangement"
+    mann_whitney = run("mann_whitney_u", [group("a", A), group("c", C)])
+    assert mann_whitney.method == "Mann-Whitney U test, normal approximation with continuity correction"
+    assert mann_whitney.statistic_name == "U"
+
+
+def test_a_monte_carlo_permutation_is_scipys_with_the_recorded_seed() -> None:
+    rng = np.random.default_rng(5)
+    x, y = np.round(rng.normal(0.5, 0.1, 30), 2), np.round(rng.normal(0.45, 0.1, 30), 2)
+    options = resolve_options("mann_whitney_u", {"method": "permutation", "resamples": 2000})
+    assert options.seed is not None  # drawn, recorded with the options
+    outcome = run_test("mann_whitney_u", "m", [group("x", list(x)), group("y", list(y))], options)
+    assert outcome.p_value_method == "monte_carlo_permutation"
+    assert outcome.method == "Mann-Whitney U test, Monte Carlo permutation p-value"
+    scipy = stats.mannwhitneyu(
+        x, y, method=stats.PermutationMethod(n_resamples=2000, rng=np.random.default_rng(options.seed))
+    )
+    assert outcome.p_value == scipy.pvalue
+    asymptotic = run("mann_whitney_u", [group("x", list(x)), group("y", list(y))])
+    assert abs(outcome.p_value - asymptotic.p_value) < 0.05
+
+
+def test_pairs_report_their_own_method() -> None:
+    distinct = [0.11, 0.23, 0.35, 0.47, 0.59, 0.61, 0.73]
+    outcome = run("mann_whitney_u", [group("a", A), group("c", C), group("d", distinct)], correction="none")
+    assert [c.p_value_method for c in outcome.pairwise] == ["asymptotic", "asymptotic", "asymptotic"]
+    untied = run("mann_whitney_u", [group("d", distinct), group("e", [v + 0.005 for v in distinct]), group("a", A)])
+    assert [c.p_value_method for c in untied.pairwise] == ["exact", "asymptotic", "asymptotic"]
+    assert [c.continuity_correction for c in untied.pairwise] == [False, True, True]
 
 
 def test_one_way_anova_with_eta_and_omega_squared() -> None:
@@ -201,10 +265,14 @@ def test_chi_square_with_small_expected_counts_recommends_fisher() -> None:
 def test_fisher_exact_odds_ratio_and_its_interval() -> None:
     groups = [categories("a", x=12, y=8), categories("b", x=5, y=15)]
     outcome = run("fisher_exact", groups, metric=None, category="outcome")
-    assert outcome.statistic == 4.5
+    assert (outcome.statistic_name, outcome.statistic) == ("sample_odds_ratio", 4.5)  # 12 x 15 / (8 x 5)
     assert outcome.p_value == approx(0.05355099259437413)
+    # The estimate beside the interval is the conditional MLE (R's fisher.test), not the sample odds ratio.
+    assert outcome.estimate == approx(4.31957792967887)
     assert outcome.confidence_interval == [approx(0.9817270987639196), approx(21.94903555062118)]
-    assert outcome.confidence_interval_of == "odds_ratio"
+    assert outcome.confidence_interval_of == "conditional_odds_ratio"
+    assert outcome.p_value_method == "exact"
+    assert "conditional odds ratio 4.32, 95 % CI 0.9817 to 21.95" in outcome.interpretation.practical_significance
     assert outcome.effect_size == approx(0.35400521619692155)
     greater = run("fisher_exact", groups, metric=None, category="outcome", alternative="greater")
     assert greater.p_value == approx(0.026775496297187066)
@@ -441,6 +509,19 @@ def test_category_tests_need_categories() -> None:
     assert "use chi_square" in three.message
 
 
+def test_rank_methods_the_data_cannot_give_are_refused() -> None:
+    tied = refused("mann_whitney_u", [group("a", A), group("c", C)], method="exact")
+    assert (tied.field, "these data have ties; use permutation" in tied.message) == ("options.method", True)
+    pairs = refused("wilcoxon_signed_rank", [group("a", A, KEYS), group("p", P, KEYS)], pair_by="k", method="exact")
+    assert pairs.field == "options.method"
+    wide = [group("a", list(np.linspace(0, 1, 150))), group("b", list(np.linspace(0.001, 1.001, 150)))]
+    assert "takes too long" in refused("mann_whitney_u", wide, method="exact").message
+    long = [group("d", list(np.linspace(0.001, 1, 600)))]
+    assert refused("wilcoxon_signed_rank", long, mu=0, method="exact").field == "options.method"
+    many = refused("mann_whitney_u", wide, method="permutation", resamples=20_000)
+    assert (many.field, "use at most 16666 resamples" in many.message) == ("options.resamples", True)
+
+
 def test_bootstraps_too_large_for_the_machine_are_refused() -> None:
     big = [group("a", list(np.linspace(0, 1, 60_000))), group("b", list(np.linspace(0, 2, 60_000)))]
     assert refused("bootstrap", big, resamples=9_999).field == "options.resamples"
@@ -460,6 +541,21 @@ def test_bootstraps_too_large_for_the_machine_are_refused() -> None:
         ("welch_t_test", {"effect_size": "eta_squared"}, "options.effect_size", "reports cohens_d, hedges_g"),
         ("bootstrap", {"statistic": "median", "effect_size": "cohens_d"}, "options.effect_size", "rank_biserial"),
         ("welch_t_test", {"group_by": "experiment_id"}, "options.group_by", "cannot be experiment_id"),
+        ("welch_t_test", {"method": "exact"}, "options.method", "does not apply to welch_t_test"),
+        ("mann_whitney_u", {"seed": 1}, "options.seed", "with method permutation only"),
+        ("wilcoxon_signed_rank", {"resamples": 500, "method": "exact"}, "options.resamples", "permutation only"),
+        (
+            "mann_whitney_u",
+            {"method": "exact", "continuity_correction": True},
+            "options.continuity_correction",
+            "not to method exact",
+        ),
+        (
+            "wilcoxon_signed_rank",
+            {"method": "permutation", "continuity_correction": False},
+            "options.continuity_correction",
+            "applies to the normal approximation",
+        ),
     ],
 )
 def test_options_that_do_not_fit_the_test(test_type: str, options: dict[str, Any], field: str, words: str) -> None:

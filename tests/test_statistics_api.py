@@ -7,11 +7,15 @@ literals (computed once with scipy; see there).
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
+from scipy import stats
 
+from service.statistics_api import sorted_samples
 from tests.resource_helpers import call, create_experiment, error, idempotency, walk_with_cursor
 from tests.test_queries_api import ingest, wait_stored
 from tests.test_statistics import KEYS, A, B, C, P
@@ -173,12 +177,26 @@ async def test_a_paired_test_matches_samples_by_the_pair_key(client: TestClient,
     wilcoxon = await run(
         client, experiment, "wilcoxon_signed_rank", groups=["a", "p"], options={"pair_by": "sample_id"}
     )
-    assert (wilcoxon["statistic"], wilcoxon["p_value"]) == (5.0, approx(0.021484375))
+    # R's wilcox.test: V = T+ = 50, normal approximation with continuity correction (the differences tie).
+    assert (wilcoxon["statistic_name"], wilcoxon["statistic"]) == ("T_plus", 50.0)
+    assert wilcoxon["p_value"] == approx(0.023260619585451631)
+    assert (wilcoxon["p_value_method"], wilcoxon["continuity_correction"]) == ("asymptotic", True)
+    assert wilcoxon["options"]["method"] == "auto"
+    plain = await run(
+        client,
+        experiment,
+        "wilcoxon_signed_rank",
+        groups=["a", "p"],
+        options={"pair_by": "sample_id", "method": "asymptotic", "continuity_correction": False},
+    )
+    assert (plain["p_value_method"], plain["continuity_correction"]) == ("asymptotic", False)
 
 
 async def test_category_tests_count_a_metadata_key(client: TestClient, experiment: str) -> None:
     fisher = await run(client, experiment, "fisher_exact", metric=None, options={"category": "verdict"})
-    assert fisher["statistic"] == 4.5
+    assert (fisher["statistic_name"], fisher["statistic"]) == ("sample_odds_ratio", 4.5)
+    assert fisher["estimate"] == approx(4.31957792967887)  # the conditional MLE, R's fisher.test estimate
+    assert fisher["confidence_interval_of"] == "conditional_odds_ratio"
     assert fisher["p_value"] == approx(0.05355099259437413)
     assert fisher["contingency"] == {"categories": ["x", "y"], "counts": [[12, 8], [5, 15]]}
     assert fisher["sample_sizes"] == [20, 20]
@@ -188,10 +206,81 @@ async def test_one_sample_and_bootstrap(client: TestClient, experiment: str) -> 
     one = await run(client, experiment, "one_sample_t_test", groups=["a"], options={"mu": 0.85})
     assert one["statistic"] == approx(4.898979485566357)
     boot = await run(client, experiment, "bootstrap", groups=["a", "b"], options={"resamples": 2000, "seed": 12345})
-    assert boot["confidence_interval"] == [approx(0.04599999999999982), approx(0.09000000000000008)]
+    # One batch shares its receive time, so each group is tested in order of value (the documented
+    # order: timestamp, then value): scipy's interval on sorted(A), sorted(B) with the same seed.
+    assert boot["confidence_interval"] == [approx(0.04699999999999993), approx(0.08900000000000013)]
     assert boot["p_value"] is None
     drawn = await run(client, experiment, "bootstrap", groups=["a", "b"], options={"resamples": 200})
     assert isinstance(drawn["options"]["seed"], int)  # recorded, so the result can be reproduced
+
+
+MONTH_END = dt.datetime(2024, 1, 31, 23, 59, 50, tzinfo=dt.UTC)
+
+
+def timed(experiment_id: str, index: int, model: str, value: float) -> dict[str, Any]:
+    """Four events per second, two per model, across a month's end (two monthly partitions)."""
+    return {
+        **progress(experiment_id, model, value),
+        "id": f"evt_order_{index:03d}",
+        "timestamp": (MONTH_END + dt.timedelta(seconds=index // 4)).isoformat(),
+    }
+
+
+async def test_a_seeded_bootstrap_reproduces_whatever_the_insertion_order(client: TestClient) -> None:
+    # The same samples inserted at once, and in reverse in separate inserts (separate parts): the
+    # documented order (timestamp, then value) gives one result, scipy's on the values in that order.
+    rng = np.random.default_rng(3)
+    models = ["a", "b"] * 40
+    values = np.round(rng.normal(0.5, 0.1, 80), 6)
+    ids = []
+    for order in ("once", "reversed"):
+        created = await create_experiment(client, f"Order {order}")
+        events = [timed(created["id"], i, m, float(v)) for i, (m, v) in enumerate(zip(models, values, strict=True))]
+        for event in events:
+            event["id"] += f"_{order}"
+        stored = len(ids) * len(events)
+        if order == "once":
+            await ingest(client, events)
+        else:
+            for start in range(len(events) - 20, -1, -20):
+                await ingest(client, events[start : start + 20][::-1])
+                stored += 20
+                await wait_stored(client, stored)
+        await wait_stored(client, (len(ids) + 1) * len(events))
+        ids.append(created["id"])
+    options = {"resamples": 1000, "seed": 2024, "bootstrap_method": "percentile"}
+    results = [await run(client, e, "bootstrap", groups=["a", "b"], options=options) for e in ids]
+    assert results[0]["confidence_interval"] == results[1]["confidence_interval"]
+    seconds = np.arange(80) // 4
+    # Each model's values by timestamp, then value (positive floats: their bits sort as the numbers).
+    first, second = (values[i::2][np.lexsort((values[i::2], seconds[i::2]))] for i in (0, 1))
+    scipy = stats.bootstrap(
+        (first, second),
+        lambda x, y, axis: np.mean(x, axis=axis) - np.mean(y, axis=axis),
+        vectorized=True,
+        n_resamples=1000,
+        method="percentile",
+        rng=np.random.default_rng(2024),
+    ).confidence_interval
+    assert results[0]["confidence_interval"] == [scipy.low, scipy.high]
+
+
+def test_samples_sort_by_time_then_value_whatever_their_order() -> None:
+    times = np.array([5, 1, 5, 3, 1, 5], dtype="<i8")
+    values = np.array([0.5, -0.0, 0.25, 0.75, 0.0, 0.5])
+    labels = ["k5", "k1", "j5", "k3", "j1", "m5"]
+    expected = sorted_samples("g", values, labels, times)
+    for seed in range(5):
+        order = np.random.default_rng(seed).permutation(6)
+        again = sorted_samples("g", values[order], [labels[i] for i in order], times[order])
+        assert again.values.tobytes() == expected.values.tobytes()  # -0.0 and 0.0 too
+        assert sorted(zip(again.values.tolist(), again.labels, strict=True)) == sorted(
+            zip(expected.values.tolist(), expected.labels, strict=True)
+        )
+    assert expected.values.tolist() == [0.0, 0.0, 0.75, 0.25, 0.5, 0.5]
+    assert np.signbit(expected.values[:2]).tolist() == [True, False]  # -0.0 first: its bits decide
+    only_labels = sorted_samples("g", np.zeros(0), labels, times)
+    assert only_labels.labels[:2] in (["k1", "j1"], ["j1", "k1"]) and only_labels.labels[2] == "k3"
 
 
 async def test_the_telemetry_position_moves_with_new_data(client: TestClient, experiment: str) -> None:
@@ -383,11 +472,30 @@ async def test_unmatched_pairs(client: TestClient, experiment: str) -> None:
         ({"correction": "bonferroni"}, "options.correction"),
         ({"resamples": 500}, "options.resamples"),
         ({"pair_by": "sample_id"}, "options.pair_by"),
+        ({"method": "exact"}, "options.method"),
     ],
 )
 async def test_bad_options(client: TestClient, experiment: str, options: dict[str, Any], field: str) -> None:
     problem = await refused(client, body(experiment, "welch_t_test", groups=["a", "b"], options=options))
     assert list(problem["details"]) == [field]
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "words"),
+    [
+        ({"method": "fast"}, "options.method", "Invalid enum value 'fast'"),
+        ({"method": "exact"}, "options.method", "these data have ties"),
+        ({"method": "exact", "continuity_correction": False}, "options.continuity_correction", "not to method exact"),
+        ({"seed": 3}, "options.seed", "with method permutation only"),
+        ({"method": "permutation", "resamples": 50}, "options.resamples", "Expected `int` >= 100"),
+    ],
+)
+async def test_bad_rank_options(
+    client: TestClient, experiment: str, options: dict[str, Any], field: str, words: str
+) -> None:
+    problem = await refused(client, body(experiment, "mann_whitney_u", groups=["a", "c"], options=options))
+    assert list(problem["details"]) == [field]
+    assert words in problem["details"][field][0]
 
 
 async def test_missing_required_options(client: TestClient, experiment: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from typing import Any
 
@@ -9,11 +10,11 @@ import msgspec
 import pytest
 
 from schemas.telemetry import TelemetryEvent, WarehouseRow
-from service.appkeys import LOG, WAREHOUSE
+from service.appkeys import LOG, SETTINGS, WAREHOUSE
 from service.ingest import telemetry_record
 from service.ingest_batch import record_value
 from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, Record, StoredRecord, TopicPartition
-from service.writer import LEGACY_TABLE, TABLE, record_shape, records_of, rows_of
+from service.writer import LEGACY_TABLE, TABLE, Batch, WarehouseWriter, record_shape, records_of, rows_of
 from tests.support import eventually
 
 NOW = dt.datetime(2024, 1, 15, 10, 0, tzinfo=dt.UTC)
@@ -151,6 +152,37 @@ async def test_writer_resumes_after_what_the_warehouse_holds(app_client: Any, tm
     await eventually(caught_up)
     consumer = await restarted.app[LOG].consumer("crucible-warehouse", [TELEMETRY_TOPIC])
     assert await consumer.committed(TopicPartition(TELEMETRY_TOPIC, 0)) == 3
+
+
+async def test_a_partition_revoked_while_a_flush_waits_for_room_is_queued_once(app_client: Any) -> None:
+    """Queueing a due batch waits while the insert queue is full; a rebalance that revokes
+    another partition meanwhile queues that partition's batch itself. The flush must not
+    queue it again, nor fail on it (it stopped the writer with a KeyError)."""
+    client = await app_client(writer=False, writer_queue_batches=1)
+    log = client.app[LOG]
+    writer = WarehouseWriter(log, client.app[WAREHOUSE], client.app[SETTINGS])
+    consumer = await log.consumer("test-writer", [TELEMETRY_TOPIC])
+    writer._consumer = consumer
+    kept, revoked = TopicPartition(TELEMETRY_TOPIC, 0), TopicPartition(TELEMETRY_TOPIC, 1)
+    writer._started = {kept, revoked}
+    for offset, tp in enumerate((kept, revoked)):
+        writer._pending[tp] = Batch(tp, records=[stored(record_of(offset), offset, tp.partition)], started=0.0)
+    filler = Batch(kept, records=[stored(record_of(9), 9)])
+    writer._queue.put_nowait(filler)  # the queue is full: the flush waits for room
+    flush = asyncio.create_task(writer._flush_due())
+    await asyncio.sleep(0.01)
+    revocation = asyncio.create_task(writer.on_revoked(consumer, {revoked}))
+    await asyncio.sleep(0.01)
+    queued = []
+    while not (flush.done() and revocation.done()):
+        queued.append(await asyncio.wait_for(writer._queue.get(), 5))
+        writer._queue.task_done()
+        await asyncio.sleep(0.01)  # the waiting put and the revocation's join go on
+    await flush  # raises what the flush raised
+    await revocation
+    assert sorted((batch.partition.partition, batch.first) for batch in queued) == [(0, 0), (0, 9), (1, 1)]
+    assert writer._pending == {}
+    await consumer.stop()
 
 
 # -- retries of a batch sent with an Idempotency-Key ------------------------------------
