@@ -497,8 +497,7 @@ def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows:
                 flush()
             if pending is None:
                 pending = Batch(TopicPartition(TELEMETRY_TOPIC, record.partition), legacy=legacy)
-            pending.records.append(record)
-            pending.rows += rows
+            pending.add(record, rows)
             if pending.rows >= batch_rows:
                 flush()
             if max_rows and total_rows + (pending.rows if pending else 0) >= max_rows:

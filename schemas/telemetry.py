@@ -77,6 +77,10 @@ RECORD_CONTENT_TYPE = b"application/json; record=crucible.telemetry.v2"
 LEGACY_CONTENT_TYPE = b"application/x-ndjson; row=crucible.telemetry.v1"
 # Header holding how many events a v2 record carries (v1: one per line).
 RECORD_EVENTS_HEADER = "events"
+# Header holding the batch id of a batch sent with an Idempotency-Key (absent otherwise):
+# every attempt of that batch carries the same one, so the writer can drop a retry
+# without decoding the value (service/retry_window.py).
+RECORD_BATCH_HEADER = "batch-id"
 
 
 class TelemetryRecord(msgspec.Struct, kw_only=True, gc=False):

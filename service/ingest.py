@@ -21,6 +21,7 @@ import msgspec
 
 from schemas.resources import AnyResourceEvent
 from schemas.telemetry import (
+    RECORD_BATCH_HEADER,
     RECORD_CONTENT_TYPE,
     RECORD_EVENTS_HEADER,
     IngestResponse,
@@ -61,9 +62,18 @@ class Answer:
     replayed: bool = False
 
 
-def telemetry_record(experiment_id: str, value: bytes, events: int) -> Record:
-    """A prepared record value (service/ingest_batch.py) as a `crucible.telemetry` record."""
-    headers = (("content-type", RECORD_CONTENT_TYPE), (RECORD_EVENTS_HEADER, b"%d" % events))
+def telemetry_record(experiment_id: str, value: bytes, events: int, retry_batch_id: str | None = None) -> Record:
+    """A prepared record value (service/ingest_batch.py) as a `crucible.telemetry` record.
+
+    `retry_batch_id` is the batch id of a batch sent with an Idempotency-Key: the writer
+    drops a record whose (batch id, key) it has stored already (service/retry_window.py).
+    """
+    headers: tuple[tuple[str, bytes], ...] = (
+        ("content-type", RECORD_CONTENT_TYPE),
+        (RECORD_EVENTS_HEADER, b"%d" % events),
+    )
+    if retry_batch_id is not None:
+        headers += ((RECORD_BATCH_HEADER, retry_batch_id.encode()),)
     return Record(TELEMETRY_TOPIC, experiment_id.encode(), value, headers)
 
 
@@ -130,7 +140,8 @@ class Ingestor:
     async def _ingest(
         self, body: bytes, idempotency_key: str | None, fingerprint: str, admit: Admit, actor: str
     ) -> Answer:
-        batch = await self._prepare(body, batch_id_for(idempotency_key))
+        batch_id = batch_id_for(idempotency_key)
+        batch = await self._prepare(body, batch_id)
         metrics.EVENTS_REJECTED.inc(len(batch.errors))
         admit(batch.accepted)
         answer_body = _encoder.encode(
@@ -139,7 +150,8 @@ class Ingestor:
         # Lifecycle events go to the resources log in the same append: on the embedded
         # log, one transaction; on Kafka, a retry re-routes them and the fold refuses repeats.
         records = [resource_record(event) for event in self._routed(batch.reserved, actor)]
-        records.extend(telemetry_record(*record) for record in batch.records)
+        retry_batch_id = batch_id if idempotency_key is not None else None
+        records.extend(telemetry_record(*record, retry_batch_id) for record in batch.records)
         remember = None
         if idempotency_key is not None:
             remember = (

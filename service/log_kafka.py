@@ -1,10 +1,22 @@
-"""The event log on Apache Kafka (or any broker speaking its protocol), through aiokafka."""
+"""The event log on Apache Kafka (or any broker speaking its protocol), through aiokafka.
+
+Idempotency-Key answers are remembered in the memory of the API process that appended
+the batch, and Kafka cannot append and remember in one step as the embedded log does.
+So a retry that reaches another API replica, or this one restarted between its append
+and its answer, is appended again and answered 202 afresh (the same body gives the same
+answer). It is still stored once: every attempt's records carry the batch id derived
+from the key (header `batch-id`) and have the same key, hence the same partition, and
+the single writer of that partition drops every copy after the first
+(service/retry_window.py). What only this process can do is answer a retry with the
+first answer and tell a retry with a different body (422).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -32,13 +44,17 @@ logger = logging.getLogger(__name__)
 # A 10,000-event batch of large events is well over Kafka's 1 MB default.
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 IDEMPOTENCY_MEMORY_ENTRIES = 100_000
+# Test hook: exit the process once a batch sent with an Idempotency-Key is in the log,
+# before it is remembered or answered, to prove that the client's retry, sent to another
+# API process, is stored once.
+CRASH_AFTER_APPEND_ENV = "CRUCIBLE_TEST_CRASH_AFTER_APPEND"
 
 
 class KafkaLog:
     """Topics on a Kafka cluster.
 
-    Idempotency answers are kept in this process's memory: a retry reaching
-    another API replica is not recognised (route by Idempotency-Key to avoid it).
+    Idempotency answers are kept in this process's memory; a retry reaching another
+    API replica is appended again and dropped by the warehouse writer (see above).
     """
 
     def __init__(
@@ -58,6 +74,7 @@ class KafkaLog:
         self._ttl = idempotency_ttl_seconds
         self._producer: AIOKafkaProducer | None = None
         self._answers: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._crash_after_append = os.environ.get(CRASH_AFTER_APPEND_ENV) == "1"
 
     async def start(self) -> None:
         await self.ensure_topics()
@@ -114,6 +131,9 @@ class KafkaLog:
         except (KafkaError, TimeoutError) as exc:
             raise LogUnavailable(f"Kafka did not take the append: {exc!r}") from exc
         if remember is not None:
+            if self._crash_after_append:
+                logger.error("%s set: exiting between append and answer", CRASH_AFTER_APPEND_ENV)
+                os._exit(3)
             self._remember(*remember)
         return [(m.partition, m.offset) for m in metadata]
 

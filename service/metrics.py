@@ -26,6 +26,10 @@ INSERT_SECONDS = Histogram(
 ROWS_INSERTED = Counter("crucible_warehouse_rows_inserted_total", "Rows inserted into the warehouse")
 INSERT_FAILURES = Counter("crucible_warehouse_insert_failures_total", "Warehouse inserts that failed", ["reason"])
 DLQ_RECORDS = Counter("crucible_dlq_records_total", "Log records sent to the dead-letter topic")
+RETRIES_DROPPED = Counter(
+    "crucible_writer_retries_dropped_total",
+    "Log records the writer did not insert: a retried batch (same Idempotency-Key) stored already",
+)
 RESOURCES_POSITION = Gauge("crucible_resources_position", "Next crucible.resources offset this process will apply")
 AUTH_FAILURES = Counter("crucible_auth_failures_total", "Requests refused by authentication or scope", ["status"])
 RATE_LIMITED = Counter("crucible_rate_limited_total", "Requests refused by a rate limit", ["limit"])

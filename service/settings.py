@@ -43,6 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     writer_batch_rows: Positive = 100_000
     writer_flush_seconds: PositiveSeconds = 0.5
     writer_queue_batches: Positive = 2
+    writer_retry_window: Positive = 100_000
     query_threads: Positive = 4
     ingest_workers: Annotated[int, Meta(ge=0)] = 1
     ingest_inline_bytes: Positive = 64 * 1024
@@ -104,6 +105,8 @@ HELP: dict[str, str] = {
     "writer_batch_rows": "rows per warehouse insert, at most",
     "writer_flush_seconds": "longest a row waits in the writer before it is inserted",
     "writer_queue_batches": "batches waiting for insert before the writer pauses its partitions",
+    "writer_retry_window": "records of batches sent with an Idempotency-Key the writer remembers per partition"
+    " (within idempotency_ttl_seconds), to drop a retry appended by another API process",
     "query_threads": "threads running warehouse queries",
     "ingest_workers": "processes that decode large ingest batches, so the event loop does not"
     " (0 = decode on the event loop); one keeps up with ~300 batches/s, more help with more cores",
@@ -116,7 +119,8 @@ HELP: dict[str, str] = {
     "log_max_bytes": "embedded log size cap in bytes; appends beyond it answer 503 (0 = no cap)",
     "log_retention_hours": "embedded log: telemetry records older than this, once written to the warehouse,"
     " are deleted (0 = keep forever)",
-    "idempotency_ttl_seconds": "how long an Idempotency-Key's first answer is kept",
+    "idempotency_ttl_seconds": "how long an Idempotency-Key's first answer is kept, and how long"
+    " the warehouse writer drops a retry of its batch",
     "log_level": "debug, info, warning or error",
     "session_secret": "key that signs session cookies; every API replica needs the same one"
     " (unset = one kept in the data dir)",

@@ -15,6 +15,11 @@ each record's log position in front of it. Records of format v1 (JSON lines, wri
 before v2) still go straight into `telemetry_events` with the position stamped on
 every line; a batch never mixes the two.
 
+A batch sent again with the same Idempotency-Key to another API process (or to one
+restarted before it answered) is in the log twice; the writer drops every copy after
+the first by its batch-id header, per record, before it is batched
+(service/retry_window.py). A batch's token and commit cover the records it dropped too.
+
 A crash between 3's insert and its commit re-reads the same records. Two things keep
 them from being stored twice: on taking a partition the writer asks the warehouse
 for the highest log offset it already holds and starts after it, and ClickHouse
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from schemas.telemetry import RECORD_CONTENT_TYPE, RECORD_EVENTS_HEADER
+from schemas.telemetry import RECORD_BATCH_HEADER, RECORD_CONTENT_TYPE, RECORD_EVENTS_HEADER
 from service import metrics
 from service.backpressure import WriterProgress
 from service.log import (
@@ -49,6 +54,7 @@ from service.log import (
     StoredRecord,
     TopicPartition,
 )
+from service.retry_window import RetryWindow
 from service.settings import Settings
 from service.warehouse import Warehouse, WarehouseError
 
@@ -72,14 +78,26 @@ class Batch:
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
     legacy: bool = False  # format v1 records (see the module docstring)
+    # The offsets read into the batch, retries it dropped included: its token and its
+    # commit cover them all, so a dropped record is never read again after the commit.
+    first: int = -1
+    last: int = -1
 
-    @property
-    def first(self) -> int:
-        return self.records[0].offset
+    def __post_init__(self) -> None:
+        if self.records and self.first < 0:  # made with its records at once
+            self.first, self.last = self.records[0].offset, self.records[-1].offset
 
-    @property
-    def last(self) -> int:
-        return self.records[-1].offset
+    def add(self, record: StoredRecord, rows: int) -> None:
+        """Take a record to insert."""
+        self.skip(record)
+        self.records.append(record)
+        self.rows += rows
+
+    def skip(self, record: StoredRecord) -> None:
+        """Read a record past without inserting it (a retry stored already)."""
+        if self.first < 0:
+            self.first = record.offset
+        self.last = record.offset
 
     def token(self) -> str:
         return f"{self.partition.topic}:{self.partition.partition}:{self.first}-{self.last}"
@@ -104,15 +122,28 @@ def record_shape(record: StoredRecord) -> tuple[bool, int]:
     return True, record.value.count(b"\n")
 
 
+def retry_batch_id(record: StoredRecord) -> bytes | None:
+    """The batch id of a record whose batch came with an Idempotency-Key, else None."""
+    for name, value in record.headers:
+        if name == RECORD_BATCH_HEADER:
+            return value
+    return None
+
+
 def records_of(records: list[StoredRecord]) -> Iterator[bytes]:
     """Format v2 records as JSONEachRow rows of `telemetry_records`: each one's position put in front.
 
     A v2 value is one compact JSON object, so the position fields go after its `{`.
+    Records of batches sent with an Idempotency-Key are marked `idempotent`, with their
+    log timestamp, which makes the warehouse remember them in `telemetry_batches`
+    (migration 0013).
     One row at a time, so that a 100,000-event batch is never also held as one
     30 MB body (the embedded warehouse streams the rows to the file it reads).
     """
     for record in records:
         position = b'{"log_partition":%d,"log_offset":%d,' % (record.partition, record.offset)
+        if retry_batch_id(record) is not None:
+            position += b'"idempotent":true,"log_timestamp_ms":%d,' % record.timestamp_ms
         yield b"".join((position, memoryview(record.value)[1:], b"\n"))
 
 
@@ -137,7 +168,14 @@ class _Resume(msgspec.Struct):
     rows: int
 
 
+class _Stored(msgspec.Struct):
+    batch_id: str
+    experiment_id: str
+    appended_ms: int
+
+
 _resume_decoder = msgspec.json.Decoder(_Resume)
+_stored_decoder = msgspec.json.Decoder(_Stored)
 
 
 class WarehouseWriter:
@@ -151,6 +189,9 @@ class WarehouseWriter:
         self._warehouse = warehouse
         self._batch_rows = settings.writer_batch_rows
         self._flush_seconds = settings.writer_flush_seconds
+        self._retry_ttl = settings.idempotency_ttl_seconds
+        self._retry_window_pairs = settings.writer_retry_window
+        self._windows: dict[TopicPartition, RetryWindow] = {}
         self._queue: asyncio.Queue[Batch] = asyncio.Queue(maxsize=settings.writer_queue_batches)
         self._pending: dict[TopicPartition, Batch] = {}
         # Partitions whose start position `on_assigned` has set; see there why records
@@ -164,6 +205,7 @@ class WarehouseWriter:
         # until then it inserts nothing, so the process is not ready.
         self.joined = False
         self.committed_records = 0
+        self.retries_dropped = 0
 
     async def run(self) -> None:
         """Consume until cancelled; inserts in flight finish first."""
@@ -198,7 +240,8 @@ class WarehouseWriter:
     # -- partition ownership -------------------------------------------------------------
 
     async def on_assigned(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
-        """Start each partition after what the warehouse already holds of it.
+        """Start each partition after what the warehouse already holds of it, knowing the
+        retryable records it holds (service/retry_window.py).
 
         aiokafka assigns the partitions, and starts fetching them, before it awaits this
         callback. Dropping their pending batches here without a seek lost those records
@@ -208,6 +251,7 @@ class WarehouseWriter:
         step that adds it, with no await in between.
         """
         starts: dict[TopicPartition, int] = {}
+        windows: dict[TopicPartition, RetryWindow] = {}
         for tp in partitions:
             committed = await consumer.committed(tp) or 0
             resume = await self._warehouse_next_offset(tp, committed)
@@ -215,8 +259,12 @@ class WarehouseWriter:
                 logger.info("%s: warehouse holds up to %d, committed %d; resuming there", tp, resume - 1, committed)
                 await consumer.commit({tp: resume})
             starts[tp] = resume
+            # Whoever held the partition before may have stored a batch whose retry is
+            # still ahead in the log: the warehouse, not this process, knows.
+            windows[tp] = await self._stored_retry_window(tp)
         for tp, start in starts.items():
             self._pending.pop(tp, None)
+            self._windows[tp] = windows[tp]
             consumer.seek(tp, start)
             self._started.add(tp)
             self._progress.advance(tp.topic, start)
@@ -231,6 +279,8 @@ class WarehouseWriter:
             if batch is not None:
                 await self._queue.put(batch)
         await self._queue.join()
+        for tp in partitions:  # the next owner rebuilds it from the warehouse
+            self._windows.pop(tp, None)
 
     def _require_consumer(self) -> LogConsumer:
         if self._consumer is None:
@@ -248,6 +298,22 @@ class WarehouseWriter:
             except WarehouseError as exc:
                 logger.warning("warehouse unreachable while resuming %s: %s", tp, exc)
                 await asyncio.sleep(1.0)
+
+    async def _stored_retry_window(self, tp: TopicPartition) -> RetryWindow:
+        window = RetryWindow(self._retry_ttl, self._retry_window_pairs)
+        while True:
+            try:
+                body = await self._warehouse.query(
+                    "writer_retry_window", {"partition": tp.partition, "limit": self._retry_window_pairs}
+                )
+                break
+            except WarehouseError as exc:
+                logger.warning("warehouse unreachable while reading %s's stored retries: %s", tp, exc)
+                await asyncio.sleep(1.0)
+        for line in reversed(body.splitlines()):  # oldest first, as they were read from the log
+            stored = _stored_decoder.decode(line)
+            window.first_time(stored.batch_id.encode(), stored.experiment_id.encode(), stored.appended_ms)
+        return window
 
     # -- the pipeline --------------------------------------------------------------------
 
@@ -273,16 +339,26 @@ class WarehouseWriter:
                 await self._enqueue(batch)
 
     async def _add(self, tp: TopicPartition, record: StoredRecord) -> None:
-        """Add a record to its partition's pending batch; queue the batch once full."""
+        """Add a record to its partition's pending batch, or skip it if it is a retry
+        stored already; queue the batch once full."""
+        batch_id = retry_batch_id(record)
+        if batch_id is not None and not self._windows[tp].first_time(batch_id, record.key, record.timestamp_ms):
+            batch = self._pending.get(tp)
+            if batch is None:
+                batch = self._pending[tp] = Batch(tp)
+            batch.skip(record)
+            self.retries_dropped += 1
+            metrics.RETRIES_DROPPED.inc()
+            return
         legacy, rows = record_shape(record)
         batch = self._pending.get(tp)
-        if batch is not None and batch.legacy != legacy:  # one format per insert
+        if batch is not None and batch.legacy != legacy and batch.records:  # one format per insert
             await self._enqueue(self._pending.pop(tp))
             batch = None
         if batch is None:
             batch = self._pending[tp] = Batch(tp, legacy=legacy)
-        batch.records.append(record)
-        batch.rows += rows
+        batch.legacy = legacy
+        batch.add(record, rows)
         if batch.rows >= self._batch_rows:
             await self._enqueue(self._pending.pop(tp))
 
@@ -301,7 +377,8 @@ class WarehouseWriter:
         while True:
             batch = await self._queue.get()
             try:
-                await self._insert(batch)
+                if batch.records:  # else every record was a retry stored already: only commit
+                    await self._insert(batch)
                 await self._require_consumer().commit({batch.partition: batch.last + 1})
                 self.committed_records += len(batch.records)
                 self._progress.advance(batch.partition.topic, batch.last + 1)
@@ -348,7 +425,8 @@ class WarehouseWriter:
 
     async def _insert_one_by_one(self, batch: Batch) -> None:
         for record in batch.records:
-            single = Batch(batch.partition, [record], record_shape(record)[1], legacy=batch.legacy)
+            single = Batch(batch.partition, legacy=batch.legacy)
+            single.add(record, record_shape(record)[1])
             try:
                 await self._warehouse.insert_json_lines(single.table(), single.body(), single.token())
                 metrics.ROWS_INSERTED.inc(single.rows)

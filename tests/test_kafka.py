@@ -201,14 +201,14 @@ def servers(tmp_path: Path, http: Http) -> Iterator[Any]:
     """
     started: list[ServerProcess] = []
 
-    def start(name: str, args: list[str], wait_ready: bool = True) -> ServerProcess:
+    def start(name: str, args: list[str], wait_ready: bool = True, env: dict[str, str] | None = None) -> ServerProcess:
         if not http.headers:  # the key's command creates the topics: with the server's partitions
             log_args = [
                 args[args.index(flag) + offset] for flag in ("--kafka", "--kafka-partitions") for offset in (0, 1)
             ]
             secret = create_admin_key([*log_args, "--no-kafka-idempotence"])
             http.headers = {"Authorization": f"Bearer {secret}"}
-        server = ServerProcess(args, free_port(), log=tmp_path / f"{name}.log")
+        server = ServerProcess(args, free_port(), env=env, log=tmp_path / f"{name}.log")
         started.append(server)
         return server.start(wait_ready=wait_ready)
 

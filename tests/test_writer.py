@@ -183,3 +183,91 @@ async def test_a_partition_revoked_while_a_flush_waits_for_room_is_queued_once(a
     assert sorted((batch.partition.partition, batch.first) for batch in queued) == [(0, 0), (0, 9), (1, 1)]
     assert writer._pending == {}
     await consumer.stop()
+
+
+# -- retries of a batch sent with an Idempotency-Key ------------------------------------
+
+
+def retry_record(experiment: str, *numbers: int, batch_id: str = "k1") -> Record:
+    """A record of a batch sent with an Idempotency-Key, as every attempt of it appends it."""
+    events = [
+        TelemetryEvent(
+            id=f"evt_{batch_id}_{i}",
+            event_name=["crucible", "test"],
+            timestamp=NOW,
+            measurements={"v": float(i)},
+            metadata={"experiment_id": experiment},
+        )
+        for i in numbers
+    ]
+    return telemetry_record(experiment, record_value(events, batch_id, NOW), len(events), batch_id)
+
+
+async def stored_ids(client: Any) -> list[str]:
+    with client.app[WAREHOUSE].dedicated_client() as warehouse:
+        rows = warehouse.query("SELECT id FROM telemetry_events ORDER BY id").result_rows
+    return [row[0] for row in rows]
+
+
+async def writer_caught_up(client: Any, end: int) -> None:
+    consumer = await client.app[LOG].consumer("crucible-warehouse", [TELEMETRY_TOPIC])
+    try:
+
+        async def committed_all() -> bool:
+            return await consumer.committed(TopicPartition(TELEMETRY_TOPIC, 0)) == end
+
+        await eventually(committed_all)
+    finally:
+        await consumer.stop()
+
+
+async def test_a_retried_batch_in_the_log_is_stored_once(app_client: Any) -> None:
+    client = await app_client()
+    log = client.app[LOG]
+    # The same batch (two experiments: two records) three times, twice in one append,
+    # so that copies land in one insert and in later ones; another batch id and a batch
+    # without a key (no header) are stored whatever their ids.
+    first = [retry_record("exp_a", 0, 1), retry_record("exp_b", 2)]
+    await log.append([*first, *first, retry_record("exp_a", 0, batch_id="k2"), record_of(7)])
+    await writer_caught_up(client, 6)
+    await log.append([first[1], record_of(7), first[0]])
+    await writer_caught_up(client, 9)
+    assert await stored_ids(client) == ["evt_k1_0", "evt_k1_1", "evt_k1_2", "evt_k2_0", "evt_w_7", "evt_w_7"]
+    metrics = await (await client.get("/metrics")).text()
+    assert "crucible_writer_retries_dropped_total 4.0" in metrics
+
+
+async def test_a_writer_that_takes_the_partition_over_drops_a_retry_stored_before(app_client: Any) -> None:
+    client = await app_client()
+    await client.app[LOG].append([retry_record("exp_a", 0, 1), retry_record("exp_b", 2)])
+    await writer_caught_up(client, 2)
+    await client.close()
+    # The retry is appended while no writer runs; the next one knows the batch only
+    # from the warehouse.
+    appender = await app_client(writer=False)
+    await appender.app[LOG].append([retry_record("exp_b", 2), retry_record("exp_a", 0, 1), retry_record("exp_c", 3)])
+    await appender.close()
+
+    restarted = await app_client()
+    await writer_caught_up(restarted, 5)
+    assert await stored_ids(restarted) == ["evt_k1_0", "evt_k1_1", "evt_k1_2", "evt_k1_3"]
+
+
+async def test_a_crash_between_insert_and_commit_of_a_batch_with_a_dropped_retry_stores_it_once(
+    app_client: Any,
+) -> None:
+    # Offsets 0..1 are a record and its retry: a writer inserted offset 0 (the retry
+    # dropped, its token covering 0-1) and died before committing. The next one starts
+    # after offset 0, and must drop offset 1 again, knowing it only from the warehouse.
+    client = await app_client(writer=False)
+    log, warehouse = client.app[LOG], client.app[WAREHOUSE]
+    first, retry = retry_record("exp_a", 0, 1), retry_record("exp_a", 0, 1)
+    await log.append([first, retry, retry_record("exp_a", 2, batch_id="k2")])
+    now_ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    inserted = StoredRecord(TELEMETRY_TOPIC, 0, 0, first.key, first.value, first.headers, now_ms)
+    await warehouse.insert_json_lines(TABLE, records_of([inserted]), f"{TELEMETRY_TOPIC}:0:0-1")
+    await client.close()
+
+    restarted = await app_client()
+    await writer_caught_up(restarted, 3)
+    assert await stored_ids(restarted) == ["evt_k1_0", "evt_k1_1", "evt_k2_2"]
