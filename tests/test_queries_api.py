@@ -259,6 +259,7 @@ async def test_aggregate_of_nothing_is_empty(client: TestClient) -> None:
         (EVENTS, {"cursor": "not-a-cursor"}, "cursor", "cursor"),
         (EVENTS, {"agg": "mode", "agg_field": "latency"}, "agg", "count"),
         (EVENTS, {"agg": "sum"}, "agg_field", "required"),
+        (AGGREGATE, {"agg": "count", "limit": "0"}, "limit", "between 1 and 100000"),
     ],
 )
 async def test_bad_query_parameters_are_422_naming_the_allowed_values(
@@ -278,3 +279,10 @@ async def test_cursor_is_tied_to_its_sort(loaded: Any) -> None:
     answer = await client.get(EVENTS, params={"cursor": body["meta"]["next_cursor"], "sort": "timestamp"})
     assert answer.status == 422
     assert "sort" in (await answer.json())["error"]["message"]
+
+
+async def test_aggregate_limit_caps_the_points(loaded: Any) -> None:
+    client, _ = loaded
+    every = await get_json(client, AGGREGATE, agg="count", interval="1m")
+    capped = await get_json(client, AGGREGATE, agg="count", interval="1m", limit=2)
+    assert len(every["data"]) > 2 and capped["data"] == every["data"][:2]
