@@ -22,6 +22,7 @@ from service.params import (
     Parameter,
     Query,
     allowed,
+    cursor_time,
     decode_cursor,
     encode_cursor,
     integer,
@@ -211,7 +212,7 @@ async def run_logs(request: web.Request) -> web.Response:
         return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
     per_page = parse_int("per_page", query.get("per_page"), DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
     cursor = decode_cursor(query["cursor"], LOG_ORDER) if "cursor" in query else None
-    params["cursor_time"] = cursor.value if cursor is not None else None
+    params["cursor_time"] = cursor_time(cursor.value) if cursor is not None else None
     params["cursor_id"] = cursor.id if cursor is not None else ""
     params["limit"] = per_page + 1  # one more tells whether another page follows
     rows = _log_rows(await warehouse_query(request, "run_logs", params))

@@ -20,6 +20,7 @@ from service.params import (
     Parameter,
     Query,
     allowed,
+    cursor_time,
     encode_cursor,
     integer,
     one_of,
@@ -206,8 +207,8 @@ async def list_events(request: web.Request) -> web.Response:
     cursor = page.cursor
     params.update(
         sort_column=sort.field,
-        snapshot=cursor.snapshot if cursor else snapshot_now(),
-        cursor_time=cursor.value if cursor else None,
+        snapshot=cursor_time(cursor.snapshot) if cursor else snapshot_now(),
+        cursor_time=cursor_time(cursor.value) if cursor else None,
         cursor_id=cursor.id if cursor else "",
         limit=page.per_page + 1,
         offset=page.offset,
