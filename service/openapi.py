@@ -103,7 +103,7 @@ OPERATIONS: dict[str, Operation] = {
     "revoke_api_key": Operation(status=204),
     "create_session": Operation(SessionInput, SessionOut, 201, errors=(401,)),  # public; checks the key it is sent
     "end_session": Operation(status=204),
-    "create_statistical_result": Operation(StatisticalTestBody, StatisticalResultOut, 201),
+    "create_statistical_result": Operation(StatisticalTestBody, StatisticalResultOut, 201, errors=(404,)),
     "list_statistical_results": Operation(data=StatisticalResultOut, listing=True),
     "list_experiment_statistical_results": Operation(data=StatisticalResultOut, listing=True),
     "get_statistical_result": Operation(data=StatisticalResultOut),
