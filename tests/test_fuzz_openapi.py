@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[1]
 
-FUZZ_EXAMPLES = int(os.environ.get("CRUCIBLE_FUZZ_EXAMPLES", "60"))
+FUZZ_EXAMPLES = int(os.environ.get("CRUCIBLE_FUZZ_EXAMPLES", "100"))
 FUZZ_SEED = os.environ.get("CRUCIBLE_FUZZ_SEED", "20261202")
 # A run takes about 2 s per unit of FUZZ_EXAMPLES (all operations together) on two busy cores.
 FUZZ_TIMEOUT_SECONDS = max(420, FUZZ_EXAMPLES * 4)
