@@ -71,6 +71,28 @@ class Operation:
     alternative: Any = None  # the `data` of another answer (no `meta`) the same status may carry instead
 
 
+# Bodies checked field by field (service/bodies.py: check_fields, unwrap) refuse a field they
+# do not name with a 422, so their schemas are closed. Structs nested in them that msgspec
+# converts (rate limits, export filters) ignore unknown fields and stay open, and so does a
+# clone's body, which may also come wrapped in "experiment".
+CLOSED_BODIES = frozenset(
+    {
+        "ExperimentBody",
+        "ExperimentInput",
+        "ModelBody",
+        "ModelInput",
+        "ApiKeyBody",
+        "ApiKeyInput",
+        "SessionInput",
+        "StatisticalTestBody",
+        "StatisticalTestInput",
+        "StatisticalOptions",
+        "ComparisonInput",
+        "EventsExportInput",
+        "ExperimentExportInput",
+    }
+)
+
 OPERATIONS: dict[str, Operation] = {
     "ingest_events": Operation(IngestBatch, IngestResult, 202),
     # With `agg`, the same GET answers aggregate points instead of a page of events.
@@ -176,6 +198,8 @@ def build_document(app: web.Application) -> dict[str, Any]:
             files[route] = len(kinds)
             kinds.append(operation.json_file)
     schemas, components = msgspec.json.schema_components(kinds, ref_template=_REF)
+    for name in CLOSED_BODIES:
+        components[name]["additionalProperties"] = False  # KeyError: a body no longer in the document
     paths: dict[str, dict[str, Any]] = {}
     for route, operation in operations.items():
         canonical = route.resource.canonical if route.resource is not None else ""

@@ -106,6 +106,9 @@ async def test_answers_declare_every_error_status_and_the_real_export_document(c
     export = paths["/api/v1/experiments/{id}/export"]["post"]["responses"]["200"]["content"]
     assert export["application/json"]["schema"] == {"$ref": "#/components/schemas/ExperimentExportDocument"}
     assert export["application/zip"]["schema"]["format"] == "binary"
+    components = (await openapi(client))["components"]["schemas"]
+    assert components["ExperimentInput"]["additionalProperties"] is False  # unknown fields are refused
+    assert "additionalProperties" not in components["TelemetryEvent"]  # events may carry fields of later versions
     events = paths["/api/v1/telemetry/events"]["get"]["responses"]["200"]["content"]["application/json"]
     assert len(events["schema"]["anyOf"]) == 2  # a page of events, or aggregates with `agg`
 
@@ -140,3 +143,38 @@ async def test_every_declared_parameter_is_taken_and_undeclared_ones_are_refused
             assert "undeclared" in (await answer.json())["error"]["details"]
         checked += 1
     assert checked >= 6
+
+
+def answer_validator(document: dict[str, Any], path: str, method: str, status: str, media: str) -> Any:
+    """A JSON Schema validator of one declared answer, its $refs resolved in the document."""
+    from jsonschema import Draft202012Validator
+
+    schema = document["paths"][path][method]["responses"][status]["content"][media]["schema"]
+    return Draft202012Validator({**schema, "components": document["components"]})
+
+
+async def test_a_json_experiment_export_matches_its_declared_document(client: Any) -> None:
+    """It was declared a binary string while it answers a JSON object (schemathesis: 103 violations)."""
+    document = await openapi(client)
+    async with client.post("/api/v1/experiments", json={"experiment": {"name": "exported"}}) as answer:
+        experiment_id = (await answer.json())["data"]["id"]
+    validator = answer_validator(document, "/api/v1/experiments/{id}/export", "post", "200", "application/json")
+    for include in (["config", "results", "runs", "telemetry"], ["config"]):
+        body = {"format": "json", "include": include}
+        async with client.post(f"/api/v1/experiments/{experiment_id}/export", json=body) as answer:
+            assert answer.status == 200 and answer.content_type == "application/json"
+            exported = await answer.json()
+        assert not list(validator.iter_errors(exported)), list(validator.iter_errors(exported))
+
+
+async def test_aggregates_from_the_events_list_match_the_declared_answer(client: Any) -> None:
+    document = await openapi(client)
+    validator = answer_validator(document, "/api/v1/telemetry/events", "get", "200", "application/json")
+    event = {"event_name": ["crucible", "model", "inference"], "measurements": {"duration_ms": 5.0}}
+    async with client.post("/api/v1/telemetry/events", json={"events": [event]}) as answer:
+        assert answer.status == 202
+    for params in ({"agg": "count"}, {}):
+        async with client.get("/api/v1/telemetry/events", params=params) as answer:
+            assert answer.status == 200
+            body = await answer.json()
+        assert not list(validator.iter_errors(body)), body
