@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
+
+from schemas.telemetry import StoredEvent
 
 EventsFormat = Literal["csv", "jsonl", "parquet"]
 ExperimentFormat = Literal["json", "zip"]
@@ -74,3 +76,25 @@ class ExportJob(msgspec.Struct, kw_only=True):
     expires_at: dt.datetime | None
     error: str | None
     download_url: str | None
+
+
+class ExperimentExportContent(msgspec.Struct, kw_only=True):
+    """What a JSON experiment export holds: the experiment, the parts asked for, and the log
+    positions it reflects (`resources`: an offset; `telemetry`: one per partition)."""
+
+    experiment_id: str
+    format_version: int
+    include: list[ExperimentPart]
+    positions: dict[str, Any]
+    experiment: dict[str, Any]
+    config: dict[str, Any] | None = None
+    results: dict[str, Any] | None = None
+    runs: list[dict[str, Any]] | None = None
+    telemetry: list[StoredEvent] | None = None
+
+
+class ExperimentExportDocument(msgspec.Struct, kw_only=True):
+    """`POST /experiments/:id/export` with format json: the content, then the SHA-256 of its bytes as sent."""
+
+    content: ExperimentExportContent
+    sha256: Annotated[str, Meta(pattern="^[0-9a-f]{64}$")]

@@ -25,9 +25,11 @@ from service.bodies import check_fields, fields_of, parse_object, read_body, unw
 from service.commands import Envelope
 from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
-from service.params import allowed, check_known, parse_datetime, parse_filters, parse_page, parse_sort
+from service.params import allowed, page_query, parse_datetime, parse_page, parse_sort, takes
 from service.resources import EXPERIMENT_STATUSES, Experiment, Resources, experiment_missing
 from service.responses import (
+    AS_OF_QUERY,
+    HISTORY_QUERY,
     done_response,
     found,
     history_response,
@@ -63,6 +65,8 @@ ACTIONS: dict[str, type[ExperimentStarted | ExperimentPaused | ExperimentResumed
     "cancel": ExperimentCancelled,
 }
 
+LIST_QUERY = page_query(SORTS, "-created_at", FILTERS, {"status": EXPERIMENT_STATUSES})
+
 _views: SortedViews[Experiment] = SortedViews(SORTS)
 
 
@@ -89,10 +93,10 @@ def experiment_in(state: Resources, experiment_id: str) -> Experiment:
 
 @routes.get("/api/v1/experiments")
 @requires("read")
+@takes(LIST_QUERY)
 async def list_experiments(request: web.Request) -> web.Response:
     query = request.query
-    check_known(query, ("sort", "page", "per_page", "cursor"))
-    given = parse_filters(query, FILTERS)
+    given = LIST_QUERY.check(query)
     sort = parse_sort(query.get("sort"), SORTS, "-created_at")
     page = parse_page(query, sort)
     keep = _filter(given)
@@ -146,6 +150,7 @@ async def create_experiment(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/experiments/{id}")
 @requires("read")
+@takes(AS_OF_QUERY)
 async def get_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
     state, _ = now_or_as_of(request, experiment_id, lambda state: state.experiments, "experiment")
@@ -213,6 +218,7 @@ async def clone_experiment(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/experiments/{id}/history")
 @requires("read")
+@takes(HISTORY_QUERY)
 async def experiment_history(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
     return history_response(request, state_of(request).history(experiment_id), f"experiment {experiment_id}")

@@ -33,7 +33,7 @@ from service.export_downloads import send_file, send_stream
 from service.export_formats import FORMATS, EventsExport, file_chunks
 from service.export_jobs import JobRecord
 from service.export_query import parse_fields
-from service.params import allowed, check_known, snapshot_now
+from service.params import NO_QUERY, allowed, snapshot_now, takes
 from service.resources import Experiment, Resources
 from service.responses import json_response, state_of, warehouse_query
 from service.run_views import run_detail
@@ -124,17 +124,19 @@ def _check_filter_names(filters: Any) -> None:
 
 @routes.get("/api/v1/exports/{job_id}")
 @requires("read")
+@takes(NO_QUERY)
 async def get_export_job(request: web.Request) -> web.Response:
     """An export job: its status, rows written so far and progress."""
-    check_known(request.query, ())
+    NO_QUERY.check(request.query)
     return json_response({"data": _job_out(request, _job_of(request))})
 
 
 @routes.get("/api/v1/exports/{job_id}/download")
 @requires("read")
+@takes(NO_QUERY)
 async def download_export(request: web.Request) -> web.StreamResponse:
     """The finished file of an export job; 409 while it is not finished."""
-    check_known(request.query, ())
+    NO_QUERY.check(request.query)
     record = _job_of(request)
     if record.status != "completed":
         detail = f": {record.error}" if record.error else "; try again once it is completed"

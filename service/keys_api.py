@@ -25,7 +25,7 @@ from service.errors import ApiError
 from service.keys import create_key, key_out, revoke_key
 from service.listing import SortedViews, paginate, time_key
 from service.origins import is_https, origin_allowed
-from service.params import check_known, parse_page, parse_sort
+from service.params import page_query, parse_page, parse_sort, takes
 from service.resources import ApiKey
 from service.responses import done_response, found, json_response, state_of
 
@@ -34,6 +34,8 @@ routes = web.RouteTableDef()
 KEY_FIELDS = fields_of(ApiKeyInput)
 SESSION_FIELDS = fields_of(SessionInput)
 SORTS = {"created_at": lambda k: time_key(k.created_at), "name": lambda k: k.name.casefold()}
+
+LIST_QUERY = page_query(SORTS, "-created_at")
 
 _views: SortedViews[ApiKey] = SortedViews(SORTS)
 
@@ -62,9 +64,10 @@ async def create_api_key(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/api-keys")
 @requires("admin", limit="read")
+@takes(LIST_QUERY)
 async def list_api_keys(request: web.Request) -> web.Response:
     query = request.query
-    check_known(query, ("sort", "page", "per_page", "cursor"))
+    LIST_QUERY.check(query)
     sort = parse_sort(query.get("sort"), SORTS, "-created_at")
     page = parse_page(query, sort)
     state = state_of(request)

@@ -16,9 +16,11 @@ from service.auth import requires
 from service.bodies import Field, check_fields, fields_of, parse_object, read_body, unwrap
 from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
-from service.params import allowed, check_known, parse_filters, parse_page, parse_sort
+from service.params import Parameter, Query, allowed, one_of, page_query, parse_page, parse_sort, takes
 from service.resources import Model, Resources, model_missing
 from service.responses import (
+    AS_OF_QUERY,
+    HISTORY_QUERY,
     done_response,
     found,
     history_response,
@@ -46,6 +48,9 @@ PERIODS = {
     "7d": dt.timedelta(days=7),
     "30d": dt.timedelta(days=30),
 }
+
+LIST_QUERY = page_query(SORTS, "name", FILTERS, {"status": MODEL_STATUSES})
+STATISTICS_QUERY = Query((Parameter("period", one_of(PERIODS, "24h"), "the time before now the statistics cover"),))
 
 _views: SortedViews[Model] = SortedViews(SORTS)
 
@@ -77,10 +82,10 @@ def model_values(body: bytes, fields: dict[str, Field]) -> dict[str, Any]:
 
 @routes.get("/api/v1/models")
 @requires("read")
+@takes(LIST_QUERY)
 async def list_models(request: web.Request) -> web.Response:
     query = request.query
-    check_known(query, ("sort", "page", "per_page", "cursor"))
-    given = parse_filters(query, FILTERS)
+    given = LIST_QUERY.check(query)
     sort = parse_sort(query.get("sort"), SORTS, "name")
     page = parse_page(query, sort)
     name_part = given.get("name", "").casefold()
@@ -112,6 +117,7 @@ async def create_model(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/models/{id}")
 @requires("read")
+@takes(AS_OF_QUERY)
 async def get_model(request: web.Request) -> web.Response:
     model_id = request.match_info["id"]
     _, model = now_or_as_of(request, model_id, lambda state: state.models, "model")
@@ -138,6 +144,7 @@ async def delete_model(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/models/{id}/history")
 @requires("read")
+@takes(HISTORY_QUERY)
 async def model_history(request: web.Request) -> web.Response:
     model_id = request.match_info["id"]
     return history_response(request, state_of(request).history(model_id), f"model {model_id}")
@@ -145,10 +152,10 @@ async def model_history(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/models/{id}/statistics")
 @requires("read")
+@takes(STATISTICS_QUERY)
 async def model_statistics(request: web.Request) -> web.Response:
     """Requests, success rate, latency (exact p99), tokens and errors over a period."""
-    check_known(request.query, ("period",))
-    parse_filters(request.query, {})  # statistics take no filter
+    STATISTICS_QUERY.check(request.query)
     period = request.query.get("period", "24h")
     if period not in PERIODS:
         raise bad_parameter("period", f"unknown period {period!r}; use one of {', '.join(PERIODS)}")

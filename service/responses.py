@@ -14,8 +14,17 @@ from service.appkeys import LOG, PROJECTOR, WAREHOUSE
 from service.auth import principal_of
 from service.bodies import read_body
 from service.commands import Done, E, MakeEvent, request_ref, submit
-from service.errors import ApiError, bad_parameter
-from service.params import check_known, parse_datetime, parse_int
+from service.errors import ApiError
+from service.params import (
+    DATETIME,
+    DEFAULT_PER_PAGE,
+    MAX_PER_PAGE,
+    Parameter,
+    Query,
+    integer,
+    parse_datetime,
+    parse_int,
+)
 from service.resources import Applied, Resources
 from service.warehouse import WarehouseError
 
@@ -25,6 +34,14 @@ _encode = msgspec.json.Encoder().encode
 
 # Fields every event has, left out of a history entry's `changes`.
 _ENVELOPE_FIELDS = frozenset({"event_id", "at", "actor", "request", "experiment_id", "model_id", "key_id"})
+
+AS_OF_QUERY = Query((Parameter("as_of", DATETIME, "the resource as it was at this instant (ISO 8601)"),))
+HISTORY_QUERY = Query(
+    (
+        Parameter("page", integer(1, default=1)),
+        Parameter("per_page", integer(1, MAX_PER_PAGE, DEFAULT_PER_PAGE)),
+    )
+)
 
 
 def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -75,7 +92,7 @@ def now_or_as_of(
 ) -> tuple[Resources, T]:
     """GET of one resource: as it is now, or with `?as_of=<ISO 8601>` as it was then; with the
     state it was found in (the current one, or the resource's history folded to that instant)."""
-    check_known(request.query, ("as_of",))
+    AS_OF_QUERY.check(request.query)
     past = as_of_state(request, resource_id)
     if past is None:
         state = state_of(request)
@@ -96,11 +113,9 @@ def history_response(request: web.Request, history: list[Applied], what: str) ->
     """A resource's events, oldest first, paged with page/per_page."""
     if not history:
         raise ApiError(404, "not_found", f"{what} not found")
-    per_page = parse_int("per_page", request.query.get("per_page"), 25, 1, 100)
+    HISTORY_QUERY.check(request.query)
+    per_page = parse_int("per_page", request.query.get("per_page"), DEFAULT_PER_PAGE, 1, MAX_PER_PAGE)
     page = parse_int("page", request.query.get("page"), 1, 1)
-    for name in request.query:
-        if name not in {"page", "per_page"}:
-            raise bad_parameter(name, "is not a parameter of this endpoint; it takes page, per_page")
     chosen = history[(page - 1) * per_page : page * per_page]
     entries = [history_entry(entry) for entry in chosen]
     has_more = page * per_page < len(history)

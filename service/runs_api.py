@@ -17,16 +17,25 @@ from service.auth import requires
 from service.errors import bad_parameter
 from service.listing import SortedViews, paginate, time_key
 from service.params import (
+    CURSOR,
+    DATETIME,
+    NO_QUERY,
+    PAGES,
     Cursor,
+    Parameter,
+    Query,
     allowed,
-    check_known,
+    cursor_time,
     decode_cursor,
     encode_cursor,
+    integer,
+    one_of,
+    page_query,
     parse_datetime,
-    parse_filters,
     parse_int,
     parse_page,
     parse_sort,
+    takes,
 )
 from service.resources import RUN_STATUSES, Resources, Run, experiment_missing, run_missing
 from service.responses import found, json_response, state_of, warehouse_query
@@ -50,6 +59,19 @@ MAX_TAIL = 10_000
 LOG_SORT = "timestamp"  # log pages are in time order only; the cursor names it
 LOG_ORDER = parse_sort(LOG_SORT, (LOG_SORT,), LOG_SORT)
 CHECKPOINT_ORDER = parse_sort("reported", ("reported",), "reported")  # checkpoints come in one order
+LIST_QUERY = page_query(SORTS, "-started_at", FILTERS, {"status": RUN_STATUSES})
+METRICS_QUERY = Query(
+    (Parameter("max_points", integer(2, MAX_POINTS_LIMIT, DEFAULT_MAX_POINTS), "down-sample to at most this many"),)
+)
+LOGS_QUERY = Query(
+    (
+        Parameter("level", one_of(LOG_LEVELS, LOG_LEVELS[0]), "this level and the more severe ones"),
+        Parameter("since", DATETIME, "lines at or after this time"),
+        Parameter("tail", integer(1, MAX_TAIL), "the most recent N lines at once (no cursor, no per_page)"),
+        Parameter("per_page", integer(1, MAX_LOG_LINES, DEFAULT_LOG_LINES)),
+        CURSOR,
+    )
+)
 
 _views: SortedViews[Run] = SortedViews(SORTS)
 
@@ -93,16 +115,18 @@ def run_in(state: Resources, run_id: str) -> Run:
 
 @routes.get("/api/v1/runs")
 @requires("read")
+@takes(LIST_QUERY)
 async def list_runs(request: web.Request) -> web.Response:
-    return await _list(request, parse_filters(request.query, FILTERS))
+    return await _list(request, LIST_QUERY.check(request.query))
 
 
 @routes.get("/api/v1/experiments/{id}/runs")
 @requires("read")
+@takes(LIST_QUERY)
 async def list_experiment_runs(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
     found(state_of(request).experiments, experiment_id, experiment_missing(experiment_id).message)
-    given = parse_filters(request.query, FILTERS)
+    given = LIST_QUERY.check(request.query)
     if given.setdefault("experiment_id", experiment_id) != experiment_id:
         raise bad_parameter("filter[experiment_id]", "contradicts the experiment in the path")
     return await _list(request, given)
@@ -110,7 +134,6 @@ async def list_experiment_runs(request: web.Request) -> web.Response:
 
 async def _list(request: web.Request, given: dict[str, str]) -> web.Response:
     query = request.query
-    check_known(query, ("sort", "page", "per_page", "cursor"))
     sort = parse_sort(query.get("sort"), SORTS, "-started_at")
     page = parse_page(query, sort)
     keep = _filter(given)
@@ -136,20 +159,22 @@ def _filter(given: dict[str, str]) -> Callable[[Run], bool] | None:
 
 @routes.get("/api/v1/runs/{id}")
 @requires("read")
+@takes(NO_QUERY)
 async def get_run(request: web.Request) -> web.Response:
-    check_known(request.query, ())
+    NO_QUERY.check(request.query)
     run = run_in(state_of(request), request.match_info["id"])
     return json_response({"data": await run_detail(request, run)})
 
 
 @routes.get("/api/v1/runs/{id}/checkpoints")
 @requires("read")
+@takes(PAGES)
 async def list_checkpoints(request: web.Request) -> web.Response:
     """Every checkpoint the run reported or uploaded, in the order reported; paged like every list.
 
     The cursor holds the last checkpoint's place in that order: checkpoints reported
     later go to the end, so they do not shift the pages already read."""
-    check_known(request.query, ("page", "per_page", "cursor"))
+    PAGES.check(request.query)
     page = parse_page(request.query, CHECKPOINT_ORDER)
     run = run_in(state_of(request), request.match_info["id"])
     rows = [(f"{index:010d}", c.id, c) for index, c in enumerate(await checkpoints_of(request, run))]
@@ -159,9 +184,10 @@ async def list_checkpoints(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/runs/{id}/metrics/{name}")
 @requires("read")
+@takes(METRICS_QUERY)
 async def metric_history(request: web.Request) -> web.Response:
     """One metric's history (step, epoch, value, timestamp), down-sampled to `max_points` for charts."""
-    check_known(request.query, ("max_points",))
+    METRICS_QUERY.check(request.query)
     run = run_in(state_of(request), request.match_info["id"])
     name = request.match_info["name"]
     max_points = parse_int("max_points", request.query.get("max_points"), DEFAULT_MAX_POINTS, 2, MAX_POINTS_LIMIT)
@@ -184,11 +210,12 @@ async def metric_history(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/runs/{id}/logs")
 @requires("read")
+@takes(LOGS_QUERY)
 async def run_logs(request: web.Request) -> web.Response:
     """Log lines oldest first: at or above `level`, since a time; `tail` gives the most recent N,
     else pages of `per_page` lines follow `meta.next_cursor`."""
     query = request.query
-    check_known(query, ("level", "since", "tail", "per_page", "cursor"))
+    LOGS_QUERY.check(query)
     run = run_in(state_of(request), request.match_info["id"])
     level = query.get("level", LOG_LEVELS[0])
     if level not in LOG_LEVELS:
@@ -214,7 +241,7 @@ async def run_logs(request: web.Request) -> web.Response:
         return json_response({"data": [_log_line(row) for row in rows], "meta": meta})
     per_page = parse_int("per_page", query.get("per_page"), DEFAULT_LOG_LINES, 1, MAX_LOG_LINES)
     cursor = decode_cursor(query["cursor"], LOG_ORDER) if "cursor" in query else None
-    params["cursor_time"] = cursor.value if cursor is not None else None
+    params["cursor_time"] = cursor_time(cursor.value) if cursor is not None else None
     params.update(_log_position(cursor.id) if cursor is not None else _LOG_START)
     params["limit"] = per_page + 1  # one more tells whether another page follows
     rows = _log_rows(await warehouse_query(request, "run_logs", params))

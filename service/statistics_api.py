@@ -27,7 +27,7 @@ from service.commands import Envelope
 from service.errors import ApiError, bad_parameter, validation_error
 from service.experiments_api import experiment_in
 from service.listing import SortedViews, paginate, time_key
-from service.params import allowed, check_known, parse_datetime, parse_filters, parse_page, parse_sort
+from service.params import NO_QUERY, Query, allowed, page_query, parse_datetime, parse_page, parse_sort, takes
 from service.resources import StatisticalResult
 from service.responses import done_response, found, json_response, run_command, state_of, warehouse_query
 from service.statistical_tests import Group, StatisticsError
@@ -62,6 +62,9 @@ SORTS: dict[str, Callable[[Any], str]] = {
     "metric": lambda r: r.outcome.metric or "",
     "p_value": _p_value_key,
 }
+
+LIST_QUERY = page_query(SORTS, "-created_at", FILTERS, {"test_type": TEST_TYPES})
+EXPERIMENT_LIST_QUERY = page_query(SORTS, "-created_at", EXPERIMENT_FILTERS, {"test_type": TEST_TYPES})
 
 _views: SortedViews[StatisticalResult] = SortedViews(SORTS)
 
@@ -207,35 +210,37 @@ def sorted_samples(name: str, values: np.ndarray, labels: list[str], times: np.n
 
 @routes.get("/api/v1/statistical-results")
 @requires("read")
+@takes(LIST_QUERY)
 async def list_statistical_results(request: web.Request) -> web.Response:
     """Recorded results: filter by test_type, experiment_id, metric, creation time; sort; pages or cursor."""
-    return _list(request, FILTERS, {})
+    return _list(request, LIST_QUERY, {})
 
 
 @routes.get("/api/v1/experiments/{id}/statistical-results")
 @requires("read")
+@takes(EXPERIMENT_LIST_QUERY)
 async def list_experiment_statistical_results(request: web.Request) -> web.Response:
     """The results recorded on one experiment (also after it was deleted)."""
     experiment_id = request.match_info["id"]
     state = state_of(request)
     if experiment_id not in state.experiments and not state.history(experiment_id):
         raise ApiError(404, "not_found", f"experiment {experiment_id} not found")
-    return _list(request, EXPERIMENT_FILTERS, {"experiment_id": experiment_id})
+    return _list(request, EXPERIMENT_LIST_QUERY, {"experiment_id": experiment_id})
 
 
 @routes.get("/api/v1/statistical-results/{id}")
 @requires("read")
+@takes(NO_QUERY)
 async def get_statistical_result(request: web.Request) -> web.Response:
-    check_known(request.query, ())
+    NO_QUERY.check(request.query)
     result_id = request.match_info["id"]
     result = found(state_of(request).statistical_results, result_id, f"statistical result {result_id} not found")
     return json_response({"data": result_out(result)})
 
 
-def _list(request: web.Request, filters: dict[str, str], fixed: dict[str, str]) -> web.Response:
+def _list(request: web.Request, declared: Query, fixed: dict[str, str]) -> web.Response:
     query = request.query
-    check_known(query, ("sort", "page", "per_page", "cursor"))
-    given = {**parse_filters(query, filters), **fixed}
+    given = {**declared.check(query), **fixed}
     sort = parse_sort(query.get("sort"), SORTS, "-created_at")
     page = parse_page(query, sort)
     keep = _filter(given)

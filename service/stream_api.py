@@ -30,13 +30,14 @@ from service.auth import Principal, principal_of, requires
 from service.channels import ALL_EXPERIMENTS, TELEMETRY, ChannelRefusal, EventFilter, Topic, parse_topic
 from service.errors import bad_parameter
 from service.live import GOING_AWAY, POLICY_VIOLATION, Subscription
-from service.params import check_known, parse_filters
+from service.params import Query, takes
 
 logger = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
 
 FILTERS = {"experiment_id": "text", "event_name": "text"}
+STREAM_QUERY = Query(filters=FILTERS)
 OPENED = b": connected\n\n"  # lets curl show that the stream is open before any event
 KEEP_ALIVE = b": keep-alive\n\n"
 # How long a stream that fell behind has to read its error event before it is dropped.
@@ -60,10 +61,10 @@ SSE = ServerSentEvents()
 
 @routes.get("/api/v1/telemetry/stream")
 @requires("read")
+@takes(STREAM_QUERY)
 async def stream_events(request: web.Request) -> web.StreamResponse:
     """Telemetry events as they are accepted, as Server-Sent Events."""
-    check_known(request.query, ())
-    filters = parse_filters(request.query, FILTERS)
+    filters = STREAM_QUERY.check(request.query)
     try:
         topic = parse_topic(f"{TELEMETRY}:{filters.get('experiment_id', ALL_EXPERIMENTS)}")
     except ChannelRefusal as refusal:

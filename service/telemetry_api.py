@@ -18,14 +18,21 @@ from service.bodies import read_body
 from service.errors import ApiError, bad_parameter
 from service.params import (
     Cursor,
+    Parameter,
+    Query,
     allowed,
-    check_known,
+    cursor_time,
     encode_cursor,
+    integer,
+    one_of,
+    page_query,
     parse_datetime,
     parse_filters,
+    parse_int,
     parse_page,
     parse_sort,
     snapshot_now,
+    takes,
 )
 from service.responses import json_response, warehouse_query
 from service.warehouse import sql_datetime
@@ -46,6 +53,28 @@ QUANTILES = {"p50": 0, "p95": 1, "p99": 2}
 INTERVALS = {"1m": 60, "5m": 300, "1h": 3600, "1d": 86400}
 GROUP_COLUMNS = ("event_name", "experiment_id", "run_id", "model")
 MAX_POINTS = 100_000
+# What `_group_parameters` accepts: nothing, a column, or metadata.<key>.
+GROUP_BY_PATTERN = "^(" + "|".join(GROUP_COLUMNS) + r"|metadata\..+)?$"
+
+
+def _aggregate_query(metric_name: str, metric_description: str, agg_required: bool) -> Query:
+    """The parameters `_aggregate` reads; the measurement is `metric` or `agg_field`, by endpoint."""
+    return Query(
+        (
+            Parameter("agg", one_of(AGGREGATES), "the aggregate function", required=agg_required),
+            Parameter(metric_name, {"type": "string"}, metric_description),
+            Parameter("group_by", {"type": "string", "pattern": GROUP_BY_PATTERN}, "a column or metadata.<key>"),
+            Parameter("interval", one_of(INTERVALS), "time bucket; none: one bucket"),
+            Parameter("limit", integer(1, MAX_POINTS, MAX_POINTS), "at most this many points"),
+        ),
+        FILTERS,
+    )
+
+
+EVENTS_PAGE_QUERY = page_query(EVENT_SORTS, "-timestamp", FILTERS)
+# With `agg`, GET /telemetry/events answers aggregates instead of a page.
+EVENTS_AGGREGATE_QUERY = _aggregate_query("agg_field", "the measurement to aggregate (not needed for count)", False)
+AGGREGATE_QUERY = _aggregate_query("metric", "the measurement to aggregate (not needed for count)", True)
 
 
 class EventRow(msgspec.Struct):
@@ -156,23 +185,24 @@ async def ingest_events(request: web.Request) -> web.Response:
 
 @routes.get("/api/v1/telemetry/events")
 @requires("read")
+@takes(EVENTS_PAGE_QUERY + EVENTS_AGGREGATE_QUERY)
 async def list_events(request: web.Request) -> web.Response:
     """A page of events, or aggregates of them when `agg` is given."""
     query = request.query
     if "agg" in query:
-        check_known(query, ("agg", "agg_field", "group_by", "interval", "limit"))
+        EVENTS_AGGREGATE_QUERY.check(query)
         return json_response(
             {"data": await _aggregate(request, query.get("agg_field"), query["agg"], query, "agg_field")}
         )
-    check_known(query, ("sort", "page", "per_page", "cursor"))
+    EVENTS_PAGE_QUERY.check(query)
     sort = parse_sort(query.get("sort"), EVENT_SORTS, "-timestamp")
     page = parse_page(query, sort)
     params = filter_parameters(query)
     cursor = page.cursor
     params.update(
         sort_column=sort.field,
-        snapshot=cursor.snapshot if cursor else snapshot_now(),
-        cursor_time=cursor.value if cursor else None,
+        snapshot=cursor_time(cursor.snapshot) if cursor else snapshot_now(),
+        cursor_time=cursor_time(cursor.value) if cursor else None,
         cursor_id=cursor.id if cursor else "",
         limit=page.per_page + 1,
         offset=page.offset,
@@ -202,10 +232,11 @@ async def count_events(request: web.Request, parameters: Mapping[str, Any]) -> i
 
 @routes.get("/api/v1/telemetry/aggregate")
 @requires("read")
+@takes(AGGREGATE_QUERY)
 async def aggregate(request: web.Request) -> web.Response:
     """One measurement aggregated per time bucket and group."""
     query = request.query
-    check_known(query, ("metric", "agg", "group_by", "interval", "limit"))
+    AGGREGATE_QUERY.check(query)
     if "agg" not in query:
         raise bad_parameter("agg", f"is required; use one of {allowed(AGGREGATES)}")
     points = await _aggregate(request, query.get("metric"), query["agg"], query, "metric")
@@ -263,7 +294,8 @@ async def _aggregate(
         raise bad_parameter("interval", f"unknown interval {interval!r}; use one of {', '.join(INTERVALS)}")
     group_by, group_key = _group_parameters(query.get("group_by"))
     params = filter_parameters(query)
-    params.update(metric=metric or "", interval_seconds=INTERVALS[interval] if interval else 0, limit=MAX_POINTS)
+    limit = parse_int("limit", query.get("limit"), MAX_POINTS, 1, MAX_POINTS)
+    params.update(metric=metric or "", interval_seconds=INTERVALS[interval] if interval else 0, limit=limit)
     suffix, group_params = group_query(group_by, group_key)
     params.update(group_params)
     grouped = group_by != ""

@@ -49,10 +49,21 @@ class WarehouseError(Exception):
     """The warehouse refused or failed a call."""
 
 
+# DateTime64's range. No stored time lies outside it, so a bound beyond it selects what the
+# range's end selects; ClickHouse refuses such a parameter instead (and strftime does not pad
+# years below 1000), which turned a filter like `after=0744-07-14` into a 503.
+SQL_DATETIME_MIN = dt.datetime(1900, 1, 1)
+SQL_DATETIME_MAX = dt.datetime(2299, 12, 31, 23, 59, 59, 999999)
+
+
 def sql_datetime(value: dt.datetime) -> str:
-    """A datetime as a DateTime64(6) parameter, in UTC whatever zone it came in."""
+    """A datetime as a DateTime64(6) parameter, in UTC whatever zone it came in, within DateTime64's range."""
     if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        try:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        except OverflowError:  # year 1 or 9999 moved past the end of datetime by its offset
+            value = SQL_DATETIME_MIN if value.year < SQL_DATETIME_MIN.year else SQL_DATETIME_MAX
+    value = min(max(value, SQL_DATETIME_MIN), SQL_DATETIME_MAX)
     return value.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 

@@ -31,6 +31,7 @@ from service.auth import Principal, principal_of, requires
 from service.channels import ChannelRefusal, Topic, client_event, join
 from service.errors import ApiError, bad_parameter
 from service.live import Subscription
+from service.params import Parameter, Query, one_of, takes
 from service.phoenix import (
     CLOSE,
     DEFAULT_VSN,
@@ -62,9 +63,18 @@ MAX_CLOSE_REASON_BYTES = 123  # RFC 6455: a close frame's payload is at most 125
 
 _encode = msgspec.json.Encoder().encode
 
+# Declared, not enforced: the Phoenix client adds its own connect params, which are ignored.
+SOCKET_QUERY = Query(
+    (
+        Parameter("vsn", one_of(SERIALIZERS, DEFAULT_VSN), "the Phoenix serializer version"),
+        Parameter("token", {"type": "string"}, "an API key or a session token (browsers cannot set headers)"),
+    )
+)
+
 
 @routes.get("/socket/websocket")
 @requires("read", token_param=True)
+@takes(SOCKET_QUERY)
 async def live_socket(request: web.Request) -> web.StreamResponse:
     """Phoenix Channels WebSocket: experiment, telemetry and dashboard channels."""
     vsn = request.query.get("vsn", DEFAULT_VSN)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.params import Cursor, encode_cursor
 from tests.support import eventually
 
 EVENTS = "/api/v1/telemetry/events"
@@ -281,6 +282,19 @@ async def test_aggregate_of_nothing_is_empty(client: TestClient) -> None:
         (EVENTS, {"cursor": "not-a-cursor"}, "cursor", "cursor"),
         (EVENTS, {"agg": "mode", "agg_field": "latency"}, "agg", "count"),
         (EVENTS, {"agg": "sum"}, "agg_field", "required"),
+        (
+            EVENTS,
+            {"cursor": encode_cursor(Cursor("-timestamp", "yesterday", "evt_1", "2024-01-15 10:00:00.000000"))},
+            "cursor",
+            "cursor",
+        ),
+        (
+            EVENTS,
+            {"cursor": encode_cursor(Cursor("-timestamp", "2024-01-15 10:00:00.000000", "evt_1", ""))},
+            "cursor",
+            "cursor",
+        ),
+        (AGGREGATE, {"agg": "count", "limit": "0"}, "limit", "between 1 and 100000"),
     ],
 )
 async def test_bad_query_parameters_are_422_naming_the_allowed_values(
@@ -300,3 +314,31 @@ async def test_cursor_is_tied_to_its_sort(loaded: Any) -> None:
     answer = await client.get(EVENTS, params={"cursor": body["meta"]["next_cursor"], "sort": "timestamp"})
     assert answer.status == 422
     assert "sort" in (await answer.json())["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "bound",
+    [
+        "0744-07-14T20:28:59.81-20:16",  # before DateTime64's range, and a year strftime does not pad
+        "0001-01-01T00:00:00+01:00",  # before the first datetime once in UTC
+        "9095-05-30T07:41:17.464061-06:18",  # after DateTime64's range
+        "9999-12-31T23:59:59-01:00",  # after the last datetime once in UTC
+    ],
+)
+async def test_times_beyond_the_warehouse_range_filter_like_its_ends(loaded: Any, bound: str) -> None:
+    """Found by the OpenAPI fuzzer: such a filter was a 503 (the warehouse refused the parameter)."""
+    client, events = loaded
+    before_all = bound < "2000"
+    for path, params in ((EVENTS, {}), (AGGREGATE, {"agg": "count"})):
+        answer = await client.get(path, params={**params, "filter[after]": bound})
+        assert answer.status == 200, await answer.text()
+        body = await answer.json()
+        counted = body["meta"]["total"] if path == EVENTS else sum(p["count"] for p in body["data"])
+        assert counted == (len(events) if before_all else 0)
+
+
+async def test_aggregate_limit_caps_the_points(loaded: Any) -> None:
+    client, _ = loaded
+    every = await get_json(client, AGGREGATE, agg="count", interval="1m")
+    capped = await get_json(client, AGGREGATE, agg="count", interval="1m", limit=2)
+    assert len(every["data"]) > 2 and capped["data"] == every["data"][:2]

@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.appkeys import PROJECTOR
+from service.params import Cursor, encode_cursor
 from tests.resource_helpers import EXPERIMENTS, act, call, create_experiment, error, get_experiment
 from tests.support import eventually
 
@@ -320,6 +321,16 @@ async def test_log_cursor_walks_every_line_once(trained: Any) -> None:
     assert len(seen) == 20 and len(set(seen)) == 20
 
 
+async def test_logs_since_beyond_the_warehouse_range(trained: Any) -> None:
+    """Found by the OpenAPI fuzzer: a `since` before DateTime64's range was a 503."""
+    client, _ = trained
+    path = f"{RUNS}/run_done/logs"
+    every = await call(client, "GET", path, 200, params={"since": "2000-01-01T00:00:00Z"})
+    for since in ("0744-07-14T20:28:59.81-20:16", "0001-01-01T00:00:00+01:00"):
+        assert await call(client, "GET", path, 200, params={"since": since}) == every
+    assert (await call(client, "GET", path, 200, params={"since": "9999-12-31T23:59:59-01:00"}))["data"] == []
+
+
 async def test_log_errors(trained: Any) -> None:
     client, _ = trained
     path = f"{RUNS}/run_done/logs"
@@ -331,7 +342,10 @@ async def test_log_errors(trained: Any) -> None:
         {"tail": "3", "cursor": "abc"},
         {"per_page": "0"},
         {"cursor": "garbage"},
+        # A cursor of the right shape whose time is not one: it was a query the warehouse refused (503).
+        {"cursor": encode_cursor(Cursor("timestamp", "0744-07-14 x", "evt_1", ""))},
         {"grep": "x"},
+        {"filter[level]": "info"},  # logs take `level`, not filters
     ):
         await error(client, "GET", path, 422, "validation_error", params=params)
 
