@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -37,7 +35,7 @@ import aiohttp
 from _support import ServerProcess, free_port, print_table, read_metrics, result_header, run_and_report
 
 from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
-from tests.support import create_admin_key, tansu_broker
+from tests.support import create_admin_key, inference_batch, log_positions, tansu_broker
 
 EVENTS_URL = "/api/v1/telemetry/events"
 PARTITIONS = 3
@@ -50,21 +48,7 @@ def storm_batch(round_number: int) -> dict[str, Any]:
         experiments, per_experiment, padding = 3, 4, 0
     else:
         experiments, per_experiment, padding = 2, 250, 300
-    return batch([f"exp_storm_{round_number}_{e}" for e in range(experiments)], per_experiment, padding)
-
-
-def batch(experiments: list[str], per_experiment: int, padding: int = 0) -> dict[str, Any]:
-    return {
-        "events": [
-            {
-                "event_name": ["crucible", "model", "inference"],
-                "measurements": {"duration_ms": float(i)},
-                "metadata": {"experiment_id": e, "note": "x" * padding},
-            }
-            for e in experiments
-            for i in range(per_experiment)
-        ]
-    }
+    return inference_batch([f"exp_storm_{round_number}_{e}" for e in range(experiments)], per_experiment, padding)
 
 
 class Client:
@@ -105,7 +89,7 @@ async def drive(api_urls: list[str], headers: dict[str, str], rounds: int, copie
         async def other_client(number: int) -> None:
             n = 0
             while not done.is_set():
-                body = batch([f"exp_other_{number}"], 100)
+                body = inference_batch([f"exp_other_{number}"], 100)
                 key = f"other-{number}-{n}-{uuid.uuid4().hex}" if n % 2 else None
                 await background.post(api_urls[n % len(api_urls)], body, key)
                 n += 1
@@ -131,18 +115,6 @@ async def drive(api_urls: list[str], headers: dict[str, str], rounds: int, copie
         "server_errors": client.server_errors + background.server_errors,
         "round_seconds_mean": sum(storm_seconds) / len(storm_seconds),
     }
-
-
-def embedded_positions(data_dir: Path) -> tuple[int, int]:
-    """(records in the embedded log's telemetry topic, the warehouse group's committed offset)."""
-    with contextlib.closing(sqlite3.connect(data_dir / "log.sqlite3", timeout=30)) as db:
-        end = db.execute(
-            "SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?", (TELEMETRY_TOPIC,)
-        ).fetchone()[0]
-        row = db.execute(
-            "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?", (WAREHOUSE_GROUP, TELEMETRY_TOPIC)
-        ).fetchone()
-    return int(end), int(row[0]) if row else 0
 
 
 async def kafka_committed(bootstrap: str) -> int:
@@ -208,7 +180,7 @@ def run_embedded(root: Path, rounds: int, copies: int) -> dict[str, Any]:
         sent = asyncio.run(drive([server.url], {"Authorization": f"Bearer {secret}"}, rounds, copies))
 
         def caught_up() -> bool:
-            end, committed = embedded_positions(data_dir)
+            end, committed = log_positions(data_dir)
             return committed == end
 
         sent["catch_up_seconds"] = wait_for(caught_up, "the writer's commit of every record")

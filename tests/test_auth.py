@@ -27,6 +27,7 @@ from tests.keys_support import (
     create_key,
     session_cookie,
 )
+from tests.resource_helpers import assert_error
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
 
@@ -96,14 +97,6 @@ def required_scope(method: str, canonical: str) -> str | None:
     if method == "POST" and "export" in canonical:
         return "read"  # an export reads; its rate-limit class is export
     return "read" if method == "GET" else "write"
-
-
-async def assert_error(answer: aiohttp.ClientResponse, status: int, code: str) -> dict[str, Any]:
-    assert answer.status == status, await answer.text()
-    error: dict[str, Any] = (await answer.json())["error"]
-    assert error["code"] == code
-    assert error["message"]
-    return error
 
 
 async def login(anonymous: aiohttp.ClientSession, client: TestClient, secret: str) -> aiohttp.ClientResponse:

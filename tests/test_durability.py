@@ -27,10 +27,10 @@ import clickhouse_connect
 import numpy as np
 import pytest
 
-from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
+from service.log import WAREHOUSE_GROUP
 from service.writer import CRASH_AFTER_INSERT_ENV
 from tests.conftest import admin_secret, bearer, make_settings
-from tests.support import ServerProcess, eventually, free_port, serve_processes
+from tests.support import ServerProcess, eventually, free_port, log_positions, serve_processes
 
 pytestmark = pytest.mark.slow
 
@@ -50,18 +50,6 @@ def event(event_id: str, experiment_id: str, **extra: Any) -> dict[str, Any]:
         "metadata": {"experiment_id": experiment_id},
         **extra,
     }
-
-
-def log_positions(data_dir: Path) -> tuple[int, int]:
-    """(end of the telemetry topic, the warehouse group's committed offset) in the embedded log."""
-    with contextlib.closing(sqlite3.connect(data_dir / "log.sqlite3", timeout=30)) as db:
-        end = db.execute(
-            "SELECT coalesce(max(offset) + 1, 0) FROM records WHERE topic = ?", (TELEMETRY_TOPIC,)
-        ).fetchone()[0]
-        row = db.execute(
-            "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?", (WAREHOUSE_GROUP, TELEMETRY_TOPIC)
-        ).fetchone()
-    return int(end), int(row[0]) if row else 0
 
 
 async def wait_caught_up(data_dir: Path) -> None:

@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient
 from service.ingest_workers import IngestWorkers
 from tests.keys_support import create_key
 from tests.live_support import PhoenixClient, inference, socket_url
+from tests.resource_helpers import assert_error
 from tests.support import eventually
 
 DEEP = 5_000  # beyond the decoder's recursion limit however little of the stack is in use
@@ -39,19 +40,6 @@ def nested(depth: int) -> bytes:
 
 def deep_object(depth: int) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
-
-
-async def assert_error(answer: aiohttp.ClientResponse, status: int, code: str | None = None) -> dict[str, Any]:
-    """`answer` is `status` in API.md's error shape: {"error": {"code", "message", "details"}}."""
-    text = await answer.text()
-    assert answer.status == status, text
-    assert answer.content_type == "application/json", text
-    error = (await answer.json())["error"]
-    assert set(error) >= {"code", "message", "details"}, error
-    assert isinstance(error["message"], str) and error["message"]
-    if code is not None:
-        assert error["code"] == code, error
-    return dict(error)
 
 
 async def assert_serving(client: TestClient) -> None:

@@ -4,31 +4,16 @@ can send text/plain or a form without a CORS preflight, never application/json."
 from __future__ import annotations
 
 import json
-from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.keys_support import EVENTS_URL, EXPERIMENTS_URL, KEYS_URL, SESSIONS_URL, batch
-from tests.resource_helpers import create_experiment
+from tests.resource_helpers import assert_error, create_experiment, experiment_count
 from tests.test_auth import every_route
 
 TEXT = {"Content-Type": "text/plain"}
 NEW_EXPERIMENT = b'{"experiment": {"name": "from a page"}}'
-
-
-async def experiment_count(client: TestClient) -> int:
-    return int((await (await client.get(EXPERIMENTS_URL)).json())["meta"]["total"])
-
-
-async def assert_error(answer: aiohttp.ClientResponse, status: int, code: str) -> dict[str, Any]:
-    assert answer.status == status, await answer.text()
-    body = await answer.json()
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"], body
-    return dict(body["error"])
 
 
 async def test_a_json_route_refuses_a_body_that_is_not_declared_json(client: TestClient) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 from service.log_kafka import CRASH_AFTER_APPEND_ENV
 from tests import test_kafka
-from tests.support import Http, ServerProcess
+from tests.support import Http, ServerProcess, inference_batch
 from tests.test_kafka import EVENTS_URL, kafka_args, wait_committed
 
 pytestmark = pytest.mark.kafka
@@ -32,21 +32,6 @@ servers = test_kafka.servers
 http = test_kafka.http
 
 PARTITIONS = 3
-
-
-def keyed_batch(experiments: list[str], per_experiment: int, padding: int = 0) -> dict[str, Any]:
-    """Events without ids: the server derives them from the Idempotency-Key, the same on every attempt."""
-    return {
-        "events": [
-            {
-                "event_name": ["crucible", "model", "inference"],
-                "measurements": {"duration_ms": float(i)},
-                "metadata": {"experiment_id": e, "note": "x" * padding},
-            }
-            for e in experiments
-            for i in range(per_experiment)
-        ]
-    }
 
 
 def per_experiment(body: dict[str, Any]) -> Counter[str]:
@@ -105,8 +90,8 @@ async def test_copies_of_a_batch_sent_to_two_api_processes_at_once_are_stored_on
     poster = Poster(http)
     # Several experiments, so each attempt is several records; the large batch (~170 KB)
     # goes through the ingest worker process, the small one is decoded on the event loop.
-    small = keyed_batch(["exp_s1", "exp_s2", "exp_s3"], 4)
-    large = keyed_batch(["exp_l1", "exp_l2"], 250, padding=300)
+    small = inference_batch(["exp_s1", "exp_s2", "exp_s3"], 4)
+    large = inference_batch(["exp_l1", "exp_l2"], 250, padding=300)
     storm = [("small-" + uuid.uuid4().hex, small), ("large-" + uuid.uuid4().hex, large)]
     copies = 40
 
@@ -116,7 +101,7 @@ async def test_copies_of_a_batch_sent_to_two_api_processes_at_once_are_stored_on
     async def other_clients(client: int) -> None:
         n = 0
         while not others_done.is_set():
-            body = keyed_batch([f"exp_other_{client}"], 5)
+            body = inference_batch([f"exp_other_{client}"], 5)
             key = f"other-{client}-{n}" if n % 2 else None
             assert await poster.post(apis[n % 2], body, key) == 202
             expected.update(per_experiment(body))
@@ -153,7 +138,7 @@ async def test_a_retry_after_an_api_process_died_between_append_and_answer_is_st
         ),
         asyncio.to_thread(servers, "writer", kafka_args("writer", own_broker, tmp_path / "writer", PARTITIONS)),
     )
-    body = keyed_batch(["exp_c1", "exp_c2"], 10)
+    body = inference_batch(["exp_c1", "exp_c2"], 10)
     key = "crash-" + uuid.uuid4().hex
     poster = Poster(http)
     with pytest.raises(aiohttp.ClientError):
@@ -174,7 +159,7 @@ async def test_a_writer_that_takes_over_the_partitions_drops_a_batch_stored_befo
     )
     writer_args = kafka_args("writer", own_broker, tmp_path / "writer", PARTITIONS)
     first_writer = await asyncio.to_thread(servers, "writer-1", writer_args)
-    body = keyed_batch(["exp_t1", "exp_t2", "exp_t3"], 6)
+    body = inference_batch(["exp_t1", "exp_t2", "exp_t3"], 6)
     key = "takeover-" + uuid.uuid4().hex
     poster = Poster(http)
     assert await poster.post(api_1, body, key) == 202
@@ -188,7 +173,7 @@ async def test_a_writer_that_takes_over_the_partitions_drops_a_batch_stored_befo
         servers, "api-2", kafka_args("serve", own_broker, tmp_path / "api-2", PARTITIONS, "--no-writer")
     )
     assert await poster.post(api_2, body, key) == 202
-    assert await poster.post(api_2, keyed_batch(["exp_t1"], 2), "after-" + uuid.uuid4().hex) == 202
+    assert await poster.post(api_2, inference_batch(["exp_t1"], 2), "after-" + uuid.uuid4().hex) == 202
     second_writer = await asyncio.to_thread(servers, "writer-2", writer_args)
     await wait_committed(own_broker, PARTITIONS, 3 + 3 + 1)
     assert await stop_and_read(second_writer, tmp_path / "writer") == per_experiment(body) + Counter(exp_t1=2)

@@ -26,7 +26,7 @@ from tests.keys_support import (
     own_origin,
     session_cookie,
 )
-from tests.resource_helpers import create_experiment
+from tests.resource_helpers import assert_error, create_experiment, experiment_count
 
 EVIL = "http://evil.example"
 TEXT = {"Content-Type": "text/plain"}
@@ -45,19 +45,6 @@ async def login(anonymous: aiohttp.ClientSession, client: TestClient, secret: st
     answer = await anonymous.post(client.make_url(SESSIONS_URL), json={"api_key": secret}, headers=headers)
     assert answer.status == 201, await answer.text()
     return answer.cookies[SESSION_COOKIE].value
-
-
-async def experiment_count(client: TestClient) -> int:
-    return int((await (await client.get(EXPERIMENTS_URL)).json())["meta"]["total"])
-
-
-async def assert_error(answer: aiohttp.ClientResponse, status: int, code: str) -> dict[str, Any]:
-    assert answer.status == status, await answer.text()
-    body = await answer.json()
-    assert set(body["error"]) == {"code", "message", "details"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"], body
-    return dict(body["error"])
 
 
 def mocked(settings: Settings, headers: dict[str, str], peer: str) -> web.Request:
