@@ -17,7 +17,15 @@ import msgspec
 from aiohttp import hdrs, web
 
 from service.errors import ApiError, validation_error
-from service.input_bounds import TooDeep, content_encoding, decode_bounded, inflate, too_large
+from service.input_bounds import (
+    STORED_NESTING_MESSAGE,
+    TooDeep,
+    content_encoding,
+    decode_bounded,
+    inflate,
+    nested_deeper_than,
+    too_large,
+)
 from service.problem import split_validation_error
 from service.thread_priority import lower_this_thread
 
@@ -110,6 +118,8 @@ def parse_object(body: bytes, allow_empty: bool = False) -> dict[str, Any]:
         raise ApiError(400, "bad_request", f"malformed JSON: {exc}") from None
     except TooDeep as exc:
         raise ApiError(400, "bad_request", str(exc), {"body": ["nested too deeply"]}) from None
+    if nested_deeper_than(value):  # what a command keeps must read back anywhere (service/input_bounds.py)
+        raise ApiError(400, "bad_request", f"JSON {STORED_NESTING_MESSAGE}", {"body": ["nested too deeply"]})
     if not isinstance(value, dict):
         raise validation_error("the body must be a JSON object", {"body": ["must be a JSON object"]})
     return value

@@ -22,7 +22,7 @@ from schemas.telemetry import (
     TelemetryEvent,
     TelemetryRecord,
 )
-from service.input_bounds import TooDeep, decode_bounded
+from service.input_bounds import STORED_NESTING_MESSAGE, TooDeep, decode_bounded, nested_deeper_than
 from service.problem import Problem, split_validation_error
 from service.run_events import RESERVED_PREFIX, is_reserved, reserved_problem
 
@@ -182,6 +182,8 @@ def _event_problem(
     names = event.event_name
     if ".".join(names).count(".") != len(names) - 1:  # names are stored dot-joined
         return "a name segment may not contain '.'", "event_name"
+    if event.data and nested_deeper_than(event.data):
+        return f"data is {STORED_NESTING_MESSAGE}", "data"
     return None
 
 

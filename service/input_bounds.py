@@ -10,8 +10,12 @@ strings before decoding (C-speed bytes operations, no per-byte loop) cost 1.3 to
 times msgspec's whole decode of an ingest body (benchmarks/hostile_input.py), so ingest
 would have paid more for the check than for the work. The limit is therefore the
 decoder's: `sys.getrecursionlimit()` (1,000) less the frames in use, about 950 to 980
-levels depending on the route; everything that later decodes or encodes a stored value
-runs at a stack no deeper (checked: the writer, reads, a restart's replay).
+levels depending on the route. That bound moves with the stack in use, and an ingest
+worker process decodes with an almost empty one: a value it accepted 980 levels deep
+could not be decoded again by a read or the live tail deeper in the API's stack. So
+what is kept (an event's `data`, a command's body) has a fixed bound of its own,
+`MAX_STORED_DEPTH` levels, checked on the decoded value; only what is nested deeper
+than a sane document pays for more than a glance at its top.
 
 **Compression.** aiohttp inflates a compressed body as it arrives, on the event loop
 and without a bound (1 MB of gzip is 1 GiB inflated). The server turns that off
@@ -33,6 +37,11 @@ T = TypeVar("T")
 
 NESTING_MESSAGE = "JSON nested too deeply (the limit is about 950 levels of arrays and objects)"
 
+# Levels of arrays and objects a value that is stored may have; anything kept must be
+# decodable again wherever it is read, at any stack depth the service reaches.
+MAX_STORED_DEPTH = 64
+STORED_NESTING_MESSAGE = f"nested deeper than {MAX_STORED_DEPTH} levels of arrays and objects"
+
 # Inflated per step, so that the output is checked against the limit every 256 KiB.
 INFLATE_STEP_BYTES = 256 * 1024
 
@@ -50,6 +59,22 @@ def decode_bounded(decode: Callable[[Any], T], data: Any) -> T:
         return decode(data)
     except RecursionError:
         raise TooDeep(NESTING_MESSAGE) from None
+
+
+def nested_deeper_than(value: Any, limit: int = MAX_STORED_DEPTH) -> bool:
+    """Whether `value` (decoded JSON) has more than `limit` levels of arrays and objects.
+
+    Iterative, so that it holds at any depth; it stops at the first container too deep."""
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def too_large(limit: int) -> Problem:

@@ -332,7 +332,16 @@ class LiveHub:
         async with self._tail_lock:
             if self._tail_task is None:
                 reader = await self._log.tail(TELEMETRY_TOPIC)
-                self._tail_task = asyncio.create_task(self._tail(reader), name="live-telemetry")
+                task = asyncio.create_task(self._tail(reader), name="live-telemetry")
+                task.add_done_callback(self._tail_ended)
+                self._tail_task = task
+
+    def _tail_ended(self, task: asyncio.Task[None]) -> None:
+        """A tail that stopped (idle, cancelled, or failed) is forgotten, so the next join starts one."""
+        if self._tail_task is task:
+            self._tail_task = None
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("the live telemetry tail stopped: %r; the next join starts another", exc)
 
     async def _tail(self, reader: LogReader) -> None:
         loop = asyncio.get_running_loop()
@@ -346,7 +355,10 @@ class LiveHub:
                     await asyncio.sleep(1.0)
                     continue
                 for record in records:
-                    self._on_telemetry_record(record)
+                    try:
+                        self._on_telemetry_record(record)
+                    except Exception:  # one record the tail cannot read must not silence every channel
+                        logger.exception("live channels skip telemetry record %d:%d", record.partition, record.offset)
                 if self._wants_telemetry():
                     idle_since = None
                 elif idle_since is None:

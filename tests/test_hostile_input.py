@@ -432,3 +432,33 @@ async def test_live_connections_per_key_are_capped(app_client: Any, anonymous: a
     await assert_serving(client)
     await second.ws.close()
     await third.ws.close()
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["decoded on the event loop", "decoded by a worker process"])
+async def test_stored_data_has_a_fixed_nesting_bound_whatever_decodes_it(app_client: Any, workers: int) -> None:
+    """An ingest worker decodes with an almost empty stack, so the decoder's own bound let it keep
+    `data` the API could not read back; what is stored is held to MAX_STORED_DEPTH levels."""
+    from service.input_bounds import MAX_STORED_DEPTH
+
+    client = await app_client(ingest_workers=workers, ingest_inline_bytes=1 if workers else 64 * 1024)
+
+    def event_with(depth: int) -> bytes:
+        data = b'{"a":' * depth + b"1" + b"}" * depth
+        return (
+            b'{"event_name":["crucible","model","inference"],"metadata":{"experiment_id":"exp_nest"},"data":'
+            + data
+            + b"}"
+        )
+
+    for depth in (MAX_STORED_DEPTH + 1, 900):
+        body = b'{"events":[' + event_with(MAX_STORED_DEPTH) + b"," + event_with(depth) + b"]}"
+        answer = await client.post(EVENTS, data=body, headers=JSON)
+        assert answer.status == 202, await answer.text()
+        result = (await answer.json())["data"]
+        assert (result["accepted"], result["rejected"]) == (1, 1)
+        assert result["errors"][0]["path"] == "$.events[1].data"
+        assert "nested deeper than 64 levels" in result["errors"][0]["message"]
+    config = b'{"experiment":{"name":"deep","config":' + b'{"a":' * 70 + b"1" + b"}" * 70 + b"}}"
+    error = await assert_error(await client.post("/api/v1/experiments", data=config, headers=JSON), 400, "bad_request")
+    assert "nested deeper than 64 levels" in error["message"]
+    await assert_serving(client)

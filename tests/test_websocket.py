@@ -648,3 +648,29 @@ async def test_telemetry_of_every_partition_reaches_the_channels_on_kafka(
         pushed = await socket.push("telemetry:all", "event")
         if pushed.payload["metadata"]["experiment_id"] in experiments:
             seen.add(pushed.payload["metadata"]["experiment_id"])
+
+
+async def test_a_telemetry_record_the_tail_cannot_read_does_not_silence_the_channels(
+    client: TestClient, connect: Connect
+) -> None:
+    """A stored value nested past what the API's stack can decode (as an ingest worker,
+    decoding with an almost empty stack, once let through) is skipped: later events still reach
+    the channels, and a tail that stops for any reason is started again by the next join."""
+    from service.ingest import telemetry_record
+
+    socket = await connect(client)
+    await socket.join("telemetry:exp_tail")
+    depth = 2_000
+    value = (
+        b'{"received_at":"2024-01-15T10:35:00Z","batch_id":"b","events":[{"id":"evt_deep",'
+        b'"event_name":["crucible","model","inference"],"measurements":{},'
+        b'"metadata":{"experiment_id":"exp_tail"},"timestamp":"2024-01-15T10:35:00Z","data":'
+        + b'{"a":' * depth
+        + b"1"
+        + b"}" * depth
+        + b"}]}"
+    )
+    await client.app[LOG].append([telemetry_record("exp_tail", value, 1)])
+    await ingest(client, inference("exp_tail"))
+    pushed = await socket.push("telemetry:exp_tail", "event")
+    assert pushed.payload["metadata"]["experiment_id"] == "exp_tail"
