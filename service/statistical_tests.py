@@ -12,9 +12,11 @@ odds ratio), the tests ask scipy for R's: README.md "Statistics: defaults and es
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,6 +45,30 @@ EXACT_SIGNED_RANK_LIMIT = 500  # non-zero differences
 # Permutation p-values re-rank every rearrangement: ~1.2M ranked values/s for Mann-Whitney.
 PERMUTATION_WORK_LIMIT = 5_000_000  # values x resamples
 SHOWN_EXAMPLES = 5
+
+# The work limits above bound a request, not a pair of groups: a comparison of k groups
+# tests k(k-1)/2 pairs (190 for 20 groups), each given its share of every limit.
+_pairs_in_request: contextvars.ContextVar[int] = contextvars.ContextVar("pairs_in_request", default=1)
+
+
+@contextlib.contextmanager
+def pairs_share_the_limits(pairs: int) -> Iterator[None]:
+    """Within the block, each pair's work limits are the request's divided by `pairs`."""
+    token = _pairs_in_request.set(max(pairs, 1))
+    try:
+        yield
+    finally:
+        _pairs_in_request.reset(token)
+
+
+def work_limit(limit: int) -> int:
+    """`limit` as it holds for one pair of the request being computed."""
+    return max(limit // _pairs_in_request.get(), 1)
+
+
+def _of_request() -> str:
+    pairs = _pairs_in_request.get()
+    return "" if pairs == 1 else f" (a request's limit shared by its {pairs} pairs)"
 
 
 class StatisticsError(ValueError):
@@ -275,11 +301,11 @@ def mann_whitney_u(a: Group, b: Group, options: StatisticalOptions, effect: str)
     method = p_value_method(
         options, small=n1 < EXACT_BELOW and n2 < EXACT_BELOW, ties=ties, zeros=False, values=n1 + n2
     )
-    if method == "exact" and n1 * n2 > EXACT_MANN_WHITNEY_LIMIT:
+    if method == "exact" and n1 * n2 > work_limit(EXACT_MANN_WHITNEY_LIMIT):
         raise StatisticsError(
             "options.method",
-            f"the exact distribution of U for {n1} x {n2} values takes too long (at most {EXACT_MANN_WHITNEY_LIMIT:,} "
-            "pairs); use asymptotic or permutation",
+            f"the exact distribution of U for {n1} x {n2} values takes too long (at most "
+            f"{work_limit(EXACT_MANN_WHITNEY_LIMIT):,} pairs of values{_of_request()}); use asymptotic or permutation",
         )
     corrected = method == "asymptotic" and options.continuity_correction
     result = stats.mannwhitneyu(
@@ -319,11 +345,11 @@ def _signed_rank(differences: np.ndarray, what: str, options: StatisticalOptions
     ties = np.unique(nonzero).size < n
     zeros = n < differences.size
     method = p_value_method(options, small=n < EXACT_BELOW, ties=ties, zeros=zeros, values=differences.size)
-    if method == "exact" and n > EXACT_SIGNED_RANK_LIMIT:
+    if method == "exact" and n > work_limit(EXACT_SIGNED_RANK_LIMIT):
         raise StatisticsError(
             "options.method",
             f"the exact distribution of T+ for {n} non-zero differences takes too long (at most "
-            f"{EXACT_SIGNED_RANK_LIMIT}); use asymptotic or permutation",
+            f"{work_limit(EXACT_SIGNED_RANK_LIMIT)}{_of_request()}); use asymptotic or permutation",
         )
     corrected = method == "asymptotic" and options.continuity_correction
     result = stats.wilcoxon(
@@ -355,11 +381,12 @@ def p_value_method(options: StatisticalOptions, *, small: bool, ties: bool, zero
         )
     if method == "permutation":
         work = values * options.resamples
-        if work > PERMUTATION_WORK_LIMIT:
+        limit = work_limit(PERMUTATION_WORK_LIMIT)
+        if work > limit:
             raise StatisticsError(
                 "options.resamples",
-                f"{values} values x {options.resamples} resamples is more than {PERMUTATION_WORK_LIMIT:,} ranked "
-                f"values; use at most {max(PERMUTATION_WORK_LIMIT // values, 0)} resamples, or method asymptotic",
+                f"{values} values x {options.resamples} resamples is more than {limit:,} ranked values"
+                f"{_of_request()}; use at most {max(limit // values, 0)} resamples, or method asymptotic",
             )
     return method
 
@@ -466,14 +493,14 @@ def bootstrap(a: Group, b: Group, options: StatisticalOptions, effect: str) -> F
             f"group {a.name!r}: {describe(x)}, and group {b.name!r}: {describe(y)}; resamples would all be equal",
         )
     work = (x.size + y.size) * options.resamples
-    if work > BOOTSTRAP_WORK_LIMIT:
+    limit = work_limit(BOOTSTRAP_WORK_LIMIT)
+    if work > limit:
         raise StatisticsError(
             "options.resamples",
-            f"{x.size + y.size} samples x {options.resamples} resamples is more than "
-            f"{BOOTSTRAP_WORK_LIMIT:,} resampled values; use at most {BOOTSTRAP_WORK_LIMIT // (x.size + y.size)} "
-            "resamples, or a t-test or Mann-Whitney U",
+            f"{x.size + y.size} samples x {options.resamples} resamples is more than {limit:,} resampled values"
+            f"{_of_request()}; use at most {limit // (x.size + y.size)} resamples, or a t-test or Mann-Whitney U",
         )
-    if options.bootstrap_method == "BCa" and x.size**2 + y.size**2 > BCA_JACKKNIFE_LIMIT:
+    if options.bootstrap_method == "BCa" and x.size**2 + y.size**2 > work_limit(BCA_JACKKNIFE_LIMIT):
         raise StatisticsError(
             "options.bootstrap_method",
             f"BCa's jackknife over {x.size} and {y.size} samples would take minutes; "

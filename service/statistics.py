@@ -381,7 +381,8 @@ def _compare_pairs(
     """Test every pair; beyond two groups correct the p-values and report the most significant pair."""
     assert procedure.two_group is not None
     pairs = list(itertools.combinations(groups, 2))
-    findings = [procedure.two_group(a, b, options, effect) for a, b in pairs]
+    with tests.pairs_share_the_limits(len(pairs)):
+        findings = [procedure.two_group(a, b, options, effect) for a, b in pairs]
     if len(pairs) == 1:
         _take(outcome, findings[0])
         return

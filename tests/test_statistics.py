@@ -17,6 +17,7 @@ import pytest
 from scipy import stats
 
 from schemas.resources import StatisticalResultRecorded
+from service import statistical_tests
 from service.assumptions import SHAPIRO_MAX
 from service.interpretation import magnitude
 from service.resources import Resources, event_decoder, event_encoder
@@ -611,3 +612,16 @@ def test_the_fold_records_a_result_of_an_existing_experiment_only() -> None:
         {0: 41, 3: 7},
     )
     assert folder.apply(recorded()).code == "conflict"
+
+
+def test_the_work_limits_hold_for_a_request_not_for_each_pair_of_groups() -> None:
+    """20 groups are 190 pairs: each pair gets 1/190 of the request's permutation budget, so a
+    request that would take minutes of CPU (190 pairs each just under the limit) is refused."""
+    rng = np.random.default_rng(3)
+    groups = [group(f"g{i}", list(np.round(rng.normal(0.5, 0.1, 25), 3))) for i in range(20)]
+    per_pair = statistical_tests.PERMUTATION_WORK_LIMIT // 50  # resamples of 50 values that one pair may use
+    problem = refused("mann_whitney_u", groups, method="permutation", resamples=per_pair)
+    assert problem.field == "options.resamples"
+    assert "shared by its 190 pairs" in str(problem)
+    two = run("mann_whitney_u", groups[:2], method="permutation", resamples=per_pair // 100)
+    assert two.p_value_method == "monte_carlo_permutation"
