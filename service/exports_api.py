@@ -68,20 +68,35 @@ async def export_events(request: web.Request) -> web.StreamResponse:
     owner = principal_of(request).key.id
     ref = request_ref(request, owner, body)
     if ref is None:
-        return await _export_events(request, values, owner, None)
-    jobs = request.app[EXPORT_JOBS]
-    async with jobs.requests_in_flight.hold(ref.key):
-        earlier = jobs.created_by(ref)
-        if earlier is None:
-            return await _export_events(request, values, owner, ref)
-        if earlier.request != ref:
-            raise different_request()
-        return _job_accepted(earlier, replayed=True)
+        planned = await _plan_export(request, values, owner, None)
+    else:
+        jobs = request.app[EXPORT_JOBS]
+        # Only the choice (a job, or a stream) is made under the key's lock: a stream is
+        # remembered nowhere, and a retry must not wait for another client's download.
+        async with jobs.requests_in_flight.hold(ref.key):
+            earlier = jobs.created_by(ref)
+            if earlier is not None:
+                if earlier.request != ref:
+                    raise different_request()
+                return _job_accepted(earlier, replayed=True)
+            planned = await _plan_export(request, values, owner, ref)
+    if isinstance(planned, JobRecord):
+        return _job_accepted(planned, replayed=False)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    warehouse = request.app[WAREHOUSE]
+    return await send_stream(
+        request,
+        lambda: file_chunks(warehouse, planned),
+        f"crucible-events-{stamp}.{planned.format.extension}",
+        planned.format.content_type,
+    )
 
 
-async def _export_events(
+async def _plan_export(
     request: web.Request, values: dict[str, Any], owner: str, ref: RequestRef | None
-) -> web.StreamResponse:
+) -> JobRecord | EventsExport:
+    """The export asked for, counted: a job submitted when it is large or asked for, else the
+    export to stream now."""
     file_format = FORMATS[values.get("format", "csv")]
     fields = parse_fields(values.get("fields"))
     filters = msgspec.structs.asdict(values.get("filters", ExportFilters()))
@@ -91,15 +106,8 @@ async def _export_events(
     total = await count_events(request, parameters)
     run_async = values.get("async")
     if run_async or (run_async is None and total > request.app[SETTINGS].export_async_rows):
-        return _job_accepted(request.app[EXPORT_JOBS].submit(owner, export, total, ref), replayed=False)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    warehouse = request.app[WAREHOUSE]
-    return await send_stream(
-        request,
-        lambda: file_chunks(warehouse, export),
-        f"crucible-events-{stamp}.{file_format.extension}",
-        file_format.content_type,
-    )
+        return request.app[EXPORT_JOBS].submit(owner, export, total, ref)
+    return export
 
 
 def _job_accepted(record: JobRecord, replayed: bool) -> web.Response:

@@ -354,6 +354,8 @@ class WarehouseWriter:
         batch = self._pending.get(tp)
         if batch is not None and batch.legacy != legacy and batch.records:  # one format per insert
             await self._enqueue(self._pending.pop(tp))
+            if tp not in self._started:  # revoked while the queue was full: the record is the next owner's
+                return
             batch = None
         if batch is None:
             batch = self._pending[tp] = Batch(tp, legacy=legacy)

@@ -154,35 +154,63 @@ async def test_writer_resumes_after_what_the_warehouse_holds(app_client: Any, tm
     assert await consumer.committed(TopicPartition(TELEMETRY_TOPIC, 0)) == 3
 
 
-async def test_a_partition_revoked_while_a_flush_waits_for_room_is_queued_once(app_client: Any) -> None:
-    """Queueing a due batch waits while the insert queue is full; a rebalance that revokes
-    another partition meanwhile queues that partition's batch itself. The flush must not
-    queue it again, nor fail on it (it stopped the writer with a KeyError)."""
+KEPT, REVOKED = TopicPartition(TELEMETRY_TOPIC, 0), TopicPartition(TELEMETRY_TOPIC, 1)
+
+
+async def writer_with_a_full_queue(app_client: Any) -> tuple[WarehouseWriter, Any]:
+    """A writer owning partitions 0 and 1 of a real embedded consumer, its insert queue (one
+    batch) full: whatever queues a batch next waits, and a rebalance can come meanwhile."""
     client = await app_client(writer=False, writer_queue_batches=1)
     log = client.app[LOG]
     writer = WarehouseWriter(log, client.app[WAREHOUSE], client.app[SETTINGS])
     consumer = await log.consumer("test-writer", [TELEMETRY_TOPIC])
     writer._consumer = consumer
-    kept, revoked = TopicPartition(TELEMETRY_TOPIC, 0), TopicPartition(TELEMETRY_TOPIC, 1)
-    writer._started = {kept, revoked}
-    for offset, tp in enumerate((kept, revoked)):
-        writer._pending[tp] = Batch(tp, records=[stored(record_of(offset), offset, tp.partition)], started=0.0)
-    filler = Batch(kept, records=[stored(record_of(9), 9)])
-    writer._queue.put_nowait(filler)  # the queue is full: the flush waits for room
-    flush = asyncio.create_task(writer._flush_due())
+    writer._started = {KEPT, REVOKED}
+    writer._queue.put_nowait(Batch(KEPT, records=[stored(record_of(9), 9)]))
+    return writer, consumer
+
+
+async def revoke_while_waiting(writer: WarehouseWriter, consumer: Any, waiting: Any) -> list[Batch]:
+    """Revoke partition 1 while `waiting` (a coroutine) waits for room; drain the queue until
+    both are done; the batches queued, in order."""
+    step = asyncio.create_task(waiting)
     await asyncio.sleep(0.01)
-    revocation = asyncio.create_task(writer.on_revoked(consumer, {revoked}))
+    revocation = asyncio.create_task(writer.on_revoked(consumer, {REVOKED}))
     await asyncio.sleep(0.01)
     queued = []
-    while not (flush.done() and revocation.done()):
+    while not (step.done() and revocation.done()):
         queued.append(await asyncio.wait_for(writer._queue.get(), 5))
         writer._queue.task_done()
         await asyncio.sleep(0.01)  # the waiting put and the revocation's join go on
-    await flush  # raises what the flush raised
+    await step  # raises what it raised
     await revocation
+    await consumer.stop()
+    return queued
+
+
+async def test_a_partition_revoked_while_a_flush_waits_for_room_is_queued_once(app_client: Any) -> None:
+    """Queueing a due batch waits while the insert queue is full; a rebalance that revokes
+    another partition meanwhile queues that partition's batch itself. The flush must not
+    queue it again, nor fail on it (it stopped the writer with a KeyError)."""
+    writer, consumer = await writer_with_a_full_queue(app_client)
+    for offset, tp in enumerate((KEPT, REVOKED)):
+        writer._pending[tp] = Batch(tp, records=[stored(record_of(offset), offset, tp.partition)], started=0.0)
+    queued = await revoke_while_waiting(writer, consumer, writer._flush_due())
     assert sorted((batch.partition.partition, batch.first) for batch in queued) == [(0, 0), (0, 9), (1, 1)]
     assert writer._pending == {}
-    await consumer.stop()
+
+
+async def test_a_record_of_a_partition_revoked_while_its_format_switch_waits_is_the_next_owners(
+    app_client: Any,
+) -> None:
+    """A record of the other format first queues the pending batch, which may wait; when the
+    partition is revoked meanwhile, the record is left to the next owner (which starts after
+    the last commit), not inserted by this writer as well."""
+    writer, consumer = await writer_with_a_full_queue(app_client)
+    writer._pending[REVOKED] = Batch(REVOKED, records=[stored(legacy_record_of(row(1)), 1, 1)], legacy=True)
+    queued = await revoke_while_waiting(writer, consumer, writer._add(REVOKED, stored(record_of(2), 2, 1)))
+    assert [(batch.partition.partition, batch.first) for batch in queued] == [(0, 9), (1, 1)]
+    assert writer._pending == {}
 
 
 # -- retries of a batch sent with an Idempotency-Key ------------------------------------
