@@ -39,6 +39,10 @@ INFLATE_NICE = 10  # below the event loop, as the warehouse's threads are (--war
 _inflater = ThreadPoolExecutor(
     max_workers=1, thread_name_prefix="inflate", initializer=lower_this_thread, initargs=(INFLATE_NICE,)
 )
+# Compressed bodies queued for or in that thread, at most; more are 503 with Retry-After. One
+# key sending bombs at once would otherwise queue everyone's compressed requests behind its own.
+MAX_INFLATING = 8
+_inflating = 0  # touched on the event loop only, with no await between its check and its change
 BLANK = "can't be blank"
 
 _object_decoder = msgspec.json.Decoder(dict[str, Any])
@@ -78,10 +82,26 @@ async def read_body(request: web.Request, limit: int = MAX_COMMAND_BODY_BYTES, j
     elif len(body) < INLINE_INFLATE_BYTES:
         body = inflate(body, encoding, limit)
     else:
-        body = await asyncio.get_running_loop().run_in_executor(_inflater, inflate, body, encoding, limit)
+        body = await _inflate_in_thread(body, encoding, limit)
     if json:
         require_json(request, body)
     return body
+
+
+async def _inflate_in_thread(body: bytes, encoding: str, limit: int) -> bytes:
+    global _inflating
+    if _inflating >= MAX_INFLATING:
+        raise ApiError(
+            503,
+            "unavailable",
+            f"{MAX_INFLATING} compressed bodies are being inflated already; retry, or send this one uncompressed",
+            headers={"Retry-After": "1"},
+        )
+    _inflating += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_inflater, inflate, body, encoding, limit)
+    finally:
+        _inflating -= 1
 
 
 def is_json_media_type(content_type: str) -> bool:

@@ -136,6 +136,28 @@ async def test_a_compression_bomb_is_413_and_inflated_no_further_than_the_limit(
     await assert_serving(client)
 
 
+async def test_bombs_sent_together_queue_no_further_than_the_bound(app_client: Any) -> None:
+    """Past MAX_INFLATING compressed bodies waiting for the inflating thread, another is a 503
+    to retry, not one more in a queue every compressed request waits behind."""
+    from service import bodies
+
+    client = await app_client(max_body_bytes=16 * 1024 * 1024)
+    bomb = gzip_bomb(64 * 1024 * 1024)
+    sends = [
+        client.post(EVENTS, data=bomb, headers={**JSON, "Content-Encoding": "gzip"})
+        for _ in range(bodies.MAX_INFLATING * 4)
+    ]
+    answers = await asyncio.gather(*sends)
+    statuses = {answer.status for answer in answers}
+    assert statuses == {413, 503}, statuses
+    for answer in answers:
+        if answer.status == 503:
+            await assert_error(answer, 503, "unavailable")
+            assert answer.headers["Retry-After"] == "1"
+    assert bodies._inflating == 0
+    await assert_serving(client)
+
+
 def test_inflation_stops_at_the_limit_in_small_steps() -> None:
     """The bound: no more than the limit (and one step) is ever inflated."""
     from service.input_bounds import INFLATE_STEP_BYTES, inflate_steps
