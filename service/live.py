@@ -33,10 +33,10 @@ from service import metrics
 from service.auth import Principal
 from service.channels import ALL_EXPERIMENTS, DASHBOARD, EXPERIMENT, TELEMETRY, EventFilter, Topic
 from service.dashboard_feed import SystemSampler, experiment_summary
+from service.errors import ApiError
 from service.experiment_feed import ExperimentFeed, Push, experiment_topic
 from service.live_events import stored_events
 from service.log import TELEMETRY_TOPIC, EventLog, LogReader, StoredRecord
-from service.problem import Problem
 from service.projector import Projector
 from service.resources import Resources
 from service.settings import Settings
@@ -199,11 +199,12 @@ class LiveHub:
     def admitted(self, key_id: str, limit: int) -> Iterator[None]:
         """One live connection of `key_id` while the block runs; 429 when it has `limit` open."""
         if not self.admit(key_id, limit):
-            raise Problem(
+            raise ApiError(
                 429,
                 "rate_limited",
                 f"this API key has {limit} live connections open, the most it may have; close one first",
                 {"connections": [f"at most {limit} per API key (live_max_connections_per_key)"]},
+                headers={"Retry-After": "1"},
             )
         try:
             yield

@@ -83,10 +83,13 @@ async def test_deep_arrays_where_a_batch_is_expected_are_refused(client: TestCli
 
 
 async def test_nesting_the_decoder_takes_is_accepted(client: TestClient) -> None:
-    """Nesting within the documented bound is data like any other."""
-    event = inference("exp_deep", data={"a": __import__("json").loads(deep_object(200))})
+    """Nesting within the documented bound (64 levels for what is stored) is data like any other."""
+    from service.input_bounds import MAX_STORED_DEPTH
+
+    event = inference("exp_deep", data={"a": __import__("json").loads(deep_object(MAX_STORED_DEPTH - 1))})
     answer = await client.post(EVENTS, json={"events": [event]})
     assert answer.status == 202, await answer.text()
+    assert (await answer.json())["data"]["accepted"] == 1
 
 
 async def test_deep_nesting_in_a_worker_process_is_400_and_the_worker_lives(tmp_path: Path) -> None:
@@ -439,6 +442,7 @@ async def test_live_connections_per_key_are_capped(app_client: Any, anonymous: a
     answer = await client.get("/api/v1/telemetry/stream")
     error = await assert_error(answer, 429, "rate_limited")
     assert "2 live connections" in error["message"]
+    assert answer.headers["Retry-After"] == "1"
     other = (await create_key(client, "read"))["secret"]  # another key has its own count
     third = await open_socket(anonymous, client, other)
     await first.ws.close()
