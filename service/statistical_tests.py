@@ -291,22 +291,18 @@ def mann_whitney_u(a: Group, b: Group, options: StatisticalOptions, effect: str)
     """Mann-Whitney U (U of the first group, R's W); rank-biserial r = 2U / (n1 n2) - 1, with a
     Fisher-z interval using the null standard error sqrt((n1 + n2 + 1) / (3 n1 n2))."""
     x, y = a.values, b.values
-    if constant(np.concatenate([x, y])):
+    pooled = np.concatenate([x, y])
+    if constant(pooled):
         raise StatisticsError(
             "metric", f"every value in {a.name!r} and {b.name!r} is {x[0]:.6g}; ranks carry no information"
         )
     n1, n2 = x.size, y.size
-    pooled = np.concatenate([x, y])
     ties = np.unique(pooled).size < pooled.size
     method = p_value_method(
         options, small=n1 < EXACT_BELOW and n2 < EXACT_BELOW, ties=ties, zeros=False, values=n1 + n2
     )
-    if method == "exact" and n1 * n2 > work_limit(EXACT_MANN_WHITNEY_LIMIT):
-        raise StatisticsError(
-            "options.method",
-            f"the exact distribution of U for {n1} x {n2} values takes too long (at most "
-            f"{work_limit(EXACT_MANN_WHITNEY_LIMIT):,} pairs of values{_of_request()}); use asymptotic or permutation",
-        )
+    if method == "exact":
+        _refuse_slow_exact(n1 * n2, EXACT_MANN_WHITNEY_LIMIT, f"U for {n1} x {n2} values", " pairs of values")
     corrected = method == "asymptotic" and options.continuity_correction
     result = stats.mannwhitneyu(
         x,
@@ -345,12 +341,8 @@ def _signed_rank(differences: np.ndarray, what: str, options: StatisticalOptions
     ties = np.unique(nonzero).size < n
     zeros = n < differences.size
     method = p_value_method(options, small=n < EXACT_BELOW, ties=ties, zeros=zeros, values=differences.size)
-    if method == "exact" and n > work_limit(EXACT_SIGNED_RANK_LIMIT):
-        raise StatisticsError(
-            "options.method",
-            f"the exact distribution of T+ for {n} non-zero differences takes too long (at most "
-            f"{work_limit(EXACT_SIGNED_RANK_LIMIT)}{_of_request()}); use asymptotic or permutation",
-        )
+    if method == "exact":
+        _refuse_slow_exact(n, EXACT_SIGNED_RANK_LIMIT, f"T+ for {n} non-zero differences")
     corrected = method == "asymptotic" and options.continuity_correction
     result = stats.wilcoxon(
         differences,
@@ -389,6 +381,17 @@ def p_value_method(options: StatisticalOptions, *, small: bool, ties: bool, zero
                 f"{_of_request()}; use at most {max(limit // values, 0)} resamples, or method asymptotic",
             )
     return method
+
+
+def _refuse_slow_exact(size: int, limit: int, what: str, unit: str = "") -> None:
+    """422 when an exact null distribution of this `size` is past its share of `limit`."""
+    limit = work_limit(limit)
+    if size > limit:
+        raise StatisticsError(
+            "options.method",
+            f"the exact distribution of {what} takes too long (at most {limit:,}{unit}{_of_request()});"
+            " use asymptotic or permutation",
+        )
 
 
 def _scipy_method(method: str, options: StatisticalOptions) -> object:
