@@ -70,6 +70,18 @@ async def warehouse_query(request: web.Request, name: str, parameters: dict[str,
         raise warehouse_unavailable(exc) from None
 
 
+class _Total(msgspec.Struct):
+    total: int
+
+
+_total_decoder = msgspec.json.Decoder(_Total)
+
+
+async def warehouse_total(request: web.Request, name: str, parameters: dict[str, Any]) -> int:
+    """Run queries/<name>.sql, a count whose one row is `{"total": N}`."""
+    return _total_decoder.decode(await warehouse_query(request, name, parameters)).total
+
+
 def warehouse_unavailable(error: WarehouseError) -> ApiError:
     """503: the warehouse failed a call; the client may retry."""
     return ApiError(503, "unavailable", f"the warehouse did not answer: {error}", headers={"Retry-After": "1"})

@@ -38,7 +38,7 @@ from service.params import (
     takes,
 )
 from service.resources import RUN_STATUSES, Resources, Run, experiment_missing, run_missing
-from service.responses import found, json_response, state_of, warehouse_query
+from service.responses import found, json_response, state_of, warehouse_query, warehouse_total
 from service.run_events import LOG_LEVELS
 from service.run_views import checkpoint_answer, checkpoints_of, number, run_detail, runs_out
 from service.warehouse import sql_datetime
@@ -100,13 +100,6 @@ class _LogRow(msgspec.Struct):
 
 _history_decoder = msgspec.json.Decoder(_HistoryRow)
 _log_decoder = msgspec.json.Decoder(_LogRow)
-
-
-class _Total(msgspec.Struct):
-    total: int
-
-
-_total_decoder = msgspec.json.Decoder(_Total)
 
 
 def run_in(state: Resources, run_id: str) -> Run:
@@ -272,7 +265,7 @@ def _log_position(text: str) -> dict[str, int]:
 async def _log_total(request: web.Request, params: dict[str, Any]) -> int:
     """How many lines match the level and `since` (every page), counted when the page is read."""
     counted = {name: params[name] for name in ("experiment_id", "run_id", "min_severity", "since")}
-    return _total_decoder.decode(await warehouse_query(request, "run_logs_count", counted)).total
+    return await warehouse_total(request, "run_logs_count", counted)
 
 
 def _log_rows(body: bytes) -> list[_LogRow]:

@@ -34,7 +34,7 @@ from service.params import (
     snapshot_now,
     takes,
 )
-from service.responses import json_response, warehouse_query
+from service.responses import json_response, warehouse_query, warehouse_total
 from service.warehouse import sql_datetime
 
 routes = web.RouteTableDef()
@@ -89,10 +89,6 @@ class EventRow(msgspec.Struct):
     data: str
 
 
-class _Total(msgspec.Struct):
-    total: int
-
-
 class _BasicRow(msgspec.Struct):
     bucket: dt.datetime | None
     grp: str
@@ -116,7 +112,7 @@ _decode_data = msgspec.json.Decoder(dict[str, Any])
 
 
 _ROW_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
-    kind: msgspec.json.Decoder(kind) for kind in (EventRow, _Total, _BasicRow, _QuantileRow)
+    kind: msgspec.json.Decoder(kind) for kind in (EventRow, _BasicRow, _QuantileRow)
 }
 
 
@@ -226,8 +222,7 @@ async def list_events(request: web.Request) -> web.Response:
 async def count_events(request: web.Request, parameters: Mapping[str, Any]) -> int:
     """How many events match the filters and `snapshot` among `parameters`."""
     count_params = {k: parameters[k] for k in (*FILTERS, "snapshot")}
-    total: int = _lines(await warehouse_query(request, "telemetry_events_count", count_params), _Total)[0].total
-    return total
+    return await warehouse_total(request, "telemetry_events_count", count_params)
 
 
 @routes.get("/api/v1/telemetry/aggregate")
