@@ -15,17 +15,15 @@ from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
-import msgspec
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from schemas.common import ErrorBody, ErrorResponse
+from service.errors import error_response
+from service.problem import Problem
 
 logger = logging.getLogger(__name__)
-
-_encode = msgspec.json.Encoder().encode
 
 
 class ShapedErrorHandler(RequestHandler):
@@ -41,8 +39,7 @@ class ShapedErrorHandler(RequestHandler):
         if isinstance(exc, LineTooLong):
             text = f"request line or header too long: {text}"
         logger.info("refused a malformed request from %s: %s", request.remote, text)
-        body = ErrorResponse(error=ErrorBody(code="bad_request", message=text, details={}))
-        response = web.Response(status=status, body=_encode(body), content_type="application/json")
+        response = error_response(Problem(status, "bad_request", text))
         response.force_close()
         return response
 

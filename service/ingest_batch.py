@@ -60,6 +60,11 @@ def validation_refusal(message: str, details: dict[str, Any], rejected: int = 0)
     return BatchRefused(422, "validation_error", message, details, rejected)
 
 
+def too_deep(exc: TooDeep, where: str) -> BatchRefused:
+    """400: JSON nested past the decoder's bound, at `where`."""
+    return BatchRefused(400, "bad_request", str(exc), {where: ["nested too deeply"]})
+
+
 def too_many_events(count: int, limit: int) -> BatchRefused:
     return validation_refusal(
         f"a batch holds at most {limit} events, this one has {count}",
@@ -100,11 +105,11 @@ def decode_batch(body: bytes, max_events: int) -> list[TelemetryEvent | IngestEr
     except msgspec.DecodeError:
         pass
     except TooDeep as exc:
-        raise BatchRefused(400, "bad_request", str(exc), {"body": ["nested too deeply"]}) from None
+        raise too_deep(exc, "body") from None
     try:
         raw = decode_bounded(_raw_batch_decoder.decode, body)
     except TooDeep as exc:  # skipping a nested event recurses as well
-        raise BatchRefused(400, "bad_request", str(exc), {"body": ["nested too deeply"]}) from None
+        raise too_deep(exc, "body") from None
     except msgspec.ValidationError as exc:
         message, path = split_validation_error(exc)
         raise validation_refusal(f"body is not a batch of events: {message}", {path: [message]}) from None
@@ -117,7 +122,7 @@ def decode_batch(body: bytes, max_events: int) -> list[TelemetryEvent | IngestEr
         try:
             decoded.append(decode_bounded(_event_decoder.decode, item))
         except TooDeep as exc:
-            raise BatchRefused(400, "bad_request", str(exc), {f"$.events[{index}]": ["nested too deeply"]}) from None
+            raise too_deep(exc, f"$.events[{index}]") from None
         except msgspec.ValidationError as exc:
             message, path = split_validation_error(exc)
             decoded.append(IngestError(index=index, message=message, path=f"$.events[{index}]{path[1:]}"))
