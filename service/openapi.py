@@ -46,8 +46,7 @@ VERSION = "1.0.0"
 BINARY = "application/octet-stream"
 EVENTS_MEDIA_TYPES = ("text/csv", "application/x-ndjson", "application/vnd.apache.parquet")
 _REF = "#/components/schemas/{name}"
-_PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
-_PATH_PARAMETER_WITH_REGEX = re.compile(r"\{(\w+)(?::([^}]*))?\}")
+_PATH_PARAMETER = re.compile(r"\{(\w+)(?::([^}]*))?\}")  # a route's {name} or {name:regex}
 _WORDS = re.compile(r"\w+(\|\w+)*")
 
 
@@ -206,7 +205,7 @@ def build_document(app: web.Application) -> dict[str, Any]:
         path = _PATH_PARAMETER.sub(r"{\1}", canonical)
         access = access_of(route.handler)
         secured = access is not None and access.scope is not None
-        path_parameters = _PATH_PARAMETER_WITH_REGEX.findall(canonical)
+        path_parameters = _PATH_PARAMETER.findall(canonical)  # (name, regex) pairs
         takes_body = operation.body is not None or operation.raw_body is not None
         query = query_of(route.handler)
         entry: dict[str, Any] = {
@@ -277,7 +276,7 @@ def _link_created_resources(paths: dict[str, dict[str, Any]]) -> None:
         answer = paths.get(collection, {}).get("post", {}).get("responses", {}).get(status)
         if answer is None:
             continue
-        parameter = _PATH_PARAMETER.findall(item)[-1]
+        parameter = _PATH_PARAMETER.findall(item)[-1][0]
         links: dict[str, Any] = {}
         for path, methods in paths.items():
             if path != item and not path.startswith(item + "/"):

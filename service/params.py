@@ -251,14 +251,10 @@ def sort_parameter(fields: Iterable[str], default: str) -> Parameter:
     return Parameter("sort", one_of([*names, *("-" + f for f in names)], default), "prefix with - for descending")
 
 
+PAGE = Parameter("page", integer(1, default=1), "page number; ignored with a cursor")
+PER_PAGE = Parameter("per_page", integer(1, MAX_PER_PAGE, DEFAULT_PER_PAGE))
 # Pages without a choice of order: `page`/`per_page` or `cursor` (`parse_page`).
-PAGES = Query(
-    (
-        Parameter("page", integer(1, default=1), "page number; ignored with a cursor"),
-        Parameter("per_page", integer(1, MAX_PER_PAGE, DEFAULT_PER_PAGE)),
-        CURSOR,
-    )
-)
+PAGES = Query((PAGE, PER_PAGE, CURSOR))
 
 
 def page_query(

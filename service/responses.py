@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -19,9 +20,10 @@ from service.params import (
     DATETIME,
     DEFAULT_PER_PAGE,
     MAX_PER_PAGE,
+    PAGE,
+    PER_PAGE,
     Parameter,
     Query,
-    integer,
     parse_datetime,
     parse_int,
 )
@@ -36,12 +38,8 @@ _encode = msgspec.json.Encoder().encode
 _ENVELOPE_FIELDS = frozenset({"event_id", "at", "actor", "request", "experiment_id", "model_id", "key_id"})
 
 AS_OF_QUERY = Query((Parameter("as_of", DATETIME, "the resource as it was at this instant (ISO 8601)"),))
-HISTORY_QUERY = Query(
-    (
-        Parameter("page", integer(1, default=1)),
-        Parameter("per_page", integer(1, MAX_PER_PAGE, DEFAULT_PER_PAGE)),
-    )
-)
+# Pages by number only (a history is short, and takes no cursor).
+HISTORY_QUERY = Query((dataclasses.replace(PAGE, description="page number"), PER_PAGE))
 
 
 def json_response(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
