@@ -44,7 +44,7 @@ from service.audit import AuditWriter
 from service.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.backpressure import Backpressure, WriterProgress
 from service.credentials import SessionSigner, load_session_secret
-from service.errors import error_middleware
+from service.error_middleware import error_middleware
 from service.export_jobs import ExportJobs
 from service.ingest import Ingestor
 from service.ingest_workers import IngestWorkers

@@ -20,7 +20,6 @@ import math
 from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from service.artifacts import (
     READ_CHUNK_BYTES,
@@ -32,38 +31,12 @@ from service.artifacts import (
     blocks_of,
     consume_overlapped,
 )
+from service.s3_location import S3Location
 
 logger = logging.getLogger(__name__)
 
 MIN_PART_BYTES = 8 * 1024 * 1024  # S3 wants parts of 5 MiB at least, but the last
 MAX_PARTS = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class S3Location:
-    """`s3://bucket/prefix?endpoint=http://host:port&region=...`; credentials come from the AWS variables."""
-
-    bucket: str
-    prefix: str
-    endpoint: str | None
-    region: str | None
-
-    @classmethod
-    def parse(cls, url: str) -> S3Location:
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise ValueError("expected s3://bucket[/prefix][?endpoint=URL&region=NAME]")
-        query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
-        unknown = set(query) - {"endpoint", "region"}
-        if unknown:
-            raise ValueError(f"unknown parameters {', '.join(sorted(unknown))}; s3:// URLs take endpoint and region")
-        endpoint = query.get("endpoint")
-        if endpoint is not None and urlsplit(endpoint).scheme not in ("http", "https"):
-            raise ValueError("endpoint must be an http:// or https:// URL")
-        return cls(parts.netloc, parts.path.strip("/"), endpoint, query.get("region"))
-
-    def object_key(self, key: ArtifactKey) -> str:
-        return "/".join(part for part in (self.prefix, *key.folders, key.name) if part)
 
 
 class S3Store(ArtifactStore):
@@ -104,7 +77,7 @@ class S3Store(ArtifactStore):
 
     async def receive(self, key: ArtifactKey, chunks: AsyncIterable[bytes], limit: int) -> Staged:
         part_bytes = max(MIN_PART_BYTES, math.ceil(limit / MAX_PARTS))
-        staged = _S3Staged(self._client, self.location.bucket, self.location.object_key(key))
+        staged = _S3Staged(self._client, self.location.bucket, _object_key(self.location, key))
         try:
             with _s3_errors(f"uploading {key.run_id}/{key.checkpoint_id}"):
                 await consume_overlapped(blocks_of(chunks, part_bytes, limit), staged.add)
@@ -115,7 +88,7 @@ class S3Store(ArtifactStore):
         return staged
 
     async def open(self, key: ArtifactKey) -> StoredFile | None:
-        object_key = self.location.object_key(key)
+        object_key = _object_key(self.location, key)
         with _s3_errors(f"opening {key.run_id}/{key.checkpoint_id}"):
             try:
                 head = await self._client.head_object(Bucket=self.location.bucket, Key=object_key)
@@ -127,7 +100,7 @@ class S3Store(ArtifactStore):
 
     async def remove(self, key: ArtifactKey) -> None:
         with _s3_errors(f"deleting {key.run_id}/{key.checkpoint_id}"):
-            await self._client.delete_object(Bucket=self.location.bucket, Key=self.location.object_key(key))
+            await self._client.delete_object(Bucket=self.location.bucket, Key=_object_key(self.location, key))
 
 
 def _s3_status(error: BaseException) -> int | None:
@@ -245,3 +218,7 @@ class _S3File(StoredFile):
 
     async def close(self) -> None:
         pass
+
+
+def _object_key(location: S3Location, key: ArtifactKey) -> str:
+    return "/".join(part for part in (location.prefix, *key.folders, key.name) if part)

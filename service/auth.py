@@ -30,7 +30,7 @@ from aiohttp import web
 
 from service import metrics
 from service.appkeys import PROJECTOR, RATE_LIMITER, SESSION_SIGNER, SETTINGS
-from service.credentials import SECRET_PREFIX, SESSION_COOKIE, key_for_secret
+from service.credentials import ANY_SCOPE, SECRET_PREFIX, SESSION_COOKIE, Principal, key_for_secret
 from service.errors import ApiError
 from service.origins import client_view, describe, origin_allowed, own_origin
 from service.ratelimit import Quota
@@ -41,7 +41,6 @@ H = TypeVar("H", bound=Callable[..., Any])
 
 ACCESS_ATTRIBUTE = "crucible_access"
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
-ANY_SCOPE = "any"  # any valid key or session, whatever its scopes
 QUOTA: web.RequestKey[Quota] = web.RequestKey("quota")
 # Methods that change nothing, which a page of another site may cause with the cookie.
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -62,18 +61,6 @@ class Access:
     scope: str | None
     limit_class: str | None
     token_param: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: an API key, directly or through a session."""
-
-    key: ApiKey
-    session_id: str | None = None
-    session_expires: int | None = None  # Unix seconds, for a session
-
-    def allows(self, scope: str) -> bool:
-        return scope == ANY_SCOPE or scope in self.key.scopes or "admin" in self.key.scopes
 
 
 def requires(scope: str, limit: str | None = None, token_param: bool = False) -> Callable[[H], H]:

@@ -18,7 +18,7 @@ from typing import Any
 import msgspec
 
 from schemas.live import EventTypes, Filter
-from service.auth import Principal
+from service.credentials import Principal
 from service.experiment_feed import status_of
 from service.resources import Resources
 

@@ -115,3 +115,18 @@ def write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as file:
         file.write(text)
+
+
+ANY_SCOPE = "any"  # any valid key or session, whatever its scopes
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: an API key, directly or through a session."""
+
+    key: ApiKey
+    session_id: str | None = None
+    session_expires: int | None = None  # Unix seconds, for a session
+
+    def allows(self, scope: str) -> bool:
+        return scope == ANY_SCOPE or scope in self.key.scopes or "admin" in self.key.scopes

@@ -1,36 +1,11 @@
-"""The one error shape of API.md, and the middleware that gives it to every failure."""
+"""The refusals a handler or anything below it raises: an answer other than success, in API.md's
+error shape (the middleware in service/error_middleware.py gives it), with nothing of the web framework."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgspec
-from aiohttp import web
-
-from schemas.common import ErrorBody, ErrorResponse
-from service.appkeys import SETTINGS
 from service.problem import Problem
-
-logger = logging.getLogger(__name__)
-
-_encode = msgspec.json.Encoder().encode
-
-# aiohttp's own refusals, named in API.md's vocabulary.
-_HTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "validation_error",
-    429: "rate_limited",
-    503: "unavailable",
-}
 
 
 class ApiError(Problem):
@@ -55,39 +30,3 @@ def validation_error(message: str, details: dict[str, Any] | None = None) -> Api
 def bad_parameter(name: str, problem: str) -> ApiError:
     """422 for one query parameter, in API.md's `details` shape: field → list of problems."""
     return validation_error(f"{name} {problem}", {name: [problem]})
-
-
-def error_response(error: Problem) -> web.Response:
-    body = ErrorResponse(error=ErrorBody(code=error.code, message=error.message, details=error.details))
-    headers = error.headers if isinstance(error, ApiError) else None
-    return web.Response(status=error.status, body=_encode(body), content_type="application/json", headers=headers)
-
-
-@web.middleware
-async def error_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Problem as error:  # ApiError, or a refusal of code shared with worker processes
-        return error_response(error)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _HTTP_CODES.get(exc.status, "http_error")
-        message = exc.reason
-        if exc.status == 413:
-            message = f"request body is larger than {request.app[SETTINGS].max_body_bytes} bytes"
-        return error_response(ApiError(exc.status, code, message))
-    except ConnectionError:
-        transport = request.transport
-        if transport is not None and not transport.is_closing():
-            logger.exception("unexpected error in %s %s", request.method, request.path)
-            return error_response(ApiError(500, "internal_error", "internal server error"))
-        # The client hung up mid-request (mid-body, typically): not the server's fault, and
-        # nobody is left to read an answer.
-        logger.info("client went away during %s %s", request.method, request.path)
-        return error_response(ApiError(400, "bad_request", "the client closed the connection"))
-    except Exception:
-        logger.exception("unexpected error in %s %s", request.method, request.path)
-        return error_response(ApiError(500, "internal_error", "internal server error"))

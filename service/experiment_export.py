@@ -27,7 +27,7 @@ import msgspec
 
 from service.export_formats import CSV, EVENT_ROWS, Chunks, EventsExport, Pieces, csv_line, file_chunks
 from service.export_query import DEFAULT_FIELDS
-from service.telemetry_api import EventRow, stored_event
+from service.event_rows import EventRow, stored_event
 from service.warehouse import Warehouse
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from service.errors import error_response
+from service.error_middleware import error_response
 from service.problem import Problem
 
 logger = logging.getLogger(__name__)

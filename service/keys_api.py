@@ -9,8 +9,8 @@ from aiohttp import web
 from schemas.keys import ApiKeyInput, SessionInput, SessionOut
 from schemas.resources import ApiKeyEvent, RateLimits, SessionEnded
 from service.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
+from service.credentials import ANY_SCOPE
 from service.auth import (
-    ANY_SCOPE,
     forbidden,
     principal_of,
     public,

@@ -30,7 +30,7 @@ import msgspec
 from schemas.live import SystemStats
 from schemas.resources import AnyResourceEvent, ApiKeyRevoked, SessionEnded
 from service import metrics
-from service.auth import Principal
+from service.credentials import Principal
 from service.channels import ALL_EXPERIMENTS, DASHBOARD, EXPERIMENT, TELEMETRY, EventFilter, Topic
 from service.dashboard_feed import SystemSampler, experiment_summary
 from service.errors import ApiError

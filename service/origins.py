@@ -17,14 +17,9 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from service.addresses import DEFAULT_PORTS, Network, Origin, origin_of, parse_networks, parse_origins
 from service.appkeys import SETTINGS
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-# (scheme, host, port) with the scheme's default port filled in: two spellings of one
-# origin (`http://a`, `http://A:80`) compare equal.
-Origin = tuple[str, str, int]
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
 # A Host header's value: a name or IPv4 address, or a bracketed IPv6 address, and a port.
 _HOST = re.compile(r"(?:[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _VIEW: web.RequestKey[ClientView] = web.RequestKey("client_view")
@@ -38,43 +33,6 @@ class ClientView:
     scheme: str
     host: str
     address: str | None
-
-
-@functools.lru_cache(maxsize=8)
-def parse_networks(text: str | None) -> tuple[Network, ...]:
-    """`10.0.0.1, 192.168.0.0/16, ::1` as networks; ValueError naming a bad entry."""
-    networks = []
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        try:
-            networks.append(ipaddress.ip_network(part, strict=False))
-        except ValueError:
-            raise ValueError(f"{part!r} is not an IP address or CIDR network") from None
-    return tuple(networks)
-
-
-@functools.lru_cache(maxsize=8)
-def parse_origins(text: str | None) -> frozenset[Origin]:
-    """`https://ui.example:8443, http://localhost:3000` as origins; ValueError naming a bad entry."""
-    origins = set()
-    for part in filter(None, (p.strip() for p in (text or "").split(","))):
-        origin = origin_of(part)
-        if origin is None or urlsplit(part).path not in ("", "/"):
-            raise ValueError(f"{part!r} is not an origin: expected http(s)://host[:port]")
-        origins.add(origin)
-    return frozenset(origins)
-
-
-def origin_of(url: str) -> Origin | None:
-    """The origin of a URL (an Origin or Referer header), or None when it has none (`null`)."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return None
-    scheme = parts.scheme.lower()
-    if scheme not in DEFAULT_PORTS or not parts.hostname:
-        return None
-    return scheme, parts.hostname.lower(), port or DEFAULT_PORTS[scheme]
 
 
 def client_view(request: web.Request) -> ClientView:

@@ -26,7 +26,8 @@ from aiohttp import web
 from schemas.live import LiveError
 from service import metrics
 from service.appkeys import LIVE_HUB, SETTINGS
-from service.auth import Principal, principal_of, requires
+from service.auth import principal_of, requires
+from service.credentials import Principal
 from service.channels import ALL_EXPERIMENTS, TELEMETRY, ChannelRefusal, EventFilter, Topic, parse_topic
 from service.errors import bad_parameter
 from service.live import GOING_AWAY, POLICY_VIOLATION, Subscription

@@ -15,6 +15,7 @@ from service import metrics
 from service.appkeys import INGESTOR, SETTINGS
 from service.auth import principal_of, requires, take
 from service.bodies import read_body
+from service.event_rows import EventRow, stored_event
 from service.errors import ApiError, bad_parameter
 from service.params import (
     Cursor,
@@ -77,18 +78,6 @@ EVENTS_AGGREGATE_QUERY = _aggregate_query("agg_field", "the measurement to aggre
 AGGREGATE_QUERY = _aggregate_query("metric", "the measurement to aggregate (not needed for count)", True)
 
 
-class EventRow(msgspec.Struct):
-    """An event as the warehouse returns it in JSON lines (event_name dot-joined, data as JSON text)."""
-
-    id: str
-    event_name: str
-    measurements: dict[str, float]
-    metadata: dict[str, str]
-    timestamp: dt.datetime
-    received_at: dt.datetime
-    data: str
-
-
 class _BasicRow(msgspec.Struct):
     bucket: dt.datetime | None
     grp: str
@@ -108,9 +97,6 @@ class _QuantileRow(msgspec.Struct):
     quantiles: list[float | None]
 
 
-_decode_data = msgspec.json.Decoder(dict[str, Any])
-
-
 _ROW_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
     kind: msgspec.json.Decoder(kind) for kind in (EventRow, _BasicRow, _QuantileRow)
 }
@@ -119,18 +105,6 @@ _ROW_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {
 def _lines(body: bytes, kind: type[Any]) -> list[Any]:
     decoder = _ROW_DECODERS[kind]  # built once: a decoder per call costs more than the rows
     return [decoder.decode(line) for line in body.splitlines() if line]
-
-
-def stored_event(row: EventRow) -> StoredEvent:
-    return StoredEvent(
-        id=row.id,
-        event_name=row.event_name.split("."),
-        measurements=row.measurements,
-        metadata=row.metadata,
-        timestamp=row.timestamp,
-        received_at=row.received_at,
-        data=_decode_data.decode(row.data) if row.data else None,
-    )
 
 
 def filter_parameters(query: Mapping[str, str]) -> dict[str, Any]:

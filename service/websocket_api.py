@@ -27,7 +27,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from schemas.live import JoinRefusal
 from service import metrics
 from service.appkeys import LIVE_HUB, PROJECTOR, SETTINGS
-from service.auth import Principal, principal_of, requires
+from service.auth import principal_of, requires
+from service.credentials import Principal
 from service.channels import ChannelRefusal, Topic, client_event, join
 from service.errors import ApiError, bad_parameter
 from service.live import Subscription

@@ -22,7 +22,8 @@ from aiohttp.test_utils import TestClient
 
 from schemas.resources import SessionEnded
 from service.appkeys import LOG, PROJECTOR
-from service.auth import PRINCIPAL, Principal
+from service.auth import PRINCIPAL
+from service.credentials import Principal
 from service.channels import ChannelRefusal, join
 from service.commands import submit
 from service.credentials import SESSION_COOKIE
