@@ -117,8 +117,8 @@ def query_string(extra: dict[str, str]) -> str:
 
 
 def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
-    """The .sql file and parameters the service runs for a query (see service/telemetry_api.py)."""
-    from service.telemetry_api import group_query
+    """The .sql file and parameters the service runs for a query (see service/api/telemetry.py)."""
+    from service.api.telemetry import group_query
 
     suffix, group_params = group_query(extra.get("group_by", ""), "")
     params: dict[str, Any] = {

@@ -6,7 +6,7 @@
    (the fill of benchmarks/aggregate_query.py: migrations, then INSERT ... SELECT
    FROM numbers() in 1M-row blocks, then OPTIMIZE ... FINAL so no background merge runs
    during the export), and times the export's own SQL and reader without HTTP
-   (service/export_query.py, service/warehouse_stream.py) for comparison.
+   (service/exports/query.py, service/warehouse/stream.py) for comparison.
 2. Starts `crucible serve` (--export-async-rows above --events, so the export
    streams), POSTs /api/v1/telemetry/export with every standard field and reads
    the answer in 1 MiB pieces, counting rows and bytes, while the server's RSS
@@ -55,12 +55,12 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
     """The child process (chDB allows one process per data path): fill, then chDB alone."""
     import clickhouse_connect
 
-    from service.export_formats import CSV
-    from service.export_query import DEFAULT_FIELDS, export_sql
+    from service.api.telemetry import FILTERS
+    from service.exports.formats import CSV
+    from service.exports.query import DEFAULT_FIELDS, export_sql
     from service.settings import Settings
-    from service.telemetry_api import FILTERS
-    from service.warehouse import Warehouse
-    from service.warehouse_stream import text_chunks
+    from service.warehouse.client import Warehouse
+    from service.warehouse.stream import text_chunks
 
     client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
     started = time.perf_counter()
@@ -68,7 +68,7 @@ def fill(data_dir: str, events: int, direct: bool, conn: Any) -> None:
     # One part, as a quiet table ends up: a background merge would compete with the export.
     client.command("OPTIMIZE TABLE telemetry_events FINAL")
     result: dict[str, Any] = {"fill_seconds": time.perf_counter() - started}
-    if direct:  # the server's own reading of the warehouse (service/warehouse_stream.py), without HTTP
+    if direct:  # the server's own reading of the warehouse (service/warehouse/stream.py), without HTTP
         sql, parameters = export_sql(DEFAULT_FIELDS, CSV.shape, "telemetry_export")
         parameters.update(dict.fromkeys(FILTERS), snapshot=None)
         warehouse = Warehouse(Settings(data_dir=data_dir))

@@ -15,7 +15,7 @@ the clients in this process. Phases:
    several API keys, 50 sockets each.
 3. nesting check cost: what a byte scan counting bracket depth outside strings would
    cost per MB of ingest body, against msgspec's decode of the same body (why the server
-   relies on msgspec's recursion limit instead; see service/input_bounds.py).
+   relies on msgspec's recursion limit instead; see service/core/input_bounds.py).
 
     python benchmarks/hostile_input.py                 # ~1 min
     python benchmarks/hostile_input.py --sockets 200

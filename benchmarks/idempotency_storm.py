@@ -6,7 +6,7 @@ Per mode, on a fresh temporary data dir:
 
 - embedded: one `crucible serve` (embedded log, chDB, writer in the process);
 - kafka: a tansu broker, two `crucible serve --no-writer` API processes and one
-  `crucible writer` (with its own chDB), as tests/test_kafka_idempotency.py runs them.
+  `crucible writer` (with its own chDB), as tests/ingest/test_kafka_idempotency.py runs them.
 
 Each round sends --copies copies of one batch with one Idempotency-Key at once, split
 over the API processes; rounds alternate a small batch (3 experiments x 4 events,
@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 from _support import ServerProcess, free_port, print_table, read_metrics, result_header, run_and_report
 
-from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
+from service.log.interface import TELEMETRY_TOPIC, WAREHOUSE_GROUP
 from tests.support import create_admin_key, inference_batch, log_positions, tansu_broker
 
 EVENTS_URL = "/api/v1/telemetry/events"

@@ -63,7 +63,7 @@ from _support import (  # also puts the repository root on sys.path
     start_server,
 )
 
-from service.log import StoredRecord
+from service.log.interface import StoredRecord
 
 TELEMETRY_TOPIC = "crucible.telemetry"  # the high-volume topic (ARCHITECTURE.md)
 INGEST_PATH = "/api/v1/telemetry/events"
@@ -372,7 +372,7 @@ def wait_for_writer(base_url: str, target: float, timeout: float) -> tuple[float
 
 def sqlite_records(path: Path) -> Iterator[StoredRecord]:
     """Every telemetry record in the embedded log, in offset order."""
-    from service.log_sqlite import PARTITION, decode_headers
+    from service.log.sqlite import PARTITION, decode_headers
 
     conn = sqlite3.connect(path)
     try:
@@ -389,8 +389,8 @@ def dump_kafka_records(bootstrap: str, target: Path, expected_rows: int, timeout
     """Copy the telemetry topic from the broker into a SQLite file shaped like the embedded log."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
-    from service.log_sqlite import encode_headers
-    from service.writer import record_shape
+    from service.log.sqlite import encode_headers
+    from service.warehouse.writer import record_shape
 
     def stored(partition: int, record: Any) -> StoredRecord:
         headers = tuple((k, bytes(v)) for k, v in record.headers)
@@ -439,7 +439,7 @@ def dump_kafka_records(bootstrap: str, target: Path, expected_rows: int, timeout
 
 
 def dumped_records(path: Path) -> Iterator[StoredRecord]:
-    from service.log_sqlite import decode_headers
+    from service.log.sqlite import decode_headers
 
     conn = sqlite3.connect(path)
     try:
@@ -456,9 +456,9 @@ def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows:
     import clickhouse_connect
 
     import queries
-    from service.log import TopicPartition
-    from service.warehouse import INSERT_SETTINGS
-    from service.writer import Batch, record_shape
+    from service.log.interface import TopicPartition
+    from service.warehouse.client import INSERT_SETTINGS
+    from service.warehouse.writer import Batch, record_shape
 
     path = Path(tempfile.mkdtemp(prefix="crucible-bench-chdb-"))
     client = clickhouse_connect.get_client(interface="chdb", path=str(path / "warehouse"))

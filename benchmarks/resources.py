@@ -56,12 +56,12 @@ from schemas.resources import (
     RateLimits,
 )
 from service.app import create_app
-from service.appkeys import PROJECTOR
-from service.auth import PRINCIPAL, Principal, auth_middleware
-from service.cli_log import keys_create
-from service.log import RESOURCES_TOPIC, Record
-from service.log_sqlite import SqliteLog
-from service.resources import event_encoder
+from service.cli.log_commands import keys_create
+from service.http.appkeys import PROJECTOR
+from service.http.auth import PRINCIPAL, Principal, auth_middleware
+from service.log.interface import RESOURCES_TOPIC, Record
+from service.log.sqlite import SqliteLog
+from service.resources.fold import event_encoder
 from service.settings import Settings
 
 TARGETS = {"replay_seconds": 10.0, "create_p99_ms": 20.0, "list_p99_ms": 50.0, "auth_cost_percent": 5.0}

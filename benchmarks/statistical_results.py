@@ -87,7 +87,7 @@ def fill(data_dir: str, experiment: str, per_group: int, direct_repeat: int, con
     from scipy import stats
 
     import queries
-    from service.statistics_api import _SampleRow
+    from service.api.statistics import _SampleRow
 
     client = clickhouse_connect.get_client(interface="chdb", path=str(Path(data_dir) / "warehouse"))
     started = time.perf_counter()

@@ -10,7 +10,7 @@
 -- rows used: the telemetry the test saw.
 -- `times` are the samples' timestamps (Unix microseconds, encoded as the values are), one per
 -- value or label and aligned with them: the service sorts samples by them (see
--- service/statistics_api.py), because groupArray follows the order in which parts and
+-- service/api/statistics.py), because groupArray follows the order in which parts and
 -- threads are read, which changes with inserts and merges. Sorting here instead, by
 -- timestamp and event id, took 0.5-2 s more per million values than numpy does.
 -- Values travel as base64 of their little-endian float64 bytes (rightPad restores the zero

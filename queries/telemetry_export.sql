@@ -1,6 +1,6 @@
 -- The events of a telemetry export, in the order ClickHouse reads them: sorting the whole
 -- table would more than double the CPU of a large export and serialize it on one core.
--- service/export_query.py selects the requested fields from these columns; `snapshot`
+-- service/exports/query.py selects the requested fields from these columns; `snapshot`
 -- leaves out events received after the export began.
 SELECT id, event_name, experiment_id, run_id, model, timestamp, received_at, measurements, metadata, data
 FROM telemetry_events

@@ -1,7 +1,7 @@
 """Domain events of the `crucible.resources` topic: the source of truth of every resource.
 
 Each is a fact in the past tense. The log keeps them forever and every API process
-folds them (service/resources.py) into the state the REST API serves. Schema
+folds them (service/resources/fold.py) into the state the REST API serves. Schema
 evolution: new fields get defaults, existing fields never change type, and nothing
 read back from the log forbids unknown fields.
 """

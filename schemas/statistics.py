@@ -49,7 +49,7 @@ MAX_GROUPS = 20
 
 
 class StatisticalOptions(msgspec.Struct, kw_only=True):
-    """How a test runs. Which options a test takes is checked by service/statistics.py."""
+    """How a test runs. Which options a test takes is checked by service/statistics/analysis.py."""
 
     alpha: Alpha = 0.05
     alternative: Alternative = "two_sided"

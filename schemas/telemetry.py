@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta
 
 # Names are stored dot-joined, so a segment may not contain a dot. That is checked
-# after decoding (service/ingest.py): a regex here would double the cost of validation.
+# after decoding (service/ingest/ingestor.py): a regex here would double the cost of validation.
 NameSegment = Annotated[str, Meta(min_length=1, max_length=64)]
 EventName = Annotated[list[NameSegment], Meta(min_length=1, max_length=16)]
 MeasurementKey = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -79,7 +79,7 @@ LEGACY_CONTENT_TYPE = b"application/x-ndjson; row=crucible.telemetry.v1"
 RECORD_EVENTS_HEADER = "events"
 # Header holding the batch id of a batch sent with an Idempotency-Key (absent otherwise):
 # every attempt of that batch carries the same one, so the writer can drop a retry
-# without decoding the value (service/retry_window.py).
+# without decoding the value (service/warehouse/retry_window.py).
 RECORD_BATCH_HEADER = "batch-id"
 
 

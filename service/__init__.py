@@ -1,4 +1,18 @@
-"""Crucible telemetry service."""
+"""Crucible telemetry service.
+
+The packages, from the bottom up; each may import only those above it in this list
+(tests/test_layout.py checks it, type-only imports included):
+
+- `core`: building blocks that know nothing of the service's concerns
+- `settings` (a module): what the service is told, from flags and the environment
+- `log`: the event log (embedded or Kafka), the source of truth
+- `warehouse`: log → ClickHouse (the writer), and the client that reads it
+- `resources`: experiments, runs, models and keys folded from the resources log
+- `ingest`, `artifacts`, `live`, `exports`, `statistics`: the domain, side by side
+- `http`: what every handler shares (state, auth, parameters, bodies, answers)
+- `api`: the endpoints
+- `app` (a module): the composition root; `cli`: the `crucible` command
+"""
 
 import os
 

@@ -10,22 +10,28 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service import (
-    checkpoints_api,
-    comparison_api,
-    experiments_api,
-    exports_api,
-    health_api,
-    http_protocol,
-    keys_api,
-    models_api,
-    runs_api,
-    statistics_api,
-    stream_api,
-    telemetry_api,
-    websocket_api,
+from service.api import (
+    checkpoints,
+    comparisons,
+    experiments,
+    exports,
+    health,
+    keys,
+    models,
+    runs,
+    statistics,
+    stream,
+    telemetry,
+    websocket,
 )
-from service.appkeys import (
+from service.artifacts.store import make_store
+from service.core.keyed_locks import KeyedLocks
+from service.core.memory_trim import keep_releasing
+from service.core.ratelimit import RateLimiter
+from service.core.thread_priority import keep_merges_low
+from service.exports.jobs import ExportJobs
+from service.http import protocol
+from service.http.appkeys import (
     ARTIFACTS,
     CHECKPOINT_LOCKS,
     EXPORT_JOBS,
@@ -39,30 +45,24 @@ from service.appkeys import (
     WAREHOUSE,
     WRITER,
 )
-from service.artifacts import make_store
-from service.audit import AuditWriter
-from service.auth import add_rate_limit_headers, auth_middleware, check_routes
-from service.backpressure import Backpressure, WriterProgress
-from service.credentials import SessionSigner, load_session_secret
-from service.error_middleware import error_middleware
-from service.export_jobs import ExportJobs
-from service.ingest import Ingestor
-from service.ingest_workers import IngestWorkers
-from service.keyed_locks import KeyedLocks
-from service.keys import ADMIN_KEY_FILE, bootstrap_admin_key
-from service.live import LiveHub
-from service.log import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
-from service.log_kafka import KafkaLog
-from service.log_sqlite import SqliteLog
-from service.memory_trim import keep_releasing
-from service.migrations import migrate
-from service.projector import Projector
-from service.ratelimit import RateLimiter
-from service.run_events import RunRouter
+from service.http.auth import add_rate_limit_headers, auth_middleware, check_routes
+from service.http.error_middleware import error_middleware
+from service.ingest.ingestor import Ingestor
+from service.ingest.workers import IngestWorkers
+from service.live.hub import LiveHub
+from service.log.interface import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, EventLog
+from service.log.kafka import KafkaLog
+from service.log.sqlite import SqliteLog
+from service.resources.credentials import SessionSigner, load_session_secret
+from service.resources.keys import ADMIN_KEY_FILE, bootstrap_admin_key
+from service.resources.projector import Projector
+from service.resources.run_events import RunRouter
 from service.settings import Settings
-from service.thread_priority import keep_merges_low
-from service.warehouse import Warehouse
-from service.writer import WarehouseWriter
+from service.warehouse.audit import AuditWriter
+from service.warehouse.backpressure import Backpressure, WriterProgress
+from service.warehouse.client import Warehouse
+from service.warehouse.migrations import migrate
+from service.warehouse.writer import WarehouseWriter
 
 logger = logging.getLogger(__name__)
 
@@ -228,11 +228,11 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     app = web.Application(
         middlewares=[error_middleware, auth_middleware],
         client_max_size=settings.max_body_bytes + BODY_SLACK_BYTES,
-        # Bodies are inflated by the routes that take them, bounded (service/input_bounds.py);
+        # Bodies are inflated by the routes that take them, bounded (service/core/input_bounds.py);
         # checkpoint uploads are stored as sent.
         handler_args={"auto_decompress": False},
     )
-    http_protocol.install(app)  # the parser's own refusals in the error shape
+    protocol.install(app)  # the parser's own refusals in the error shape
     log = make_log(settings)
     warehouse = Warehouse(settings)
     app[SETTINGS] = settings
@@ -270,22 +270,22 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app.cleanup_ctx.append(_artifacts_context)
         app.cleanup_ctx.append(_export_jobs_context)  # stopped before the warehouse, which jobs read
         for module in (
-            telemetry_api,
-            stream_api,
-            experiments_api,
-            runs_api,
-            checkpoints_api,
-            models_api,
-            keys_api,
-            statistics_api,
-            comparison_api,
-            exports_api,
-            websocket_api,
+            telemetry,
+            stream,
+            experiments,
+            runs,
+            checkpoints,
+            models,
+            keys,
+            statistics,
+            comparisons,
+            exports,
+            websocket,
         ):
             app.add_routes(module.routes)
     app.cleanup_ctx.extend([_gc_context, _memory_trim_context])
-    app.add_routes(health_api.routes)
-    app.add_routes([health_api.metrics_route(settings.metrics_public)])
+    app.add_routes(health.routes)
+    app.add_routes([health.metrics_route(settings.metrics_public)])
     app.on_response_prepare.extend([add_rate_limit_headers, _no_sniffing])
     check_routes(app)
     return app

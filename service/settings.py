@@ -16,7 +16,7 @@ from urllib.parse import urlparse
 import msgspec
 from msgspec import Meta
 
-from service.problem import split_validation_error
+from service.core.problem import split_validation_error
 
 ENV_PREFIX = "CRUCIBLE_"
 
@@ -216,7 +216,7 @@ def _check_consistency(settings: Settings) -> None:
             )
     if settings.artifact_store is not None:
         _check_artifact_store(settings.artifact_store)
-    from service.addresses import parse_networks, parse_origins  # the parsers the requests use, so the two agree
+    from service.core.addresses import parse_networks, parse_origins  # the parsers the requests use, so the two agree
 
     for name, parse in (("trusted_proxies", parse_networks), ("allowed_origins", parse_origins)):
         try:
@@ -233,7 +233,7 @@ def _check_consistency(settings: Settings) -> None:
 def _check_artifact_store(location: str) -> None:
     scheme = urlparse(location).scheme
     if scheme == "s3":
-        from service.s3_location import S3Location  # the store's own parser, so the two agree
+        from service.core.s3_location import S3Location  # the store's own parser, so the two agree
 
         try:
             S3Location.parse(location)

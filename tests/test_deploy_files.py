@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from service import cli, settings
+from service import settings
+from service.cli import main as cli
 
 DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
 INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
@@ -109,7 +110,7 @@ def test_the_crucible_services_wait_for_their_dependencies(services: dict[str, A
 
 
 def test_kafka_takes_the_largest_record_the_app_sends(services: dict[str, Any]) -> None:
-    from service.log_kafka import MAX_RECORD_BYTES
+    from service.log.kafka import MAX_RECORD_BYTES
 
     environment = services["kafka"]["environment"]
     assert environment["KAFKA_PROCESS_ROLES"] == "broker,controller"

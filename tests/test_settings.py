@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from service.cli import _parser
+from service.cli.main import _parser
 from service.settings import Settings, SettingsError, load
 
 

@@ -1,0 +1,118 @@
+"""Every `.sql` file of queries/ runs on chDB, with the parameters its callers pass."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+import pytest
+
+import queries
+from service.http.appkeys import WAREHOUSE
+
+FILTERS: dict[str, Any] = {
+    "event_name": "crucible.model.inference",
+    "experiment_id": "exp_1",
+    "run_id": None,
+    "model": None,
+    "after": "2024-01-01 00:00:00.000000",
+    "before": None,
+}
+PAGE: dict[str, Any] = {
+    **FILTERS,
+    "snapshot": "2030-01-01 00:00:00.000000",
+    "sort_column": "timestamp",
+    "cursor_time": "2024-02-01 00:00:00.000000",
+    "cursor_id": "evt_1",
+    "limit": 26,
+    "offset": 0,
+}
+AGGREGATE: dict[str, Any] = {**FILTERS, "metric": "latency", "interval_seconds": 300, "limit": 1000}
+BY_COLUMN: dict[str, Any] = {**AGGREGATE, "group_by": "model"}
+BY_METADATA: dict[str, Any] = {**AGGREGATE, "group_key": "region"}
+PARAMETERS: dict[str, dict[str, Any]] = {
+    "migration_applied": {},
+    "writer_resume_offset": {"partition": 0, "committed": 0},
+    "writer_retry_window": {"partition": 0, "limit": 100},
+    "telemetry_events_desc": PAGE,
+    "telemetry_events_asc": PAGE,
+    "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},
+    "telemetry_aggregate": AGGREGATE,
+    "telemetry_aggregate_by_column": BY_COLUMN,
+    "telemetry_aggregate_by_metadata": BY_METADATA,
+    "telemetry_quantiles": AGGREGATE,
+    "telemetry_quantiles_by_column": BY_COLUMN,
+    "telemetry_quantiles_by_metadata": BY_METADATA,
+    "resource_events_resume": {},
+    "telemetry_export": {**FILTERS, "snapshot": "2030-01-01 00:00:00.000000"},
+    "experiment_telemetry": {"experiment_id": "exp_1", "partitions": [0, 1], "ends": [10, 20]},
+    "telemetry_positions": {"experiment_id": "exp_1"},
+    "model_statistics": {
+        "model_id": "model_1",
+        "model_name": "gpt-4",
+        "since": "2024-01-01 00:00:00.000000",
+        "until": "2024-01-02 00:00:00.000000",
+    },
+    "run_latest_values": {"experiment_ids": ["exp_1"], "run_ids": ["run_1"], "keys": []},
+    "run_metric_history": {"experiment_id": "exp_1", "run_id": "run_1", "name": "loss", "max_points": 1000},
+    "run_logs": {
+        "experiment_id": "exp_1",
+        "run_id": "run_1",
+        "min_severity": 2,
+        "since": None,
+        "cursor_time": "2024-02-01 00:00:00.000000",
+        "cursor_partition": 0,
+        "cursor_offset": 10,
+        "cursor_index": 3,
+        "limit": 101,
+    },
+    "run_logs_tail": {"experiment_id": "exp_1", "run_id": "run_1", "min_severity": 1, "since": None, "limit": 10},
+    "run_logs_count": {"experiment_id": "exp_1", "run_id": "run_1", "min_severity": 1, "since": None},
+    "run_checkpoints": {"experiment_ids": ["exp_1"], "run_ids": ["run_1"]},
+    "experiment_best_metric": {"experiment_id": "exp_1", "metric": "accuracy"},
+    "statistical_samples": {
+        "experiment_id": "exp_1",
+        "metric": "accuracy",
+        "collect_values": True,
+        "group_column": "model",
+        "group_key": "",
+        "groups": ["gpt-4"],
+        "label_key": "sample_id",
+        "label_required": False,
+    },
+    "comparison_metrics": {"experiment_ids": ["exp_1", "exp_2"], "metrics": [], "event_name": None},
+}
+
+
+def query_names() -> list[str]:
+    return sorted(p.name.removesuffix(".sql") for p in files(queries).iterdir() if p.name.endswith(".sql"))
+
+
+def test_every_query_file_has_parameters_here() -> None:
+    assert query_names() == sorted(PARAMETERS), "add the new query's parameters to PARAMETERS"
+
+
+@pytest.mark.parametrize("name", query_names())
+async def test_query_runs_on_chdb(client: Any, name: str) -> None:
+    body = await client.app[WAREHOUSE].query(name, PARAMETERS[name])
+    assert isinstance(body, bytes)
+
+
+def test_migrations_are_numbered_without_gaps() -> None:
+    numbers = [number for number, _, _ in queries.migrations()]
+    assert numbers == list(range(1, len(numbers) + 1))
+
+
+async def test_migrations_apply_once(client: Any) -> None:
+    from service.warehouse.migrations import applied_versions, migrate
+
+    warehouse = client.app[WAREHOUSE]
+    assert await applied_versions(warehouse) == {n for n, _, _ in queries.migrations()}
+    assert await migrate(warehouse) == []
+
+
+def test_telemetry_events_merge_one_column_at_a_time(client: Any) -> None:
+    # 0008: ClickHouse's default merges all 10 columns outside the sort key at once.
+    with client.app[WAREHOUSE].dedicated_client() as warehouse:
+        engine = warehouse.command("SELECT engine_full FROM system.tables WHERE name = 'telemetry_events'")
+    assert "vertical_merge_algorithm_min_columns_to_activate = 1" in str(engine)
