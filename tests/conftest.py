@@ -1,4 +1,5 @@
-"""Fixtures: an app on the embedded default per test, and one tansu broker per session."""
+"""Fixtures shared by every test package: an app on the embedded default per test, one tansu broker
+per session, and `crucible` processes on a broker of a test's own."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
@@ -16,7 +18,7 @@ from schemas.resources import RateLimits
 from service.app import create_app
 from service.cli.log_commands import keys_create
 from service.settings import Settings
-from tests.support import tansu_broker
+from tests.support import Http, ServerProcess, create_admin_key, free_port, tansu_broker
 
 KAFKA_ENV = "CRUCIBLE_TEST_KAFKA"
 
@@ -84,3 +86,46 @@ async def app_client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[AppCl
 @pytest.fixture
 async def client(app_client: AppClientFactory) -> TestClient:
     return await app_client()
+
+
+# -- `crucible` processes on a tansu broker (tests/log/test_kafka.py, tests/ingest/test_kafka_idempotency.py)
+
+
+@pytest.fixture
+def own_broker() -> Iterator[str]:
+    """A tansu broker for this test alone: empty topics, a fresh warehouse group."""
+    with tansu_broker() as bootstrap:
+        yield bootstrap
+
+
+@pytest.fixture
+def servers(tmp_path: Path, http: Http) -> Iterator[Any]:
+    """Start `crucible ...` children; whatever is still running at the end is stopped.
+
+    Before the first one, an admin key is created on its broker and `http` sends it.
+    """
+    started: list[ServerProcess] = []
+
+    def start(name: str, args: list[str], wait_ready: bool = True, env: dict[str, str] | None = None) -> ServerProcess:
+        if not http.headers:  # the key's command creates the topics: with the server's partitions
+            log_args = [
+                args[args.index(flag) + offset] for flag in ("--kafka", "--kafka-partitions") for offset in (0, 1)
+            ]
+            secret = create_admin_key([*log_args, "--no-kafka-idempotence"])
+            http.headers = {"Authorization": f"Bearer {secret}"}
+        server = ServerProcess(args, free_port(), env=env, log=tmp_path / f"{name}.log")
+        started.append(server)
+        return server.start(wait_ready=wait_ready)
+
+    yield start
+    for server in started:
+        server.kill()
+    for server in started:  # shown by pytest when the test failed
+        if server.log is not None and server.log.exists():
+            print(f"--- {server.log.name} ---\n{server.log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[Http]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield Http(session)

@@ -20,16 +20,10 @@ import clickhouse_connect
 import pytest
 
 from service.log.kafka import CRASH_AFTER_APPEND_ENV
-from tests import test_kafka
-from tests.log.test_kafka import EVENTS_URL, kafka_args, wait_committed
+from tests.kafka_support import EVENTS_URL, kafka_args, wait_committed
 from tests.support import Http, ServerProcess, inference_batch
 
 pytestmark = pytest.mark.kafka
-
-# The Kafka tests' fixtures: a broker of the test's own, `crucible ...` children, an HTTP session.
-own_broker = test_kafka.own_broker
-servers = test_kafka.servers
-http = test_kafka.http
 
 PARTITIONS = 3
 

@@ -20,36 +20,27 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import clickhouse_connect
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka import TopicPartition as KafkaPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service.log.interface import (
     TELEMETRY_DLQ_TOPIC,
     TELEMETRY_TOPIC,
-    WAREHOUSE_GROUP,
     Record,
     StoredRecord,
     TopicPartition,
 )
 from service.log.kafka import KafkaLog
-from tests.support import Http, ServerProcess, create_admin_key, eventually, free_port, tansu_broker
+from tests.kafka_support import EVENTS_URL, GROUP_TIMEOUT, kafka_args, wait_committed
+from tests.support import Http, ServerProcess, eventually, tansu_broker
 
 pytestmark = pytest.mark.kafka
 
-EVENTS_URL = "/api/v1/telemetry/events"
 AGGREGATE_URL = "/api/v1/telemetry/aggregate"
-# Joining a group on tansu takes ~5 s, and a member of a group's first generation
-# (tansu numbers it 0, aiokafka only sends LeaveGroup above 0) is only forgotten
-# after its session timeout: waits below allow for both.
-GROUP_TIMEOUT = 60.0
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -123,30 +114,6 @@ async def counts_by_experiment(session: Http, url: str) -> dict[str, int]:
         return {p["group"]: p["count"] for p in (await answer.json())["data"]}
 
 
-async def committed_records(bootstrap: str, partitions: int) -> int:
-    """The warehouse group's committed offsets, added up over the telemetry partitions.
-
-    On a broker of the test's own, offsets start at 0 and each record takes one, so
-    this equals the records appended exactly when the writers committed them all.
-    """
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=WAREHOUSE_GROUP, enable_auto_commit=False)
-    await probe.start()
-    try:
-        offsets = [await probe.committed(KafkaPartition(TELEMETRY_TOPIC, p)) for p in range(partitions)]
-    finally:
-        await probe.stop()
-    return sum(o or 0 for o in offsets)
-
-
-async def wait_committed(bootstrap: str, partitions: int, records: int) -> None:
-    async def all_committed() -> bool:
-        committed = await committed_records(bootstrap, partitions)
-        assert committed <= records, f"the group committed {committed} offsets for {records} records"
-        return committed == records
-
-    await eventually(all_committed, timeout=GROUP_TIMEOUT, interval=0.2)
-
-
 def warehouse_counts(data_dir: Path) -> dict[str, int]:
     """Rows per experiment in a data dir's chDB, read from this process (its owner has exited)."""
     client = clickhouse_connect.get_client(interface="chdb", path=str(data_dir / "warehouse"))
@@ -168,62 +135,6 @@ async def has_inserted(session: Http, server: ServerProcess) -> bool:
             if line.startswith("crucible_warehouse_rows_inserted_total "):
                 return float(line.split()[1]) > 0
     return False
-
-
-def kafka_args(command: str, bootstrap: str, data_dir: Path, partitions: int, *extra: str) -> list[str]:
-    return [
-        command,
-        "--kafka",
-        bootstrap,
-        "--no-kafka-idempotence",
-        "--kafka-partitions",
-        str(partitions),
-        "--data-dir",
-        str(data_dir),
-        "--writer-flush-seconds",
-        "0.1",
-        *extra,
-    ]
-
-
-@pytest.fixture
-def own_broker() -> Iterator[str]:
-    """A tansu broker for this test alone: empty topics, a fresh warehouse group."""
-    with tansu_broker() as bootstrap:
-        yield bootstrap
-
-
-@pytest.fixture
-def servers(tmp_path: Path, http: Http) -> Iterator[Any]:
-    """Start `crucible ...` children; whatever is still running at the end is stopped.
-
-    Before the first one, an admin key is created on its broker and `http` sends it.
-    """
-    started: list[ServerProcess] = []
-
-    def start(name: str, args: list[str], wait_ready: bool = True, env: dict[str, str] | None = None) -> ServerProcess:
-        if not http.headers:  # the key's command creates the topics: with the server's partitions
-            log_args = [
-                args[args.index(flag) + offset] for flag in ("--kafka", "--kafka-partitions") for offset in (0, 1)
-            ]
-            secret = create_admin_key([*log_args, "--no-kafka-idempotence"])
-            http.headers = {"Authorization": f"Bearer {secret}"}
-        server = ServerProcess(args, free_port(), env=env, log=tmp_path / f"{name}.log")
-        started.append(server)
-        return server.start(wait_ready=wait_ready)
-
-    yield start
-    for server in started:
-        server.kill()
-    for server in started:  # shown by pytest when the test failed
-        if server.log is not None and server.log.exists():
-            print(f"--- {server.log.name} ---\n{server.log.read_text()[-4000:]}")
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[Http]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
-        yield Http(session)
 
 
 # -- KafkaLog ----------------------------------------------------------------------------
