@@ -25,7 +25,7 @@ from service.core.errors import bad_parameter
 from service.http.auth import requires
 from service.http.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.http.listing import SortedViews, paginate, time_key
-from service.http.params import allowed, page_query, parse_datetime, parse_page, parse_sort, takes
+from service.http.params import allowed, page_query, parse_datetime, parse_page, takes
 from service.http.responses import (
     AS_OF_QUERY,
     HISTORY_QUERY,
@@ -97,7 +97,7 @@ def experiment_in(state: Resources, experiment_id: str) -> Experiment:
 async def list_experiments(request: web.Request) -> web.Response:
     query = request.query
     given = LIST_QUERY.check(query)
-    sort = parse_sort(query.get("sort"), SORTS, "-created_at")
+    sort = LIST_QUERY.sort(query)
     page = parse_page(query, sort)
     keep = _filter(given)
     state = state_of(request)

@@ -21,7 +21,7 @@ from service.http.auth import (
 from service.http.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.http.listing import SortedViews, paginate, time_key
 from service.http.origins import is_https, origin_allowed
-from service.http.params import page_query, parse_page, parse_sort, takes
+from service.http.params import page_query, parse_page, takes
 from service.http.responses import done_response, found, json_response, state_of
 from service.resources.commands import request_ref, submit
 from service.resources.credentials import ANY_SCOPE, SCOPES, SESSION_COOKIE, key_for_secret
@@ -67,7 +67,7 @@ async def create_api_key(request: web.Request) -> web.Response:
 async def list_api_keys(request: web.Request) -> web.Response:
     query = request.query
     LIST_QUERY.check(query)
-    sort = parse_sort(query.get("sort"), SORTS, "-created_at")
+    sort = LIST_QUERY.sort(query)
     page = parse_page(query, sort)
     state = state_of(request)
     rows = _views.rows(state, state.version(ApiKeyEvent), state.api_keys.values(), sort.field)

@@ -16,7 +16,7 @@ from service.core.errors import bad_parameter
 from service.http.auth import requires
 from service.http.bodies import Field, check_fields, fields_of, parse_object, read_body, unwrap
 from service.http.listing import SortedViews, paginate, time_key
-from service.http.params import Parameter, Query, allowed, one_of, page_query, parse_page, parse_sort, takes
+from service.http.params import Parameter, Query, allowed, one_of, page_query, parse_page, takes
 from service.http.responses import (
     AS_OF_QUERY,
     HISTORY_QUERY,
@@ -86,7 +86,7 @@ def model_values(body: bytes, fields: dict[str, Field]) -> dict[str, Any]:
 async def list_models(request: web.Request) -> web.Response:
     query = request.query
     given = LIST_QUERY.check(query)
-    sort = parse_sort(query.get("sort"), SORTS, "name")
+    sort = LIST_QUERY.sort(query)
     page = parse_page(query, sort)
     name_part = given.get("name", "").casefold()
     exact = {field: given[field] for field in ("provider", "type", "status") if field in given}

@@ -127,7 +127,7 @@ async def list_experiment_runs(request: web.Request) -> web.Response:
 
 async def _list(request: web.Request, given: dict[str, str]) -> web.Response:
     query = request.query
-    sort = parse_sort(query.get("sort"), SORTS, "-started_at")
+    sort = LIST_QUERY.sort(query)
     page = parse_page(query, sort)
     keep = _filter(given)
     state = state_of(request)

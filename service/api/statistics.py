@@ -26,7 +26,7 @@ from service.core.errors import ApiError, bad_parameter, validation_error
 from service.http.auth import requires
 from service.http.bodies import BLANK, Field, check_fields, fields_of, parse_object, read_body, unwrap
 from service.http.listing import SortedViews, paginate, time_key
-from service.http.params import NO_QUERY, Query, allowed, page_query, parse_datetime, parse_page, parse_sort, takes
+from service.http.params import NO_QUERY, Query, allowed, page_query, parse_datetime, parse_page, takes
 from service.http.responses import done_response, found, json_response, run_command, state_of, warehouse_query
 from service.resources.commands import Envelope
 from service.resources.fold import StatisticalResult
@@ -241,7 +241,7 @@ async def get_statistical_result(request: web.Request) -> web.Response:
 def _list(request: web.Request, declared: Query, fixed: dict[str, str]) -> web.Response:
     query = request.query
     given = {**declared.check(query), **fixed}
-    sort = parse_sort(query.get("sort"), SORTS, "-created_at")
+    sort = declared.sort(query)
     page = parse_page(query, sort)
     keep = _filter(given)
     state = state_of(request)

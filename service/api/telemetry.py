@@ -30,7 +30,6 @@ from service.http.params import (
     parse_filters,
     parse_int,
     parse_page,
-    parse_sort,
     snapshot_now,
     takes,
 )
@@ -165,7 +164,7 @@ async def list_events(request: web.Request) -> web.Response:
             {"data": await _aggregate(request, query.get("agg_field"), query["agg"], query, "agg_field")}
         )
     EVENTS_PAGE_QUERY.check(query)
-    sort = parse_sort(query.get("sort"), EVENT_SORTS, "-timestamp")
+    sort = EVENTS_PAGE_QUERY.sort(query)
     page = parse_page(query, sort)
     params = filter_parameters(query)
     cursor = page.cursor

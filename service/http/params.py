@@ -190,6 +190,12 @@ class Query:
         check_known(query, self.names)
         return parse_filters(query, self.filters)
 
+    def sort(self, query: Mapping[str, str]) -> Sort:
+        """The order asked for, among the fields and with the default this query declares (`page_query`)."""
+        declared = next(p for p in self.parameters if p.name == "sort")
+        fields = [name for name in declared.schema["enum"] if not name.startswith("-")]
+        return parse_sort(query.get("sort"), fields, declared.schema["default"])
+
     def __add__(self, other: Query) -> Query:
         """Both queries' parameters and filters (an endpoint with two modes declares their union)."""
         names = set(self.names)
