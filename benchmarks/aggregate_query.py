@@ -120,7 +120,6 @@ def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
     """The .sql file and parameters the service runs for a query (see service/api/telemetry.py)."""
     from service.api.telemetry import group_query
 
-    suffix, group_params = group_query(extra.get("group_by", ""), "")
     params: dict[str, Any] = {
         "event_name": None,
         "experiment_id": EXPERIMENT,
@@ -131,10 +130,10 @@ def sql_parameters(extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
         "metric": METRIC,
         "interval_seconds": INTERVAL_SECONDS,
         "limit": 100_000,
-        **group_params,
+        **group_query(extra.get("group_by", ""), ""),
     }
     name = "telemetry_quantiles" if extra["agg"].startswith("p") else "telemetry_aggregate"
-    return name + suffix, params
+    return name, params
 
 
 # -- the fill (a child process: chDB allows one process per data path) -------------------

@@ -218,18 +218,18 @@ async def aggregate(request: web.Request) -> web.Response:
     return json_response({"data": points, "meta": meta})
 
 
-def group_query(group_by: str, group_key: str) -> tuple[str, dict[str, str]]:
-    """The suffix of the telemetry_aggregate/telemetry_quantiles variant for a grouping, and its parameters.
+def group_query(group_by: str, group_key: str) -> dict[str, object]:
+    """The parameters of telemetry_aggregate.sql and telemetry_quantiles.sql for a grouping.
 
-    One file per kind of grouping: a single statement choosing the group with multiIf
-    computed every branch for every row. `group_by` is '', 'metadata' or one of
-    GROUP_COLUMNS (an allow-list, see `_group_parameters`).
+    `group_by` is '', 'metadata' or one of GROUP_COLUMNS (an allow-list, see
+    `_group_parameters`). The branch not taken still needs a valid identifier.
     """
-    if group_by == "":
-        return "", {}
-    if group_by == "metadata":
-        return "_by_metadata", {"group_key": group_key}
-    return "_by_column", {"group_by": group_by}
+    return {
+        "grouped": group_by != "",
+        "by_metadata": group_by == "metadata",
+        "group_column": group_by if group_by in GROUP_COLUMNS else "event_name",
+        "group_key": group_key,
+    }
 
 
 def _group_parameters(group_by: str | None) -> tuple[str, str]:
@@ -264,19 +264,16 @@ async def _aggregate(
     params = filter_parameters(query)
     limit = parse_int("limit", query.get("limit"), MAX_POINTS, 1, MAX_POINTS)
     params.update(metric=metric or "", interval_seconds=INTERVALS[interval] if interval else 0, limit=limit)
-    suffix, group_params = group_query(group_by, group_key)
-    params.update(group_params)
+    params.update(group_query(group_by, group_key))
     grouped = group_by != ""
     if agg in QUANTILES:
         index = QUANTILES[agg]
-        rows: list[_QuantileRow] = _lines(
-            await warehouse_query(request, "telemetry_quantiles" + suffix, params), _QuantileRow
-        )
+        rows: list[_QuantileRow] = _lines(await warehouse_query(request, "telemetry_quantiles", params), _QuantileRow)
         return [
             AggregatePoint(timestamp=_start(r), value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
             for r in rows
         ]
-    basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
+    basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate", params), _BasicRow)
     return [
         AggregatePoint(
             timestamp=_start(r),

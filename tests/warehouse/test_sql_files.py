@@ -28,8 +28,11 @@ PAGE: dict[str, Any] = {
     "offset": 0,
 }
 AGGREGATE: dict[str, Any] = {**FILTERS, "metric": "latency", "interval_seconds": 300, "limit": 1000}
-BY_COLUMN: dict[str, Any] = {**AGGREGATE, "group_by": "model"}
-BY_METADATA: dict[str, Any] = {**AGGREGATE, "group_key": "region"}
+GROUPS: dict[str, dict[str, Any]] = {
+    "none": {"grouped": False, "by_metadata": False, "group_column": "event_name", "group_key": ""},
+    "column": {"grouped": True, "by_metadata": False, "group_column": "model", "group_key": ""},
+    "metadata": {"grouped": True, "by_metadata": True, "group_column": "event_name", "group_key": "region"},
+}
 PARAMETERS: dict[str, dict[str, Any]] = {
     "migration_applied": {},
     "writer_resume_offset": {"partition": 0, "committed": 0},
@@ -37,12 +40,8 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_events_desc": PAGE,
     "telemetry_events_asc": PAGE,
     "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},
-    "telemetry_aggregate": AGGREGATE,
-    "telemetry_aggregate_by_column": BY_COLUMN,
-    "telemetry_aggregate_by_metadata": BY_METADATA,
-    "telemetry_quantiles": AGGREGATE,
-    "telemetry_quantiles_by_column": BY_COLUMN,
-    "telemetry_quantiles_by_metadata": BY_METADATA,
+    "telemetry_aggregate": {**AGGREGATE, **GROUPS["column"]},
+    "telemetry_quantiles": {**AGGREGATE, **GROUPS["metadata"]},
     "resource_events_resume": {},
     "telemetry_export": {**FILTERS, "snapshot": "2030-01-01 00:00:00.000000"},
     "experiment_telemetry": {"experiment_id": "exp_1", "partitions": [0, 1], "ends": [10, 20]},
@@ -96,6 +95,36 @@ def test_every_query_file_has_parameters_here() -> None:
 async def test_query_runs_on_chdb(client: Any, name: str) -> None:
     body = await client.app[WAREHOUSE].query(name, PARAMETERS[name])
     assert isinstance(body, bytes)
+
+
+@pytest.mark.parametrize("name", ["telemetry_aggregate", "telemetry_quantiles"])
+@pytest.mark.parametrize("group", sorted(GROUPS))
+async def test_one_aggregate_text_serves_every_grouping(client: Any, name: str, group: str) -> None:
+    body = await client.app[WAREHOUSE].query(name, {**AGGREGATE, **GROUPS[group]})
+    assert isinstance(body, bytes)
+
+
+async def test_without_a_group_the_aggregate_files_group_by_time_alone(client: Any) -> None:
+    """The `if` choosing the group folds to a constant without a group: the plan's grouping
+    keys name neither a column nor the metadata, so the query reads neither for grouping."""
+    with client.app[WAREHOUSE].dedicated_client() as warehouse:
+        for name in ("telemetry_aggregate", "telemetry_quantiles"):
+            keys = {
+                group: [
+                    line.partition("Keys:")[2].strip()
+                    for (line,) in warehouse.query(
+                        f"EXPLAIN actions = 1 {queries.load(name)}", _plan(group)
+                    ).result_rows
+                    if "Keys:" in line
+                ]
+                for group in GROUPS
+            }
+            assert keys["none"] == ["if(0, NULL, toStartOfInterval(timestamp, 300))"], keys
+            assert "model" in keys["column"][0] and "metadata.key_region" in keys["metadata"][0], keys
+
+
+def _plan(group: str) -> dict[str, Any]:
+    return {**AGGREGATE, **GROUPS[group]}
 
 
 def test_migrations_are_numbered_without_gaps() -> None:
