@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -30,13 +29,6 @@ from tests.keys_support import (
 from tests.resource_helpers import assert_error
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
-
-
-@pytest.fixture
-async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client that sends no credentials and keeps no cookies: each test passes them explicitly."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
 
 
 def group_patterns(pattern: str) -> dict[str, str]:

@@ -14,7 +14,6 @@ import logging
 import os
 import struct
 import zlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -312,12 +311,6 @@ def test_clients_gone_mid_body_and_malformed_requests_log_one_line_in_crucible_s
 
 
 # -- WebSockets ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
 
 
 async def open_socket(session: aiohttp.ClientSession, client: TestClient, token: str | None = None) -> PhoenixClient:

@@ -4,7 +4,6 @@ answer carries (rate limits even without a valid key, nosniff)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -32,13 +31,6 @@ EVIL = "http://evil.example"
 TEXT = {"Content-Type": "text/plain"}
 JSON = {"Content-Type": "application/json"}
 NEW_EXPERIMENT = b'{"experiment": {"name": "from a page"}}'
-
-
-@pytest.fixture
-async def anonymous() -> AsyncIterator[aiohttp.ClientSession]:
-    """A client that sends no credentials and keeps no cookies: each test passes them explicitly."""
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as session:
-        yield session
 
 
 async def login(anonymous: aiohttp.ClientSession, client: TestClient, secret: str, **headers: str) -> str:
