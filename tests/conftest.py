@@ -18,7 +18,7 @@ from schemas.resources import RateLimits
 from service.app import create_app
 from service.cli.log_commands import keys_create
 from service.settings import Settings
-from tests.support import Http, ServerProcess, create_admin_key, free_port, tansu_broker
+from tests.support import ClickHouseEndpoint, Http, ServerProcess, create_admin_key, free_port, tansu_broker
 
 KAFKA_ENV = "CRUCIBLE_TEST_KAFKA"
 
@@ -129,3 +129,11 @@ def servers(tmp_path: Path, http: Http) -> Iterator[Any]:
 async def http() -> AsyncIterator[Http]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield Http(session)
+
+
+@pytest.fixture
+def clickhouse_endpoint(tmp_path: Path) -> Iterator[ClickHouseEndpoint]:
+    """A ClickHouse HTTP endpoint backed by chDB (tests/clickhouse_endpoint.py), for this test."""
+    endpoint = ClickHouseEndpoint(tmp_path / "clickhouse").start()
+    yield endpoint
+    endpoint.kill()

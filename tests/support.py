@@ -220,3 +220,38 @@ def inference_batch(experiments: list[str], per_experiment: int, padding: int = 
             for i in range(per_experiment)
         ]
     }
+
+
+class ClickHouseEndpoint:
+    """tests/clickhouse_endpoint.py as a child process: a ClickHouse HTTP endpoint over chDB."""
+
+    def __init__(self, path: Path, port: int | None = None) -> None:
+        self.path = path
+        self.port = port or free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ClickHouseEndpoint:
+        module = [sys.executable, "-m", "tests.clickhouse_endpoint"]
+        self.process = subprocess.Popen(
+            [*module, "--port", str(self.port), "--path", str(self.path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the ClickHouse endpoint exited with {self.process.returncode}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(self.url + "/ping", timeout=2) as answer:
+                if answer.status == 200:
+                    return self
+            time.sleep(0.1)
+        raise TimeoutError("the ClickHouse endpoint did not answer /ping")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
