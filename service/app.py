@@ -44,6 +44,7 @@ from service.http.appkeys import (
     SETTINGS,
     WAREHOUSE,
     WRITER,
+    WRITER_PROGRESS,
 )
 from service.http.auth import add_rate_limit_headers, auth_middleware, check_routes
 from service.http.error_middleware import error_middleware
@@ -59,7 +60,7 @@ from service.resources.projector import Projector
 from service.resources.run_events import RunRouter
 from service.settings import Settings
 from service.warehouse.audit import AuditWriter
-from service.warehouse.backpressure import Backpressure, WriterProgress
+from service.warehouse.backpressure import Backpressure, WriterProgress, follow_group
 from service.warehouse.client import Warehouse
 from service.warehouse.migrations import migrate
 from service.warehouse.writer import WarehouseWriter
@@ -180,6 +181,15 @@ async def _writer_context(app: web.Application) -> AsyncIterator[None]:
     await _cancel(tasks)
 
 
+async def _follow_writers_context(app: web.Application) -> AsyncIterator[None]:
+    """Kafka: where the writers' group has committed, for ingest's backpressure."""
+    progress, backpressure = app[WRITER_PROGRESS]
+    task = asyncio.create_task(follow_group(app[LOG], progress, backpressure), name="follow-writers")
+    task.add_done_callback(_report_crash)
+    yield
+    await _cancel([task])
+
+
 async def _memory_trim_context(app: web.Application) -> AsyncIterator[None]:
     task = asyncio.create_task(keep_releasing(app[SETTINGS].memory_trim_seconds), name="memory-trim")
     yield
@@ -243,16 +253,22 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
     workers = IngestWorkers(settings.ingest_workers if api else 0, settings.ingest_inline_bytes)
     progress = WriterProgress()
     backpressure = None
-    if settings.embedded_log and settings.writer:  # else the writers are other processes, or none
+    # The embedded log's writer is this process's (or there is none: nothing to wait for);
+    # Kafka's writers are other processes, followed through their group's commits.
+    if api and (settings.writer or not settings.embedded_log):
         backpressure = Backpressure(
             progress, settings.ingest_max_writer_lag_events, settings.ingest_max_backpressure_seconds
         )
     router = RunRouter(lambda: projector.state.runs)
     app[INGESTOR] = Ingestor(log, settings.max_batch_events, router, workers, backpressure)
+    if backpressure is not None and not settings.embedded_log:
+        app[WRITER_PROGRESS] = (progress, backpressure)
     app[WRITER] = WarehouseWriter(log, warehouse, settings, progress) if settings.writer else None
     app[RATE_LIMITER] = RateLimiter()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])
+    if WRITER_PROGRESS in app:
+        app.cleanup_ctx.append(_follow_writers_context)
     app.cleanup_ctx.append(_ingest_workers_context)
     if api:
         app[LIVE_HUB] = LiveHub(log, app[PROJECTOR], settings)

@@ -110,8 +110,8 @@ HELP: dict[str, str] = {
     "query_threads": "threads running warehouse queries",
     "ingest_workers": "processes that decode large ingest batches, so the event loop does not"
     " (0 = decode on the event loop); one keeps up with ~300 batches/s, more help with more cores",
-    "ingest_max_writer_lag_events": "embedded log: when this process's appends are more events than this ahead"
-    " of its warehouse writer, a batch waits for the writer before its append",
+    "ingest_max_writer_lag_events": "when this process's appends are more events than this ahead of what"
+    " the warehouse writers committed (on Kafka: their group's commits), a batch waits for them before its append",
     "ingest_max_backpressure_seconds": "longest a batch waits for the writer; then it is appended anyway"
     " (0 = never wait)",
     "ingest_inline_bytes": "ingest bodies smaller than this are decoded on the event loop, where that"

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from service.log.interface import EventLog
     from service.resources.credentials import SessionSigner
     from service.resources.projector import Projector
+    from service.warehouse.backpressure import Backpressure, WriterProgress
     from service.warehouse.client import Warehouse
     from service.warehouse.writer import WarehouseWriter
 
@@ -33,3 +34,4 @@ ARTIFACTS: web.AppKey[ArtifactStore] = web.AppKey("artifacts")
 CHECKPOINT_LOCKS: web.AppKey[KeyedLocks] = web.AppKey("checkpoint_locks")
 LIVE_HUB: web.AppKey[LiveHub] = web.AppKey("live_hub")
 EXPORT_JOBS: web.AppKey[ExportJobs] = web.AppKey("export_jobs")
+WRITER_PROGRESS: web.AppKey[tuple[WriterProgress, Backpressure]] = web.AppKey("writer_progress")

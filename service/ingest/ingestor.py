@@ -166,8 +166,8 @@ class Ingestor:
         except LogUnavailable as exc:
             raise _unavailable(f"the event log cannot take the batch now, nothing was written: {exc}") from None
         metrics.APPEND_SECONDS.observe(time.perf_counter() - started)
-        if self._backpressure is not None:  # the telemetry records come last, after any resource records
-            self._backpressure.appended(max(offset for _, offset in positions[-len(batch.records) :]), batch.accepted)
+        if self._backpressure is not None and batch.records:  # they come last, after any resource records
+            self._backpressure.appended(positions[-len(batch.records) :], (events for _, _, events in batch.records))
         metrics.EVENTS_ACCEPTED.inc(batch.accepted)
         return Answer(202, answer_body)
 

@@ -101,6 +101,16 @@ class PartitionListener(Protocol):
     async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class PartitionPosition:
+    """Where a partition stands: its end (the next offset it will give) and a group's
+    committed offset in it (the next offset the group will read; None: never committed)."""
+
+    partition: int
+    end: int | None
+    committed: int | None
+
+
 class EventLog(Protocol):
     """Durable, ordered, partitioned topics."""
 
@@ -132,6 +142,10 @@ class EventLog(Protocol):
 
     async def tail(self, topic: str) -> LogReader:
         """Read every partition of `topic` from its end: only records appended from now on."""
+
+    async def positions(self, topic: str, group: str) -> list[PartitionPosition]:
+        """Every partition of `topic` with its end and `group`'s committed offset, without
+        joining the group. Raises `LogUnavailable` when the log does not answer."""
 
     async def ping(self) -> bool:
         """Whether the log answers now."""

@@ -34,6 +34,7 @@ from service.log.interface import (
     LogConsumer,
     LogUnavailable,
     PartitionListener,
+    PartitionPosition,
     Record,
     StoredRecord,
     TopicPartition,
@@ -73,6 +74,7 @@ class KafkaLog:
         self._timeout = request_timeout
         self._ttl = idempotency_ttl_seconds
         self._producer: AIOKafkaProducer | None = None
+        self._probes: dict[str, AIOKafkaConsumer] = {}  # per group: reads its commits without joining it
         self._answers: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._crash_after_append = os.environ.get(CRASH_AFTER_APPEND_ENV) == "1"
 
@@ -116,6 +118,9 @@ class KafkaLog:
             await admin.close()
 
     async def stop(self) -> None:
+        probes, self._probes = list(self._probes.values()), {}
+        for probe in probes:
+            await probe.stop()
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -157,6 +162,40 @@ class KafkaLog:
         except (KafkaError, TimeoutError):
             return False
         return True
+
+    async def positions(self, topic: str, group: str) -> list[PartitionPosition]:
+        try:
+            probe = await self._probe(group)
+            await probe.topics()  # loads the metadata that names the topic's partitions
+            partitions = [KafkaPartition(topic, n) for n in sorted(probe.partitions_for_topic(topic) or ())]
+            ends, committed = await asyncio.wait_for(
+                asyncio.gather(probe.end_offsets(partitions), asyncio.gather(*map(probe.committed, partitions))),
+                self._timeout,
+            )
+        except (KafkaError, TimeoutError) as exc:
+            raise LogUnavailable(f"Kafka did not say where {topic} stands: {exc!r}") from exc
+        return [
+            PartitionPosition(tp.partition, ends.get(tp), None if offset is None else int(offset))
+            for tp, offset in zip(partitions, committed, strict=True)
+        ]
+
+    async def _probe(self, group: str) -> AIOKafkaConsumer:
+        """A consumer with `group`'s id that never subscribes: it asks for the group's
+        committed offsets (OffsetFetch) without joining it, so no rebalance is caused."""
+        probe = self._probes.get(group)
+        if probe is None:
+            probe = AIOKafkaConsumer(
+                bootstrap_servers=self._servers,
+                group_id=group,
+                enable_auto_commit=False,
+                request_timeout_ms=max(int(self._timeout * 1000), 40_000),
+            )
+            await probe.start()
+            if group in self._probes:  # another call made one while this one started
+                await probe.stop()
+                return self._probes[group]
+            self._probes[group] = probe
+        return probe
 
     async def reader(self, topic: str, start: int = 0) -> KafkaReader:
         consumer = await self._groupless_consumer()

@@ -26,6 +26,7 @@ from service.log.interface import (
     LogConsumer,
     LogUnavailable,
     PartitionListener,
+    PartitionPosition,
     Record,
     StoredRecord,
     TopicPartition,
@@ -205,6 +206,17 @@ class SqliteLog:
 
     async def tail(self, topic: str) -> SqliteReader:
         return SqliteReader(self, topic, await self.file_end_offset(topic))
+
+    async def positions(self, topic: str, group: str) -> list[PartitionPosition]:
+        try:
+            rows = await self._read(
+                "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?", (group, topic)
+            )
+            end = await self.file_end_offset(topic)
+        except sqlite3.Error as exc:
+            raise LogUnavailable(f"the embedded log cannot be read: {exc}") from exc
+        committed = int(rows[0][0]) if rows else None  # type: ignore[call-overload]
+        return [PartitionPosition(PARTITION, end, committed)]
 
     async def file_end_offset(self, topic: str) -> int:
         """The next offset of `topic` in the file, appends of other processes (`crucible keys`) included."""

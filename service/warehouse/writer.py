@@ -267,7 +267,7 @@ class WarehouseWriter:
             self._windows[tp] = windows[tp]
             consumer.seek(tp, start)
             self._started.add(tp)
-            self._progress.advance(tp.topic, start)
+            self._progress.advance(tp.topic, tp.partition, start)
         self.joined = True
 
     async def on_revoked(self, consumer: LogConsumer, partitions: set[TopicPartition]) -> None:
@@ -383,7 +383,7 @@ class WarehouseWriter:
                     await self._insert(batch)
                 await self._require_consumer().commit({batch.partition: batch.last + 1})
                 self.committed_records += len(batch.records)
-                self._progress.advance(batch.partition.topic, batch.last + 1)
+                self._progress.advance(batch.partition.topic, batch.partition.partition, batch.last + 1)
             except Exception as exc:  # the Kafka client's commit errors have no common base
                 # Typically the partition moved to another member mid-commit: it re-reads
                 # from the last commit and skips what the warehouse already holds.

@@ -18,6 +18,7 @@ multi-record batches): progress is the group's committed offsets.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -30,6 +31,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from service.log.interface import (
     TELEMETRY_DLQ_TOPIC,
     TELEMETRY_TOPIC,
+    WAREHOUSE_GROUP,
     Record,
     StoredRecord,
     TopicPartition,
@@ -193,6 +195,28 @@ async def test_append_returns_positions_and_a_key_keeps_its_partition(kafka_boot
         await log.stop()
 
 
+async def test_positions_give_each_partition_its_end_and_a_group_commit_without_joining(own_broker: str) -> None:
+    log = kafka_log(own_broker, partitions=3)
+    await log.start()
+    try:
+        assert [p.committed for p in await log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)] == [None] * 3
+        appended = await log.append([Record(TELEMETRY_TOPIC, f"exp_{i}".encode(), b"{}") for i in range(12)])
+        consumer = await log.consumer(WAREHOUSE_GROUP, [TELEMETRY_TOPIC])
+        try:
+            await read_until(consumer, 1, b"exp_0")  # the group has joined and owns every partition
+            await consumer.commit({TopicPartition(TELEMETRY_TOPIC, 0): 1})
+        finally:
+            await consumer.stop()
+        positions = await log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)
+        assert [p.partition for p in positions] == [0, 1, 2]
+        assert [p.committed for p in positions] == [1, None, None]
+        # Each partition has an end; tansu's is not checked against the appends, since it
+        # counts a batch of several records as one (see the module docstring).
+        assert all(p.end is not None and p.end >= 1 for p in positions if any(q == p.partition for q, _ in appended))
+    finally:
+        await log.stop()
+
+
 async def test_a_group_resumes_from_its_commit_after_being_recreated(kafka_bootstrap: str) -> None:
     log = kafka_log(kafka_bootstrap)
     await log.start()
@@ -343,3 +367,43 @@ async def test_a_broker_that_is_down_answers_503_with_retry_after(servers: Any, 
     async with http.get(server.url + "/readyz") as answer:
         assert answer.status == 503
         assert (await answer.json())["data"]["checks"]["log"] is False
+
+
+# -- backpressure ------------------------------------------------------------------------
+
+
+async def backpressure_waits(session: Http, server: ServerProcess) -> float:
+    """Seconds this API process's batches have waited for the writers (its /metrics)."""
+    async with session.get(server.url + "/metrics") as answer:
+        for line in (await answer.text()).splitlines():
+            if line.startswith("crucible_ingest_backpressure_seconds_sum "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def test_an_api_process_waits_for_the_writers_group_then_appends_anyway(
+    own_broker: str, servers: Any, http: Http, tmp_path: Path
+) -> None:
+    """On Kafka the writers are other processes: an API process reads their group's commits
+    and holds a batch back while its own events they have not stored exceed the limit."""
+    lag_flags = ("--ingest-max-writer-lag-events", "1", "--ingest-max-backpressure-seconds", "0.5")
+    api = servers("api", kafka_args("serve", own_broker, tmp_path / "api", 3, "--no-writer", *lag_flags))
+    ingest = Ingest(http, api.url)
+    # No writer runs: the first batch finds nothing behind, the next ones wait 0.5 s each.
+    assert await ingest.post(batch(["exp_1"], 2)) == 202
+    assert await backpressure_waits(http, api) == 0
+    started = time.monotonic()
+    assert await ingest.post(batch(["exp_1"], 1)) == 202
+    assert time.monotonic() - started >= 0.5
+    assert await backpressure_waits(http, api) >= 0.5
+    # With a writer storing everything, the lag is gone and a batch goes straight on.
+    servers("writer", kafka_args("writer", own_broker, tmp_path / "writer", 3))
+    await wait_committed(own_broker, 3, ingest.records)
+
+    async def goes_straight_on() -> bool:  # once this process has read the group's commits
+        started = time.monotonic()
+        assert await ingest.post(batch(["exp_2"], 1)) == 202
+        await wait_committed(own_broker, 3, ingest.records)
+        return time.monotonic() - started < 0.5
+
+    await eventually(goes_straight_on, timeout=GROUP_TIMEOUT)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from service.log import sqlite as log_sqlite
-from service.log.interface import LogUnavailable, Record, TopicPartition
+from service.log.interface import LogUnavailable, PartitionPosition, Record, TopicPartition
 from service.log.sqlite import SqliteLog
 
 TOPIC = "crucible.telemetry"
@@ -61,6 +61,18 @@ async def test_consumer_group_resumes_from_its_commit(tmp_path: Path) -> None:
     assert [r.offset for r in (await again.getmany(timeout=1, max_records=100))[TP]] == list(range(4, 10))
     other_group = await log.consumer("others", [TOPIC])
     assert (await other_group.getmany(timeout=1, max_records=1))[TP][0].offset == 0
+    await log.stop()
+
+
+async def test_positions_give_the_end_and_a_group_commit(tmp_path: Path) -> None:
+    log = SqliteLog(tmp_path)
+    await log.start()
+    assert await log.positions(TOPIC, "writers") == [PartitionPosition(0, 0, None)]
+    await log.append([Record(TOPIC, b"", str(i).encode()) for i in range(10)])
+    consumer = await log.consumer("writers", [TOPIC])
+    await consumer.commit({TP: 4})
+    assert await log.positions(TOPIC, "writers") == [PartitionPosition(0, 10, 4)]
+    assert await log.positions(TOPIC, "others") == [PartitionPosition(0, 10, None)]
     await log.stop()
 
 

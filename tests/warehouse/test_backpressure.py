@@ -6,6 +6,8 @@ import asyncio
 from typing import Any
 
 from service.core import metrics
+from service.log.interface import TELEMETRY_TOPIC
+from service.warehouse.backpressure import Backpressure, WriterProgress
 from tests.ingest.test_ingest_api import URL, event, stored_count
 from tests.support import eventually
 
@@ -44,3 +46,17 @@ async def test_a_process_without_a_writer_does_not_wait(app_client: Any) -> None
     for _ in range(3):
         answer = await asyncio.wait_for(client.post(URL, json={"events": [event(), event()]}), 20)
         assert answer.status == 202
+
+
+async def test_the_lag_counts_each_partition_against_its_own_commit() -> None:
+    progress = WriterProgress()
+    backpressure = Backpressure(progress, max_lag_events=10, max_wait_seconds=0.1)
+    backpressure.appended([(0, 5), (1, 7), (0, 6)], [3, 4, 5])
+    assert backpressure.lag_events == 12
+    progress.advance(TELEMETRY_TOPIC, 0, 6)  # partition 0's first record is stored
+    assert backpressure.lag_events == 9
+    progress.advance(TELEMETRY_TOPIC, 1, 100)
+    progress.advance("crucible.resources", 0, 100)  # another topic's commits say nothing
+    assert backpressure.lag_events == 5
+    progress.advance(TELEMETRY_TOPIC, 0, 5)  # a commit never goes back
+    assert progress.committed == {0: 6, 1: 100}
