@@ -1,0 +1,439 @@
+"""The distributed deployment on one machine, as deploy/compose.yaml runs it: a Kafka-protocol
+broker (tansu), a ClickHouse HTTP endpoint (chDB, tests/clickhouse_endpoint.py),
+`crucible migrate --clickhouse`, two `crucible serve --no-writer` API processes and two
+`crucible writer` processes, checkpoint files in one S3-compatible store (moto).
+
+Everything a user does goes through both API processes; then processes are killed
+(a writer, an API process, the ClickHouse endpoint) and nothing acknowledged is lost or
+stored twice. Counts are read from the endpoint's chDB directly, by event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import clickhouse_connect
+import pytest
+
+from tests.kafka_support import EVENTS_URL, GROUP_TIMEOUT, kafka_args
+from tests.live_support import PhoenixClient
+from tests.support import ClickHouseEndpoint, ServerProcess, create_admin_key, eventually, free_port, tansu_broker
+
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
+
+PARTITIONS = 4
+AGGREGATE_URL = "/api/v1/telemetry/aggregate"
+SESSION_SECRET = "topology-test-session-secret-of-32-bytes"
+
+
+@dataclass
+class Topology:
+    broker: str
+    clickhouse: ClickHouseEndpoint
+    root: Path
+    artifact_store: str
+    env: dict[str, str]
+    admin: str = ""
+    apis: list[ServerProcess] = field(default_factory=list)
+    writers: list[ServerProcess] = field(default_factory=list)
+
+    def api_args(self, name: str) -> list[str]:
+        return kafka_args(
+            "serve",
+            self.broker,
+            self.root / name,
+            PARTITIONS,
+            "--no-writer",
+            "--clickhouse",
+            self.clickhouse.url,
+            "--session-secret",
+            SESSION_SECRET,
+            "--artifact-store",
+            self.artifact_store,
+        )
+
+    def writer_args(self, name: str) -> list[str]:
+        return kafka_args("writer", self.broker, self.root / name, PARTITIONS, "--clickhouse", self.clickhouse.url)
+
+    def start(self, name: str, args: list[str]) -> ServerProcess:
+        server = ServerProcess(args, free_port(), env=self.env, log=self.root / f"{name}.log")
+        return server.start(timeout=120)
+
+    def stored(self) -> tuple[int, int]:
+        """(rows, distinct event ids) in the warehouse, read through the endpoint."""
+        client = clickhouse_connect.get_client(host="127.0.0.1", port=self.clickhouse.port)
+        try:
+            rows, ids = client.query("SELECT count(), uniqExact(id) FROM telemetry_events").result_rows[0]
+        finally:
+            client.close()
+        return int(rows), int(ids)
+
+    def stop(self) -> None:
+        for server in [*self.apis, *self.writers]:
+            server.kill()
+        self.clickhouse.kill()
+
+
+@pytest.fixture(scope="module")
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A moto S3 server with a bucket; the artifact store URL and the credentials' variables."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3  # moto's own dependency
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket="checkpoints")  # fmt: skip
+    try:
+        yield f"s3://checkpoints/runs?endpoint={endpoint}&region=us-east-1", env
+    finally:
+        server.stop()
+
+
+def build(root: Path, broker: str, s3: tuple[str, dict[str, str]]) -> Topology:
+    import os
+
+    clickhouse = ClickHouseEndpoint(root / "clickhouse").start()
+    topology = Topology(broker, clickhouse, root, s3[0], {**os.environ, **s3[1]})
+    migrate = [sys.executable, "-m", "service", "migrate", "--clickhouse", clickhouse.url, "--data-dir", str(root)]
+    subprocess.run(migrate, check=True, capture_output=True, timeout=120)
+    topology.admin = create_admin_key(
+        ["--kafka", broker, "--kafka-partitions", str(PARTITIONS), "--no-kafka-idempotence"]
+    )
+    topology.apis = [topology.start(f"api-{n}", topology.api_args(f"api-{n}")) for n in (1, 2)]
+    topology.writers = [topology.start(f"writer-{n}", topology.writer_args(f"writer-{n}")) for n in (1, 2)]
+    return topology
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory, s3_store: tuple[str, dict[str, str]]) -> Iterator[Topology]:
+    with tansu_broker() as broker:
+        built = build(tmp_path_factory.mktemp("topology"), broker, s3_store)
+        try:
+            yield built
+        finally:
+            built.stop()
+
+
+@pytest.fixture
+async def session(topology: Topology) -> Any:
+    headers = {"Authorization": f"Bearer {topology.admin}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:
+        yield session
+
+
+def events(experiment_id: str, count: int, run: str = "") -> dict[str, Any]:
+    tag = run or uuid.uuid4().hex[:8]
+    return {
+        "events": [
+            {
+                "id": f"evt_{tag}_{experiment_id}_{i}",
+                "event_name": ["crucible", "model", "inference"],
+                "measurements": {"latency_ms": float(i % 50)},
+                "metadata": {"experiment_id": experiment_id, "model": ["a", "b"][i % 2]},
+            }
+            for i in range(count)
+        ]
+    }
+
+
+async def post(session: Any, api: ServerProcess, body: dict[str, Any], key: str | None = None) -> int:
+    headers = {"Idempotency-Key": key} if key else {}
+    async with session.post(api.url + EVENTS_URL, json=body, headers=headers) as answer:
+        return answer.status
+
+
+async def count_through(session: Any, api: ServerProcess, experiment_id: str) -> int:
+    params = {"agg": "count", "filter[experiment_id]": experiment_id}
+    async with session.get(api.url + AGGREGATE_URL, params=params) as answer:
+        assert answer.status == 200, await answer.text()
+        points = (await answer.json())["data"]
+        return int(sum(p["count"] for p in points))
+
+
+async def visible_everywhere(session: Any, topology: Topology, experiment_id: str, expected: int) -> None:
+    async def all_see_it() -> bool:
+        counts = [await count_through(session, api, experiment_id) for api in topology.apis]
+        assert all(c <= expected for c in counts), counts
+        return counts == [expected] * len(topology.apis)
+
+    await eventually(all_see_it, timeout=GROUP_TIMEOUT, interval=0.2)
+
+
+async def create_experiment(session: Any, api: ServerProcess, name: str) -> str:
+    async with session.post(api.url + "/api/v1/experiments", json={"experiment": {"name": name}}) as answer:
+        assert answer.status == 201, await answer.text()
+        return str((await answer.json())["data"]["id"])
+
+
+# -- what a user does, through both API processes ---------------------------------------
+
+
+async def test_ingest_through_either_process_is_stored_once_and_read_through_both(
+    topology: Topology, session: Any
+) -> None:
+    one, two = topology.apis
+    assert await post(session, one, events("exp_both", 300)) == 202
+    assert await post(session, two, events("exp_both", 200)) == 202
+    # A retry reaching the other process is appended again and dropped by the writers.
+    body = events("exp_both", 100, run="retried")
+    assert await post(session, one, body, key="retry-1") == 202
+    assert await post(session, two, body, key="retry-1") == 202
+    await visible_everywhere(session, topology, "exp_both", 600)
+    async with session.get(two.url + AGGREGATE_URL, params={
+        "agg": "p99", "metric": "latency_ms", "group_by": "model", "filter[experiment_id]": "exp_both"
+    }) as answer:  # fmt: skip
+        groups = {p["group"]: p["value"] for p in (await answer.json())["data"]}
+    assert set(groups) == {"a", "b"}
+
+
+async def test_event_pages_walk_the_shared_warehouse(topology: Topology, session: Any) -> None:
+    one, two = topology.apis
+    assert await post(session, one, events("exp_pages", 45)) == 202
+    await visible_everywhere(session, topology, "exp_pages", 45)
+    seen: list[str] = []
+    params: dict[str, Any] = {"filter[experiment_id]": "exp_pages", "per_page": 10}
+    while True:
+        async with session.get(two.url + EVENTS_URL, params=params) as answer:
+            body = await answer.json()
+        seen += [e["id"] for e in body["data"]]
+        if not body["meta"].get("next_cursor"):
+            break
+        params["cursor"] = body["meta"]["next_cursor"]
+    assert len(seen) == len(set(seen)) == 45
+
+
+async def test_a_command_raced_on_both_processes_has_one_winner(topology: Topology, session: Any) -> None:
+    one, two = topology.apis
+    experiment_id = await create_experiment(session, one, "raced")
+
+    async def known_to_two() -> bool:
+        async with session.get(f"{two.url}/api/v1/experiments/{experiment_id}") as answer:
+            return answer.status == 200
+
+    await eventually(known_to_two, timeout=10)
+
+    async def start(api: ServerProcess) -> int:
+        async with session.post(f"{api.url}/api/v1/experiments/{experiment_id}/start") as answer:
+            return answer.status
+
+    assert sorted(await asyncio.gather(start(one), start(two))) == [200, 409]
+
+
+async def test_a_key_revoked_on_one_process_is_refused_by_the_other_within_a_second(
+    topology: Topology, session: Any
+) -> None:
+    one, two = topology.apis
+    async with session.post(one.url + "/api/v1/api-keys", json={"api_key": {"name": "t", "scopes": ["read"]}}) as a:
+        assert a.status == 201, await a.text()
+        created = (await a.json())["data"]
+    reader = {"Authorization": f"Bearer {created['secret']}"}
+
+    async def status_on(api: ServerProcess) -> int:
+        async with session.get(api.url + "/api/v1/experiments", headers=reader) as answer:
+            return answer.status
+
+    for api in (one, two):  # the key reached both processes' folds
+        await eventually(lambda api=api: _equals(status_on(api), 200), timeout=10)
+    async with session.delete(f"{two.url}/api/v1/api-keys/{created['id']}") as answer:
+        assert answer.status == 204, await answer.text()
+    revoked = time.monotonic()
+    await eventually(lambda: _equals(status_on(one), 401), timeout=5, interval=0.05)
+    assert time.monotonic() - revoked < 1.0
+
+
+async def _equals(status: Any, wanted: int) -> bool:
+    return bool(await status == wanted)
+
+
+async def test_a_live_channel_on_one_process_sees_ingest_on_the_other(topology: Topology, session: Any) -> None:
+    one, two = topology.apis
+    url = f"{one.url}/socket/websocket?token={topology.admin}&vsn=2.0.0"
+    async with session.ws_connect(url) as ws:
+        client = PhoenixClient(ws)
+        _, reply = await client.join("telemetry:exp_live")
+        assert reply.payload["status"] == "ok", reply
+        assert await post(session, two, events("exp_live", 3)) == 202
+        pushed = await client.push("telemetry:exp_live", "event")
+        assert pushed.payload["metadata"]["experiment_id"] == "exp_live"
+
+
+async def test_a_checkpoint_uploaded_to_one_process_downloads_from_the_other(topology: Topology, session: Any) -> None:
+    one, two = topology.apis
+    experiment_id = await create_experiment(session, one, "checkpoints")
+    run_started = {
+        "event_name": ["crucible", "run", "started"],
+        "metadata": {"experiment_id": experiment_id, "run_id": "run_ckpt"},
+        "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+    }
+    assert await post(session, one, {"events": [run_started]}) == 202
+
+    async def run_known_to(api: ServerProcess) -> bool:
+        async with session.get(f"{api.url}/api/v1/runs/run_ckpt") as answer:
+            return answer.status == 200
+
+    await eventually(lambda: run_known_to(one), timeout=10)
+    data = b"weights" * 100_000
+    async with session.put(f"{one.url}/api/v1/runs/run_ckpt/checkpoints/epoch-1", data=data) as answer:
+        assert answer.status == 201, await answer.text()
+    await eventually(lambda: run_known_to(two), timeout=10)
+    async with session.get(f"{two.url}/api/v1/runs/run_ckpt/checkpoints/epoch-1/download") as answer:
+        assert answer.status == 200, await answer.text()
+        assert hashlib.sha256(await answer.read()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+async def test_exports_and_statistics_read_the_shared_warehouse(topology: Topology, session: Any) -> None:
+    one, two = topology.apis
+    experiment_id = await create_experiment(session, two, "read side")
+    assert await post(session, one, events(experiment_id, 120)) == 202
+    await visible_everywhere(session, topology, experiment_id, 120)
+    export = {"format": "csv", "filters": {"experiment_id": experiment_id}, "fields": ["id", "timestamp"]}
+    async with session.post(two.url + "/api/v1/telemetry/export", json=export) as answer:
+        assert answer.status == 200, await answer.text()
+        assert len((await answer.read()).splitlines()) == 121  # a header line, then the rows
+    test = {
+        "test": {
+            "experiment_id": experiment_id,
+            "test_type": "welch_t_test",
+            "metric": "latency_ms",
+            "groups": ["a", "b"],
+            "options": {"group_by": "model"},
+        }
+    }
+    async with session.post(one.url + "/api/v1/statistical-results", json=test) as answer:
+        assert answer.status == 201, await answer.text()
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+class KeyedIngest:
+    """Posts keyed batches of unique events to the API processes in turn, as a worker
+    client does: a batch refused (503) or unanswered is retried with its key on the next
+    process until one acknowledges it. Counts what was acknowledged, by event id."""
+
+    def __init__(self, session: Any, topology: Topology) -> None:
+        self.session = session
+        self.topology = topology
+        self.acknowledged: set[str] = set()
+        self.refusals = 0
+        self._stop = asyncio.Event()
+        self._sent = 0
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            key = f"batch-{self._sent}"
+            body = events(f"exp_fault_{self._sent % 5}", 50, run=key)
+            for attempt in range(1000):
+                api = self.topology.apis[(self._sent + attempt) % len(self.topology.apis)]
+                try:
+                    status = await asyncio.wait_for(post(self.session, api, body, key=key), 30)
+                except (aiohttp.ClientError, TimeoutError):
+                    status = 0
+                if status == 202:
+                    self.acknowledged.update(e["id"] for e in body["events"])
+                    break
+                self.refusals += 1
+                await asyncio.sleep(0.1)
+            self._sent += 1
+            await asyncio.sleep(0.02)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+async def ready(session: Any, server: ServerProcess) -> tuple[int, dict[str, Any]]:
+    async with session.get(server.url + "/readyz") as answer:
+        return answer.status, (await answer.json())["data"]["checks"]
+
+
+async def test_killed_writers_api_processes_and_warehouse_lose_nothing_and_store_nothing_twice(
+    tmp_path: Path, s3_store: tuple[str, dict[str, str]]
+) -> None:
+    with tansu_broker() as broker:
+        topology = build(tmp_path, broker, s3_store)
+        headers = {"Authorization": f"Bearer {topology.admin}"}
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:
+                ingest = KeyedIngest(session, topology)
+                sender = asyncio.create_task(ingest.run())
+                try:
+                    await _kill_and_replace_a_writer(topology, ingest)
+                    await _kill_the_warehouse(topology, session, ingest)
+                    await _kill_and_replace_an_api_process(topology, ingest)
+                finally:
+                    ingest.stop()
+                    await sender
+
+                async def all_stored() -> bool:
+                    rows, ids = await asyncio.to_thread(topology.stored)
+                    assert rows == ids, f"{rows - ids} events stored twice"
+                    return ids == len(ingest.acknowledged)
+
+                await eventually(all_stored, timeout=GROUP_TIMEOUT * 2, interval=0.5)
+                assert ingest.refusals > 0  # the outages were seen, and retried
+        finally:
+            topology.stop()
+
+
+async def _acknowledged_more(ingest: KeyedIngest, count: int) -> None:
+    target = len(ingest.acknowledged) + count
+
+    async def enough() -> bool:
+        return len(ingest.acknowledged) >= target
+
+    await eventually(enough, timeout=GROUP_TIMEOUT)
+
+
+async def _kill_and_replace_a_writer(topology: Topology, ingest: KeyedIngest) -> None:
+    await _acknowledged_more(ingest, 2000)
+    topology.writers[0].kill()  # mid-batch: its partitions go to the other writer
+    await _acknowledged_more(ingest, 2000)
+    topology.writers[0] = topology.start("writer-3", topology.writer_args("writer-3"))
+
+
+async def _kill_the_warehouse(topology: Topology, session: Any, ingest: KeyedIngest) -> None:
+    await _acknowledged_more(ingest, 2000)
+    topology.clickhouse.kill()
+    api = topology.apis[0]
+
+    async def warehouse_down() -> bool:
+        status, checks = await ready(session, api)
+        return status == 503 and checks["warehouse"] is False
+
+    await eventually(warehouse_down, timeout=10)
+    started = time.monotonic()
+    async with session.get(api.url + AGGREGATE_URL, params={"agg": "count"}) as answer:
+        assert answer.status == 503, await answer.text()
+        assert "Retry-After" in answer.headers
+    assert time.monotonic() - started < 10, "an answer during the outage hung"
+    await _acknowledged_more(ingest, 1000)  # ingest goes on: the log holds the events
+    topology.clickhouse.start()  # the same data directory and port
+
+    async def warehouse_back() -> bool:
+        return (await ready(session, api))[0] == 200
+
+    await eventually(warehouse_back, timeout=30)
+
+
+async def _kill_and_replace_an_api_process(topology: Topology, ingest: KeyedIngest) -> None:
+    await _acknowledged_more(ingest, 1000)
+    topology.apis[0].kill()  # its batches in flight are retried on the other process
+    await _acknowledged_more(ingest, 2000)
+    topology.apis[0] = topology.start("api-3", topology.api_args("api-3"))
+    await _acknowledged_more(ingest, 1000)
