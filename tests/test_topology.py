@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
+import json
 import subprocess
 import sys
 import time
@@ -317,6 +318,26 @@ async def test_exports_and_statistics_read_the_shared_warehouse(topology: Topolo
     }
     async with session.post(one.url + "/api/v1/statistical-results", json=test) as answer:
         assert answer.status == 201, await answer.text()
+
+
+async def test_status_shows_each_partition_the_writers_and_what_the_warehouse_holds(
+    topology: Topology, session: Any
+) -> None:
+    assert await post(session, topology.apis[0], events("exp_status", 40)) == 202
+    await visible_everywhere(session, topology, "exp_status", 40)
+    command = [sys.executable, "-m", "service", "status", "--json", "--kafka", topology.broker]
+    command += ["--kafka-partitions", str(PARTITIONS), "--no-kafka-idempotence"]
+    command += ["--clickhouse", topology.clickhouse.url, "--data-dir", str(topology.root / "status")]
+    done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    assert [p["partition"] for p in status["partitions"]] == list(range(PARTITIONS))
+    assert len(status["writers"]) == 2 and status["log_error"] is None and status["warehouse_error"] is None
+    rows, _ = await asyncio.to_thread(topology.stored)
+    assert sum(p["stored_rows"] for p in status["partitions"]) == rows
+    async with session.get(topology.apis[1].url + "/readyz", params={"detail": "true"}) as answer:
+        detail = (await answer.json())["data"]["pipeline"]
+    assert len(detail["partitions"]) == PARTITIONS and len(detail["writers"]) == 2
 
 
 # -- faults ------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""What `crucible keys` and `crucible replay` do: work on the log directly, no server needed.
+"""What `crucible keys`, `crucible replay` and `crucible status` do: work on the log (and, for
+status, the warehouse) directly, no server needed.
 
 They open the configured log (the data dir's embedded log, or Kafka) beside any
 running server; the embedded log takes appends from several processes safely.
@@ -22,6 +23,8 @@ from service.resources.credentials import SCOPES
 from service.resources.keys import create_key, key_out, revoke_key
 from service.resources.projector import Projector
 from service.settings import Settings
+from service.warehouse.client import Warehouse
+from service.warehouse.pipeline import pipeline_status, render
 
 CLI_ACTOR = "cli"
 
@@ -115,3 +118,25 @@ def record_view(record: StoredRecord) -> dict[str, Any]:
         "headers": {name: v.decode(errors="replace") for name, v in record.headers},
         "value": value,
     }
+
+
+async def status(settings: Settings, as_json: bool, out: TextIO = sys.stdout) -> None:
+    """Print where the data is: per partition, the log's end, the writers' commits, the
+    warehouse's holdings; and the writers in the group."""
+    log = make_log(settings)
+    await log.start()
+    warehouse = Warehouse(settings)
+    try:
+        try:
+            await warehouse.start()
+        except Exception as exc:  # chDB: its directory is held by a running `crucible serve`
+            raise ApiError(
+                503,
+                "unavailable",
+                f"cannot open the warehouse ({exc}); a running server answers GET /readyz?detail=true",
+            ) from None
+        found = await pipeline_status(log, warehouse)
+    finally:
+        await warehouse.stop()
+        await log.stop()
+    out.write((_encoder.encode(found).decode() if as_json else render(found)) + "\n")

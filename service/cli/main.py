@@ -27,6 +27,7 @@ from service.warehouse.migrations import migrate
 SERVE_HELP = "run the API (and, unless --no-writer, the warehouse writer)"
 WRITER_HELP = "run only the warehouse writer (health and /metrics on --port)"
 MIGRATE_HELP = "apply the warehouse migrations in queries/migrations and exit"
+STATUS_HELP = "where the data is: per partition, log end, writers' commits, lag, what the warehouse holds"
 KEYS_HELP = "create, list or revoke API keys (works beside a running server)"
 REPLAY_HELP = "print a topic of the event log as JSON lines"
 DEMO_HELP = "create an experiment and simulate workers training runs against a running server"
@@ -74,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--topic", default=RESOURCES_TOPIC, help=f"topic to print (default {RESOURCES_TOPIC})")
     replay.add_argument("--from", dest="start", type=int, default=0, help="first offset to print (default 0)")
     settings_module.add_arguments(replay, only=LOG_SETTINGS)
+    status = commands.add_parser("status", help=STATUS_HELP, description=STATUS_HELP)
+    status.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    settings_module.add_arguments(status, only=[*LOG_SETTINGS, "clickhouse"])
     demo = commands.add_parser("demo", help=DEMO_HELP, description=DEMO_HELP)
     demo.add_argument("--url", default=os.environ.get("CRUCIBLE_URL", DEFAULT_URL), help=f"default {DEFAULT_URL}")
     demo.add_argument("--key", help="API key (default: CRUCIBLE_API_KEY, else ./data/admin.key)")
@@ -145,6 +149,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("applied: " + (", ".join(applied) if applied else "nothing, the schema is current"))
     elif args.command == "keys":
         return _keys(args, settings)
+    elif args.command == "status":
+        try:
+            asyncio.run(log_commands.status(settings, args.json))
+        except ApiError as exc:
+            print(f"crucible: {exc.message}", file=sys.stderr)
+            return 1
     elif args.command == "replay":
         asyncio.run(log_commands.replay(settings, args.topic, args.start))
     return 0

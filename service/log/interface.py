@@ -147,5 +147,9 @@ class EventLog(Protocol):
         """Every partition of `topic` with its end and `group`'s committed offset, without
         joining the group. Raises `LogUnavailable` when the log does not answer."""
 
+    async def group_members(self, group: str) -> list[str] | None:
+        """The members of `group` as the log names them (None: the log has no groups of
+        processes, as the embedded log). Raises `LogUnavailable` when the log does not answer."""
+
     async def ping(self) -> bool:
         """Whether the log answers now."""

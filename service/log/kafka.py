@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -179,6 +180,17 @@ class KafkaLog:
             for tp, offset in zip(partitions, committed, strict=True)
         ]
 
+    async def group_members(self, group: str) -> list[str] | None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self._servers, request_timeout_ms=int(self._timeout * 1000))
+        try:
+            await admin.start()
+            answers = await asyncio.wait_for(admin.describe_consumer_groups([group]), self._timeout)
+        except (KafkaError, TimeoutError) as exc:
+            raise LogUnavailable(f"Kafka did not describe group {group}: {exc!r}") from exc
+        finally:
+            await admin.close()
+        return sorted(member[0] for answer in answers for described in answer.groups for member in described[5])
+
     async def _probe(self, group: str) -> AIOKafkaConsumer:
         """A consumer with `group`'s id that never subscribes: it asks for the group's
         committed offsets (OffsetFetch) without joining it, so no rebalance is caused."""
@@ -233,6 +245,8 @@ class KafkaLog:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self._servers,
             group_id=group,
+            # Names the member in the group's description (`crucible status`): which host, which process.
+            client_id=f"crucible-{socket.gethostname()}-{os.getpid()}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=MAX_RECORD_BYTES,

@@ -218,6 +218,9 @@ class SqliteLog:
         committed = int(rows[0][0]) if rows else None  # type: ignore[call-overload]
         return [PartitionPosition(PARTITION, end, committed)]
 
+    async def group_members(self, group: str) -> list[str] | None:
+        return None  # one process reads the embedded log: the one that runs its writer
+
     async def file_end_offset(self, topic: str) -> int:
         """The next offset of `topic` in the file, appends of other processes (`crucible keys`) included."""
         rows = await self._read("SELECT max(offset) FROM records WHERE topic = ?", (topic,))

@@ -60,3 +60,19 @@ async def test_the_lag_counts_each_partition_against_its_own_commit() -> None:
     assert backpressure.lag_events == 5
     progress.advance(TELEMETRY_TOPIC, 0, 5)  # a commit never goes back
     assert progress.committed == {0: 6, 1: 100}
+
+
+async def test_readyz_detail_says_where_the_data_is(app_client: Any) -> None:
+    client = await app_client()
+    assert (await client.post(URL, json={"events": [event(), event(), event()]})).status == 202
+
+    async def stored_and_committed() -> bool:
+        answer = await client.get("/readyz", params={"detail": "true"})
+        pipeline = (await answer.json())["data"]["pipeline"]
+        (partition,) = pipeline["partitions"]
+        assert pipeline["writers"] is None  # the embedded log's writer is the serving process
+        return partition["stored_rows"] == 3 and partition["lag"] == 0 and partition["committed"] is not None
+
+    await eventually(stored_and_committed)
+    assert "pipeline" not in (await (await client.get("/readyz")).json())["data"]
+    assert (await client.get("/readyz", params={"detail": "yes"})).status == 422

@@ -43,6 +43,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_aggregate": {**AGGREGATE, **GROUPS["column"]},
     "telemetry_quantiles": {**AGGREGATE, **GROUPS["metadata"]},
     "resource_events_resume": {},
+    "telemetry_stored_offsets": {},
     "telemetry_export": {**FILTERS, "snapshot": "2030-01-01 00:00:00.000000"},
     "experiment_telemetry": {"experiment_id": "exp_1", "partitions": [0, 1], "ends": [10, 20]},
     "telemetry_positions": {"experiment_id": "exp_1"},
