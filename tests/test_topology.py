@@ -17,114 +17,31 @@ import json
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import clickhouse_connect
 import pytest
 
-from tests.kafka_support import EVENTS_URL, GROUP_TIMEOUT, kafka_args
+from tests.kafka_support import EVENTS_URL, GROUP_TIMEOUT
 from tests.live_support import PhoenixClient
-from tests.support import ClickHouseEndpoint, ServerProcess, create_admin_key, eventually, free_port, tansu_broker
+from tests.support import ServerProcess, eventually, tansu_broker
+from tests.topology_support import AGGREGATE_URL, PARTITIONS, KeyedIngest, Topology, build, events, post, s3_store
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-PARTITIONS = 4
-AGGREGATE_URL = "/api/v1/telemetry/aggregate"
-SESSION_SECRET = "topology-test-session-secret-of-32-bytes"
 
-
-@dataclass
-class Topology:
-    broker: str
-    clickhouse: ClickHouseEndpoint
-    root: Path
-    artifact_store: str
-    env: dict[str, str]
-    admin: str = ""
-    apis: list[ServerProcess] = field(default_factory=list)
-    writers: list[ServerProcess] = field(default_factory=list)
-
-    def api_args(self, name: str) -> list[str]:
-        return kafka_args(
-            "serve",
-            self.broker,
-            self.root / name,
-            PARTITIONS,
-            "--no-writer",
-            "--clickhouse",
-            self.clickhouse.url,
-            "--session-secret",
-            SESSION_SECRET,
-            "--artifact-store",
-            self.artifact_store,
-        )
-
-    def writer_args(self, name: str) -> list[str]:
-        return kafka_args("writer", self.broker, self.root / name, PARTITIONS, "--clickhouse", self.clickhouse.url)
-
-    def start(self, name: str, args: list[str]) -> ServerProcess:
-        server = ServerProcess(args, free_port(), env=self.env, log=self.root / f"{name}.log")
-        return server.start(timeout=120)
-
-    def stored(self) -> tuple[int, int]:
-        """(rows, distinct event ids) in the warehouse, read through the endpoint."""
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=self.clickhouse.port)
-        try:
-            rows, ids = client.query("SELECT count(), uniqExact(id) FROM telemetry_events").result_rows[0]
-        finally:
-            client.close()
-        return int(rows), int(ids)
-
-    def stop(self) -> None:
-        for server in [*self.apis, *self.writers]:
-            server.kill()
-        self.clickhouse.kill()
+@pytest.fixture(scope="module")
+def s3() -> Iterator[tuple[str, dict[str, str]]]:
+    with s3_store() as store:
+        yield store
 
 
 @pytest.fixture(scope="module")
-def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A moto S3 server with a bucket; the artifact store URL and the credentials' variables."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}
-    endpoint = f"http://127.0.0.1:{port}"
-    import boto3  # moto's own dependency
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket="checkpoints")  # fmt: skip
-    try:
-        yield f"s3://checkpoints/runs?endpoint={endpoint}&region=us-east-1", env
-    finally:
-        server.stop()
-
-
-def build(root: Path, broker: str, s3: tuple[str, dict[str, str]]) -> Topology:
-    import os
-
-    clickhouse = ClickHouseEndpoint(root / "clickhouse").start()
-    topology = Topology(broker, clickhouse, root, s3[0], {**os.environ, **s3[1]})
-    migrate = [sys.executable, "-m", "service", "migrate", "--clickhouse", clickhouse.url, "--data-dir", str(root)]
-    subprocess.run(migrate, check=True, capture_output=True, timeout=120)
-    topology.admin = create_admin_key(
-        ["--kafka", broker, "--kafka-partitions", str(PARTITIONS), "--no-kafka-idempotence"]
-    )
-    topology.apis = [topology.start(f"api-{n}", topology.api_args(f"api-{n}")) for n in (1, 2)]
-    topology.writers = [topology.start(f"writer-{n}", topology.writer_args(f"writer-{n}")) for n in (1, 2)]
-    return topology
-
-
-@pytest.fixture(scope="module")
-def topology(tmp_path_factory: pytest.TempPathFactory, s3_store: tuple[str, dict[str, str]]) -> Iterator[Topology]:
+def topology(tmp_path_factory: pytest.TempPathFactory, s3: tuple[str, dict[str, str]]) -> Iterator[Topology]:
     with tansu_broker() as broker:
-        built = build(tmp_path_factory.mktemp("topology"), broker, s3_store)
+        built = build(tmp_path_factory.mktemp("topology"), broker, s3)
         try:
             yield built
         finally:
@@ -136,27 +53,6 @@ async def session(topology: Topology) -> Any:
     headers = {"Authorization": f"Bearer {topology.admin}"}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:
         yield session
-
-
-def events(experiment_id: str, count: int, run: str = "") -> dict[str, Any]:
-    tag = run or uuid.uuid4().hex[:8]
-    return {
-        "events": [
-            {
-                "id": f"evt_{tag}_{experiment_id}_{i}",
-                "event_name": ["crucible", "model", "inference"],
-                "measurements": {"latency_ms": float(i % 50)},
-                "metadata": {"experiment_id": experiment_id, "model": ["a", "b"][i % 2]},
-            }
-            for i in range(count)
-        ]
-    }
-
-
-async def post(session: Any, api: ServerProcess, body: dict[str, Any], key: str | None = None) -> int:
-    headers = {"Idempotency-Key": key} if key else {}
-    async with session.post(api.url + EVENTS_URL, json=body, headers=headers) as answer:
-        return answer.status
 
 
 async def count_through(session: Any, api: ServerProcess, experiment_id: str) -> int:
@@ -343,51 +239,16 @@ async def test_status_shows_each_partition_the_writers_and_what_the_warehouse_ho
 # -- faults ------------------------------------------------------------------------------
 
 
-class KeyedIngest:
-    """Posts keyed batches of unique events to the API processes in turn, as a worker
-    client does: a batch refused (503) or unanswered is retried with its key on the next
-    process until one acknowledges it. Counts what was acknowledged, by event id."""
-
-    def __init__(self, session: Any, topology: Topology) -> None:
-        self.session = session
-        self.topology = topology
-        self.acknowledged: set[str] = set()
-        self.refusals = 0
-        self._stop = asyncio.Event()
-        self._sent = 0
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            key = f"batch-{self._sent}"
-            body = events(f"exp_fault_{self._sent % 5}", 50, run=key)
-            for attempt in range(1000):
-                api = self.topology.apis[(self._sent + attempt) % len(self.topology.apis)]
-                try:
-                    status = await asyncio.wait_for(post(self.session, api, body, key=key), 30)
-                except (aiohttp.ClientError, TimeoutError):
-                    status = 0
-                if status == 202:
-                    self.acknowledged.update(e["id"] for e in body["events"])
-                    break
-                self.refusals += 1
-                await asyncio.sleep(0.1)
-            self._sent += 1
-            await asyncio.sleep(0.02)
-
-    def stop(self) -> None:
-        self._stop.set()
-
-
 async def ready(session: Any, server: ServerProcess) -> tuple[int, dict[str, Any]]:
     async with session.get(server.url + "/readyz") as answer:
         return answer.status, (await answer.json())["data"]["checks"]
 
 
 async def test_killed_writers_api_processes_and_warehouse_lose_nothing_and_store_nothing_twice(
-    tmp_path: Path, s3_store: tuple[str, dict[str, str]]
+    tmp_path: Path, s3: tuple[str, dict[str, str]]
 ) -> None:
     with tansu_broker() as broker:
-        topology = build(tmp_path, broker, s3_store)
+        topology = build(tmp_path, broker, s3)
         headers = {"Authorization": f"Bearer {topology.admin}"}
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:

@@ -197,6 +197,10 @@ class WarehouseWriter:
         # Partitions whose start position `on_assigned` has set; see there why records
         # of other partitions are dropped by the fetch loop.
         self._started: set[TopicPartition] = set()
+        # Bumped by every revocation. Records fetched before one are stale even when the
+        # rebalance gives their partition back to this writer: it starts the partition
+        # again from the warehouse's position, so the rest of an old fetch must not be added.
+        self._generation = 0
         self._consumer: LogConsumer | None = None
         self._crash_after_insert = os.environ.get(CRASH_AFTER_INSERT_ENV) == "1"
         self.healthy = True
@@ -274,6 +278,7 @@ class WarehouseWriter:
         """Insert and commit what was read of partitions another member is taking over."""
         # Records fetched from now on are the next owner's (it starts at our last commit).
         self._started.difference_update(partitions)
+        self._generation += 1
         for tp in partitions:
             batch = self._pending.pop(tp, None)
             if batch is not None:
@@ -321,11 +326,13 @@ class WarehouseWriter:
         consumer = self._require_consumer()
         while True:
             fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
+            generation = self._generation
             for tp, records in fetched.items():
                 for record in records:
                     # Checked per record: queueing a full batch may wait, and a rebalance may
-                    # take the partition meanwhile. Its records are then the next owner's.
-                    if tp not in self._started:
+                    # take the partition meanwhile. Its records are then the next owner's,
+                    # or this writer's again, read anew from where on_assigned started it.
+                    if tp not in self._started or self._generation != generation:
                         break  # or fetched before on_assigned set its start; read again from there
                     await self._add(tp, record)
             await self._flush_due()
@@ -353,9 +360,10 @@ class WarehouseWriter:
         legacy, rows = record_shape(record)
         batch = self._pending.get(tp)
         if batch is not None and batch.legacy != legacy and batch.records:  # one format per insert
+            generation = self._generation
             await self._enqueue(self._pending.pop(tp))
-            if tp not in self._started:  # revoked while the queue was full: the record is the next owner's
-                return
+            if tp not in self._started or self._generation != generation:
+                return  # revoked while the queue was full: the record is read again by its owner
             batch = None
         if batch is None:
             batch = self._pending[tp] = Batch(tp, legacy=legacy)
