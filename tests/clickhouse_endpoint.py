@@ -115,7 +115,15 @@ def decompress(body: bytes, encoding: str | None) -> bytes:
     if encoding == "lz4":
         import lz4.frame
 
-        return bytes(lz4.frame.decompress(body))
+        # A body may be several frames one after the other (clients compress it piece by
+        # piece); lz4.frame.decompress alone returns the first frame and drops the rest.
+        out = bytearray()
+        rest = body
+        while rest:
+            frame = lz4.frame.LZ4FrameDecompressor()
+            out += frame.decompress(rest)
+            rest = frame.unused_data
+        return bytes(out)
     if encoding == "zstd":
         try:
             from compression import zstd  # type: ignore[import-not-found]

@@ -5,6 +5,9 @@ clickhouse-connect's HTTP client, then the service's own warehouse through it: t
 from __future__ import annotations
 
 import datetime as dt
+import gzip
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -68,6 +71,38 @@ def test_inserts_read_back_equal(clickhouse_endpoint: ClickHouseEndpoint, compre
         assert [r[4].replace(tzinfo=dt.UTC) for r in back] == [r[4] for r in sent]
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("encoding", ["lz4", "zstd", "gzip"])
+def test_a_body_of_several_compressed_frames_is_inserted_whole(
+    client: Client, clickhouse_endpoint: ClickHouseEndpoint, encoding: str
+) -> None:
+    """Clients compress a large insert piece by piece: every frame counts, not the first alone
+    (taking the first lost the tail of large batches, only under load, when batches grow)."""
+    client.command(TABLE)
+    pieces = [
+        b"".join(
+            b'{"id":%d,"name":"n","kind":"a","values":{},"at":"2024-01-01 00:00:00"}\n' % i for i in range(k, k + 100)
+        )
+        for k in (0, 100, 200)
+    ]
+    if encoding == "lz4":
+        import lz4.frame
+
+        body = b"".join(lz4.frame.compress(piece) for piece in pieces)
+    elif encoding == "zstd":
+        from backports import zstd
+
+        body = b"".join(zstd.compress(piece) for piece in pieces)
+    else:
+        body = b"".join(gzip.compress(piece) for piece in pieces)
+    query = urllib.parse.urlencode({"query": "INSERT INTO rows FORMAT JSONEachRow"})
+    request = urllib.request.Request(
+        f"{clickhouse_endpoint.url}/?{query}", data=body, headers={"Content-Encoding": encoding}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        assert answer.status == 200
+    assert client.command("SELECT count() FROM rows") == 300
 
 
 def test_a_repeated_insert_with_its_deduplication_token_stores_nothing(client: Client) -> None:
