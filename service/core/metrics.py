@@ -30,6 +30,11 @@ RETRIES_DROPPED = Counter(
     "crucible_writer_retries_dropped_total",
     "Log records the writer did not insert: a retried batch (same Idempotency-Key) stored already",
 )
+LOG_OFFSET_GAPS = Counter(
+    "crucible_log_offset_gaps_total",
+    "Holes in a partition's offsets met by a consumer: filled (read again until the record came) or passed",
+    ["outcome"],
+)
 RESOURCES_POSITION = Gauge("crucible_resources_position", "Next crucible.resources offset this process will apply")
 AUTH_FAILURES = Counter("crucible_auth_failures_total", "Requests refused by authentication or scope", ["status"])
 RATE_LIMITED = Counter("crucible_rate_limited_total", "Requests refused by a rate limit", ["limit"])

@@ -40,6 +40,7 @@ from service.log.interface import (
     StoredRecord,
     TopicPartition,
 )
+from service.log.offset_gaps import OffsetGaps
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ class KafkaLog:
         replication_factor: int = 1,
         idempotence: bool = True,
         request_timeout: float = 10.0,
+        session_timeout: float = 6.0,
         idempotency_ttl_seconds: int = 86_400,
     ) -> None:
         self._servers = bootstrap_servers
@@ -73,6 +75,7 @@ class KafkaLog:
         self._replication = replication_factor
         self._idempotence = idempotence
         self._timeout = request_timeout
+        self._session_timeout = session_timeout
         self._ttl = idempotency_ttl_seconds
         self._producer: AIOKafkaProducer | None = None
         self._probes: dict[str, AIOKafkaConsumer] = {}  # per group: reads its commits without joining it
@@ -214,7 +217,9 @@ class KafkaLog:
         partition = KafkaPartition(topic, 0)
         consumer.assign([partition])
         consumer.seek(partition, start)
-        return KafkaReader(consumer, [partition])
+        reader = KafkaReader(consumer, [partition])
+        reader.gaps.expect(partition, start)
+        return reader
 
     async def tail(self, topic: str) -> KafkaReader:
         consumer = await self._groupless_consumer()
@@ -249,6 +254,11 @@ class KafkaLog:
             client_id=f"crucible-{socket.gethostname()}-{os.getpid()}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            # A killed member's partitions wait this long for another member: aiokafka's
+            # 10 s session and 3 s heartbeat made a writer's successor start 13-20 s later.
+            # Heartbeats run on the event loop, which never blocks for seconds.
+            session_timeout_ms=int(self._session_timeout * 1000),
+            heartbeat_interval_ms=max(int(self._session_timeout * 1000 / 6), 100),
             max_partition_fetch_bytes=MAX_RECORD_BYTES,
             fetch_max_bytes=MAX_RECORD_BYTES,
             request_timeout_ms=max(int(self._timeout * 1000), 40_000),
@@ -265,12 +275,13 @@ class KafkaReader:
     def __init__(self, consumer: AIOKafkaConsumer, partitions: list[KafkaPartition]) -> None:
         self._consumer = consumer
         self._partitions = partitions
+        self.gaps = OffsetGaps()
 
     async def read(self, timeout: float, max_records: int) -> list[StoredRecord]:
         fetched = await self._consumer.getmany(
             *self._partitions, timeout_ms=int(timeout * 1000), max_records=max_records
         )
-        return [_stored(r) for records in fetched.values() for r in records]
+        return [_stored(r) for records in _without_holes(self._consumer, self.gaps, fetched).values() for r in records]
 
     async def end_offset(self) -> int | None:
         if len(self._partitions) != 1:
@@ -283,6 +294,21 @@ class KafkaReader:
 
     async def stop(self) -> None:
         await self._consumer.stop()
+
+
+def _without_holes(
+    consumer: AIOKafkaConsumer, gaps: OffsetGaps, fetched: dict[KafkaPartition, list[ConsumerRecord[bytes, bytes]]]
+) -> dict[KafkaPartition, Sequence[ConsumerRecord[bytes, bytes]]]:
+    """Each partition's records up to a hole in its offsets; a partition with a hole is read
+    again from it (service/log/offset_gaps.py)."""
+    admitted = {}
+    for tp, records in fetched.items():
+        kept, reread_from = gaps.admit(tp, records)
+        if reread_from is not None:
+            consumer.seek(tp, reread_from)
+        if kept:
+            admitted[tp] = kept
+    return admitted
 
 
 def _stored(r: ConsumerRecord[bytes, bytes]) -> StoredRecord:
@@ -303,14 +329,16 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """aiokafka awaits these before the rebalance completes, so a revoked partition's
     pending batch is inserted and committed before another member takes it over."""
 
-    def __init__(self, consumer: LogConsumer, listener: PartitionListener) -> None:
+    def __init__(self, consumer: KafkaConsumer, listener: PartitionListener) -> None:
         self._consumer = consumer
         self._listener = listener
 
     async def on_partitions_revoked(self, revoked: list[KafkaPartition]) -> None:
+        self._consumer.forget(revoked)
         await self._listener.on_revoked(self._consumer, {_ours(tp) for tp in revoked})
 
     async def on_partitions_assigned(self, assigned: list[KafkaPartition]) -> None:
+        self._consumer.forget(assigned)  # their positions are the group's commits, unknown here
         await self._listener.on_assigned(self._consumer, {_ours(tp) for tp in assigned})
 
 
@@ -319,10 +347,16 @@ class KafkaConsumer:
 
     def __init__(self, consumer: AIOKafkaConsumer) -> None:
         self._consumer = consumer
+        self._gaps = OffsetGaps()
 
     async def getmany(self, timeout: float, max_records: int) -> dict[TopicPartition, list[StoredRecord]]:
         fetched = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-        return {_ours(tp): [_stored(r) for r in records] for tp, records in fetched.items() if records}
+        admitted = _without_holes(self._consumer, self._gaps, fetched)
+        return {_ours(tp): [_stored(r) for r in records] for tp, records in admitted.items()}
+
+    def forget(self, partitions: Sequence[KafkaPartition]) -> None:
+        for tp in partitions:
+            self._gaps.forget(tp)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         await self._consumer.commit({_theirs(tp): offset for tp, offset in offsets.items()})
@@ -333,6 +367,7 @@ class KafkaConsumer:
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self._consumer.seek(_theirs(partition), offset)
+        self._gaps.expect(_theirs(partition), offset)
 
     def assignment(self) -> set[TopicPartition]:
         return {_ours(tp) for tp in self._consumer.assignment()}
