@@ -24,7 +24,8 @@ A crash between 3's insert and its commit re-reads the same records. Two things 
 them from being stored twice: on taking a partition the writer asks the warehouse
 for the highest log offset it already holds and starts after it, and ClickHouse
 drops an insert whose token it has seen. A warehouse that is down is retried with
-backoff, forever; a record the warehouse refuses while it is up goes to the
+backoff, forever, and the retry first leaves out the records it holds already (a server
+killed mid-insert may keep a part without its token); a record the warehouse refuses while it is up goes to the
 dead-letter topic with the reason, so one bad record never stops the pipeline.
 """
 
@@ -82,6 +83,9 @@ class Batch:
     # commit cover them all, so a dropped record is never read again after the commit.
     first: int = -1
     last: int = -1
+    # Records found stored whole after an insert whose outcome was unknown, and left out:
+    # the rest is another block, so it gets a token of its own.
+    found_stored: int = 0
 
     def __post_init__(self) -> None:
         if self.records and self.first < 0:  # made with its records at once
@@ -100,7 +104,14 @@ class Batch:
         self.last = record.offset
 
     def token(self) -> str:
-        return f"{self.partition.topic}:{self.partition.partition}:{self.first}-{self.last}"
+        token = f"{self.partition.topic}:{self.partition.partition}:{self.first}-{self.last}"
+        return f"{token}:less-{self.found_stored}" if self.found_stored else token
+
+    def keep_only(self, records: list[StoredRecord]) -> None:
+        """Leave out the records not in `records` (stored already); the range and its commit stay."""
+        self.found_stored += len(self.records) - len(records)
+        self.records = records
+        self.rows = sum(record_shape(record)[1] for record in records)
 
     def table(self) -> str:
         return LEGACY_TABLE if self.legacy else TABLE
@@ -168,6 +179,11 @@ class _Resume(msgspec.Struct):
     rows: int
 
 
+class _StoredRecord(msgspec.Struct):
+    offset: int
+    events: int
+
+
 class _Stored(msgspec.Struct):
     batch_id: str
     experiment_id: str
@@ -176,6 +192,7 @@ class _Stored(msgspec.Struct):
 
 _resume_decoder = msgspec.json.Decoder(_Resume)
 _stored_decoder = msgspec.json.Decoder(_Stored)
+_stored_record_decoder = msgspec.json.Decoder(_StoredRecord)
 
 
 class WarehouseWriter:
@@ -403,9 +420,15 @@ class WarehouseWriter:
         """Insert a batch; retried while the warehouse is down; bad records to the DLQ."""
         backoff = 0.5
         whole = True
+        outcome_unknown = False  # the warehouse went away during an insert: it may hold part of it
         while True:
             started = time.perf_counter()
             try:
+                if outcome_unknown:
+                    await self._leave_out_stored(batch)
+                    outcome_unknown = False
+                    if not batch.records:
+                        return
                 if whole:
                     await self._warehouse.insert_json_lines(batch.table(), batch.body(), batch.token())
                 else:
@@ -414,6 +437,7 @@ class WarehouseWriter:
                 if isinstance(exc, _WarehouseDown) or not await self._warehouse.ping():
                     metrics.INSERT_FAILURES.labels("unavailable").inc()
                     self.healthy = False
+                    outcome_unknown = True
                     logger.warning("warehouse unavailable (%s); retrying %s in %.1fs", exc, batch.token(), backoff)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
@@ -432,6 +456,24 @@ class WarehouseWriter:
                 logger.error("%s set: exiting between insert and commit", CRASH_AFTER_INSERT_ENV)
                 os._exit(3)
             return
+
+    async def _leave_out_stored(self, batch: Batch) -> None:
+        """Leave out of the batch the records the warehouse holds whole (queries/writer_stored_records.sql).
+
+        The same token again would be a no-op only if the warehouse kept the token with the
+        part; a server killed between the two keeps the part alone, and the retry stored
+        the records a second time.
+        """
+        body = await self._warehouse.query(
+            "writer_stored_records", {"partition": batch.partition.partition, "first": batch.first, "last": batch.last}
+        )
+        stored = {row.offset: row.events for row in map(_stored_record_decoder.decode, body.splitlines())}
+        if not stored:
+            return
+        missing = [record for record in batch.records if stored.get(record.offset) != record_shape(record)[1]]
+        held = len(batch.records) - len(missing)
+        logger.info("%s: the warehouse holds %d of its records already", batch.token(), held)
+        batch.keep_only(missing)
 
     async def _insert_one_by_one(self, batch: Batch) -> None:
         for record in batch.records:

@@ -14,6 +14,7 @@ from service.http.appkeys import LOG, SETTINGS, WAREHOUSE
 from service.ingest.batch import record_value
 from service.ingest.ingestor import telemetry_record
 from service.log.interface import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, Record, StoredRecord, TopicPartition
+from service.warehouse.client import WarehouseError
 from service.warehouse.writer import LEGACY_TABLE, TABLE, Batch, WarehouseWriter, record_shape, records_of, rows_of
 from tests.support import eventually
 
@@ -315,3 +316,40 @@ async def test_a_crash_between_insert_and_commit_of_a_batch_with_a_dropped_retry
     restarted = await app_client()
     await writer_caught_up(restarted, 3)
     assert await stored_ids(restarted) == ["evt_k1_0", "evt_k1_1", "evt_k2_2"]
+
+
+class DiesMidInsert:
+    """The warehouse, killed during the first insert after storing part of it without the
+    insert's token (as the ClickHouse endpoint killed mid-insert left it): that insert fails
+    and the warehouse is away for one ping, then back."""
+
+    def __init__(self, warehouse: Any, kept: list[StoredRecord]) -> None:
+        self._warehouse = warehouse
+        self._kept = kept
+        self._died = False
+        self._down_pings = 1
+
+    async def insert_json_lines(self, table: str, body: Any, token: str) -> None:
+        if not self._died:
+            self._died = True
+            await self._warehouse.insert_json_lines(table, list(records_of(self._kept)), "a token never recorded")
+            raise WarehouseError("Connection refused")
+        await self._warehouse.insert_json_lines(table, body, token)
+
+    async def ping(self) -> bool:
+        self._down_pings -= 1
+        return self._down_pings < 0
+
+    async def query(self, name: str, parameters: dict[str, Any]) -> bytes:
+        return bytes(await self._warehouse.query(name, parameters))
+
+
+async def test_a_batch_retried_after_the_warehouse_died_mid_insert_leaves_out_what_it_kept(app_client: Any) -> None:
+    client = await app_client(writer=False)
+    records = [stored(record_of(2 * n, 2 * n + 1), n) for n in range(4)]
+    warehouse = DiesMidInsert(client.app[WAREHOUSE], kept=records[:3])
+    writer = WarehouseWriter(client.app[LOG], warehouse, client.app[SETTINGS])  # type: ignore[arg-type]
+    batch = Batch(TopicPartition(TELEMETRY_TOPIC, 0), records=list(records))
+    await writer._insert(batch)
+    assert await count_rows(client) == 8  # each event once
+    assert [r.offset for r in batch.records] == [3] and batch.token().endswith(":0-3:less-3")
