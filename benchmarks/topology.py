@@ -43,7 +43,7 @@ from _support import AUTH_HEADERS, percentiles_ms, print_table, result_header, s
 from service.settings import Settings
 from service.warehouse.client import Warehouse
 from tests.support import eventually, tansu_broker
-from tests.topology_support import AGGREGATE_URL, KeyedIngest, Topology, build, s3_store
+from tests.topology_support import AGGREGATE_URL, KEYED_PREFIX, KeyedIngest, Topology, build, s3_store
 
 EVENTS_URL = "/api/v1/telemetry/events"
 BATCH_EVENTS = 1000
@@ -209,21 +209,14 @@ def _kill_and_restart(topology: Topology, kind: str, trial: int) -> None:
 
 
 def _stored_keyed(topology: Topology) -> tuple[int, int] | None:
-    """(rows, distinct ids) of the kill trials' events (ids `evt_batch-...`), or None while
-    the endpoint is away. Every acknowledged batch is in the log, so once stored they are all
-    there; a batch the log took but whose answer was lost is retried under its key and stored
-    under the same ids, so distinct ids count each event once."""
+    """(rows, distinct ids) of the kill trials' events, or None while the endpoint is away.
+    Every acknowledged batch is in the log, so once stored they are all there; a batch the
+    log took but whose answer was lost is retried under its key and stored under the same
+    ids, so distinct ids count each event once."""
     try:
-        client = clickhouse_connect.get_client(host="127.0.0.1", port=topology.clickhouse.port)
-        try:
-            rows, ids = client.query(
-                "SELECT count(), uniqExact(id) FROM telemetry_events WHERE startsWith(id, 'evt_batch-')"
-            ).result_rows[0]
-        finally:
-            client.close()
+        return topology.stored(f"evt_{KEYED_PREFIX}")
     except Exception:  # the endpoint is still starting
         return None
-    return int(rows), int(ids)
 
 
 def _spread(values: list[float]) -> dict[str, float | None]:

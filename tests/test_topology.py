@@ -27,7 +27,18 @@ import pytest
 from tests.kafka_support import EVENTS_URL, GROUP_TIMEOUT
 from tests.live_support import PhoenixClient
 from tests.support import ServerProcess, eventually, tansu_broker
-from tests.topology_support import AGGREGATE_URL, PARTITIONS, KeyedIngest, Topology, build, events, post, s3_store
+from tests.topology_support import (
+    AGGREGATE_URL,
+    KEYED_PREFIX,
+    PARTITIONS,
+    KeyedIngest,
+    Topology,
+    build,
+    durable_broker,
+    events,
+    post,
+    s3_store,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -271,6 +282,54 @@ async def test_killed_writers_api_processes_and_warehouse_lose_nothing_and_store
                 assert ingest.refusals > 0  # the outages were seen, and retried
         finally:
             topology.stop()
+
+
+async def test_a_killed_broker_started_again_on_its_storage_loses_nothing_and_stores_nothing_twice(
+    tmp_path: Path, s3: tuple[str, dict[str, str]]
+) -> None:
+    broker = durable_broker(s3).start()
+    topology = build(tmp_path, broker.address, s3)
+    headers = {"Authorization": f"Bearer {topology.admin}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:
+            ingest = KeyedIngest(session, topology)
+            sender = asyncio.create_task(ingest.run())
+            try:
+                await _acknowledged_more(ingest, 500)
+                broker.kill()
+                api = topology.apis[1]
+
+                async def log_down() -> bool:
+                    status, checks = await ready(session, api)
+                    return status == 503 and checks["log"] is False
+
+                await eventually(log_down, timeout=20)
+                started = time.monotonic()
+                async with session.post(api.url + EVENTS_URL, json=events("exp_outage", 5)) as answer:
+                    assert answer.status == 503, await answer.text()
+                    assert "Retry-After" in answer.headers
+                assert time.monotonic() - started < 15, "an append during the outage hung"
+                broker.start()
+
+                async def log_back() -> bool:
+                    return all([(await ready(session, each))[0] == 200 for each in topology.apis])
+
+                await eventually(log_back, timeout=GROUP_TIMEOUT)
+                await _acknowledged_more(ingest, 500)
+            finally:
+                ingest.stop()
+                await sender
+
+            async def all_stored() -> bool:
+                rows, ids = await asyncio.to_thread(topology.stored, f"evt_{KEYED_PREFIX}")
+                assert rows == ids, f"{rows - ids} events stored twice"
+                return ids == len(ingest.acknowledged)
+
+            await eventually(all_stored, timeout=GROUP_TIMEOUT * 2, interval=0.5)
+            assert ingest.refusals > 0
+    finally:
+        topology.stop()
+        broker.stop()
 
 
 async def _acknowledged_more(ingest: KeyedIngest, count: int) -> None:

@@ -20,10 +20,12 @@ import aiohttp
 import clickhouse_connect
 
 from tests.kafka_support import EVENTS_URL, kafka_args
-from tests.support import ClickHouseEndpoint, ServerProcess, create_admin_key, free_port
+from tests.support import ClickHouseEndpoint, ServerProcess, TansuBroker, create_admin_key, free_port
 
 PARTITIONS = 4
 AGGREGATE_URL = "/api/v1/telemetry/aggregate"
+# Event ids of KeyedIngest's batches start with "evt_" and this.
+KEYED_PREFIX = "batch-"
 SESSION_SECRET = "topology-test-session-secret-of-32-bytes"
 
 
@@ -60,11 +62,15 @@ class Topology:
         server = ServerProcess(args, free_port(), env=self.env, log=self.root / f"{name}.log")
         return server.start(timeout=120)
 
-    def stored(self) -> tuple[int, int]:
-        """(rows, distinct event ids) in the warehouse, read through the endpoint."""
+    def stored(self, id_prefix: str = "") -> tuple[int, int]:
+        """(rows, distinct event ids) in the warehouse, of the events whose ids start with
+        `id_prefix`, read through the endpoint."""
         client = clickhouse_connect.get_client(host="127.0.0.1", port=self.clickhouse.port)
         try:
-            rows, ids = client.query("SELECT count(), uniqExact(id) FROM telemetry_events").result_rows[0]
+            rows, ids = client.query(
+                "SELECT count(), uniqExact(id) FROM telemetry_events WHERE startsWith(id, {prefix:String})",
+                parameters={"prefix": id_prefix},
+            ).result_rows[0]
         finally:
             client.close()
         return int(rows), int(ids)
@@ -93,6 +99,19 @@ def s3_store() -> Iterator[tuple[str, dict[str, str]]]:
         yield f"s3://checkpoints/runs?endpoint={endpoint}&region=us-east-1", env
     finally:
         server.stop()
+
+
+def durable_broker(s3: tuple[str, dict[str, str]]) -> TansuBroker:
+    """tansu keeping its topics, groups and commits in a bucket of the S3 store: a broker
+    killed and started again has lost nothing, as a Kafka broker with its disks."""
+    import boto3
+
+    endpoint = s3[0].split("endpoint=")[1].split("&")[0]
+    bucket = f"tansu-{uuid.uuid4().hex[:8]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                 aws_secret_access_key="test").create_bucket(Bucket=bucket)  # fmt: skip
+    env = {**s3[1], "AWS_ENDPOINT": endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1"}
+    return TansuBroker(storage=f"s3://{bucket}/", env=env)
 
 
 def build(root: Path, broker: str, s3: tuple[str, dict[str, str]], apis: int = 2, writers: int = 2) -> Topology:
@@ -146,7 +165,7 @@ class KeyedIngest:
 
     async def run(self) -> None:
         while not self._stop.is_set():
-            key = f"batch-{self._sent}"
+            key = f"{KEYED_PREFIX}{self._sent}"
             body = events(f"exp_fault_{self._sent % 5}", 50, run=key)
             for attempt in range(1000):
                 api = self.topology.apis[(self._sent + attempt) % len(self.topology.apis)]

@@ -39,6 +39,7 @@ LOG_SETTINGS = [
     "kafka_replication_factor",
     "kafka_idempotence",
     "kafka_request_timeout",
+    "kafka_session_timeout",
     "idempotency_ttl_seconds",
     "log_level",
 ]

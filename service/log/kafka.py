@@ -254,9 +254,9 @@ class KafkaLog:
             client_id=f"crucible-{socket.gethostname()}-{os.getpid()}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            # A killed member's partitions wait this long for another member: aiokafka's
-            # 10 s session and 3 s heartbeat made a writer's successor start 13-20 s later.
-            # Heartbeats run on the event loop, which never blocks for seconds.
+            # A killed member's partitions wait this long for another member (aiokafka's
+            # default is 10 s, heartbeats every 3 s). Heartbeats run on the event loop,
+            # which never blocks for seconds, so a short session does not evict a live writer.
             session_timeout_ms=int(self._session_timeout * 1000),
             heartbeat_interval_ms=max(int(self._session_timeout * 1000 / 6), 100),
             max_partition_fetch_bytes=MAX_RECORD_BYTES,

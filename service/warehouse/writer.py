@@ -170,6 +170,13 @@ def rows_of(records: list[StoredRecord]) -> Iterator[bytes]:
         yield value.replace(b"}\n", position)
 
 
+class LogBehindWarehouse(RuntimeError):
+    """The warehouse holds offsets of a partition beyond the log's end: the topic was made
+    anew (a broker that kept nothing, a topic deleted and created again). Its new records
+    reuse offsets the warehouse has stored, so neither the resume position nor the
+    deduplication tokens mean anything for them: the writer stops rather than skip them."""
+
+
 class _WarehouseDown(WarehouseError):
     """The warehouse stopped answering in the middle of a batch."""
 
@@ -219,6 +226,9 @@ class WarehouseWriter:
         # again from the warehouse's position, so the rest of an old fetch must not be added.
         self._generation = 0
         self._consumer: LogConsumer | None = None
+        # Set by on_assigned, raised by the fetch loop: aiokafka logs and swallows what a
+        # rebalance callback raises.
+        self._stopped_by: LogBehindWarehouse | None = None
         self._crash_after_insert = os.environ.get(CRASH_AFTER_INSERT_ENV) == "1"
         self.healthy = True
         self.running = False
@@ -273,13 +283,27 @@ class WarehouseWriter:
         """
         starts: dict[TopicPartition, int] = {}
         windows: dict[TopicPartition, RetryWindow] = {}
+        commits: dict[TopicPartition, int] = {}
         for tp in partitions:
-            committed = await consumer.committed(tp) or 0
-            resume = await self._warehouse_next_offset(tp, committed)
-            if resume > committed:
-                logger.info("%s: warehouse holds up to %d, committed %d; resuming there", tp, resume - 1, committed)
-                await consumer.commit({tp: resume})
-            starts[tp] = resume
+            commits[tp] = await consumer.committed(tp) or 0
+            starts[tp] = await self._warehouse_next_offset(tp, commits[tp])
+        # Read after the warehouse, so that every offset it holds was in the log by then.
+        ends = await self._log_ends(partitions)
+        for tp in partitions:
+            end = ends.get(tp.partition)
+            if end is not None and starts[tp] > end:
+                self._stopped_by = LogBehindWarehouse(
+                    f"{tp.topic} partition {tp.partition} ends at offset {end}, but the warehouse holds "
+                    f"its records up to offset {starts[tp] - 1}: the topic was created anew. Its new records "
+                    "would be taken for stored ones; the writer stops (see the README's 'Running it')."
+                )
+                logger.error("%s", self._stopped_by)
+                return
+            if starts[tp] > commits[tp]:
+                logger.info(
+                    "%s: warehouse holds up to %d, committed %d; resuming there", tp, starts[tp] - 1, commits[tp]
+                )
+                await consumer.commit({tp: starts[tp]})
             # Whoever held the partition before may have stored a batch whose retry is
             # still ahead in the log: the warehouse, not this process, knows.
             windows[tp] = await self._stored_retry_window(tp)
@@ -308,6 +332,16 @@ class WarehouseWriter:
         if self._consumer is None:
             raise RuntimeError("the writer has not joined its group yet")
         return self._consumer
+
+    async def _log_ends(self, partitions: set[TopicPartition]) -> dict[int, int | None]:
+        """Each partition's end in the log; none when the log cannot say now (checked next time)."""
+        if not partitions:
+            return {}
+        try:
+            positions = await self._log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)
+        except LogUnavailable:
+            return {}
+        return {p.partition: p.end for p in positions}
 
     async def _warehouse_next_offset(self, tp: TopicPartition, committed: int) -> int:
         while True:
@@ -342,6 +376,8 @@ class WarehouseWriter:
     async def _fetch_loop(self) -> None:
         consumer = self._require_consumer()
         while True:
+            if self._stopped_by is not None:
+                raise self._stopped_by
             fetched = await consumer.getmany(timeout=self._flush_seconds / 2, max_records=256)
             generation = self._generation
             for tp, records in fetched.items():

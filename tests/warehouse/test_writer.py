@@ -15,7 +15,16 @@ from service.ingest.batch import record_value
 from service.ingest.ingestor import telemetry_record
 from service.log.interface import TELEMETRY_DLQ_TOPIC, TELEMETRY_TOPIC, Record, StoredRecord, TopicPartition
 from service.warehouse.client import WarehouseError
-from service.warehouse.writer import LEGACY_TABLE, TABLE, Batch, WarehouseWriter, record_shape, records_of, rows_of
+from service.warehouse.writer import (
+    LEGACY_TABLE,
+    TABLE,
+    Batch,
+    LogBehindWarehouse,
+    WarehouseWriter,
+    record_shape,
+    records_of,
+    rows_of,
+)
 from tests.support import eventually
 
 NOW = dt.datetime(2024, 1, 15, 10, 0, tzinfo=dt.UTC)
@@ -353,3 +362,19 @@ async def test_a_batch_retried_after_the_warehouse_died_mid_insert_leaves_out_wh
     await writer._insert(batch)
     assert await count_rows(client) == 8  # each event once
     assert [r.offset for r in batch.records] == [3] and batch.token().endswith(":0-3:less-3")
+
+
+async def test_a_writer_stops_when_the_warehouse_holds_offsets_beyond_the_logs_end(app_client: Any) -> None:
+    """The log was made anew (a broker that kept nothing): its new records reuse offsets the
+    warehouse holds, and resuming after them would skip them without a word."""
+    client = await app_client(writer=False)
+    log, warehouse = client.app[LOG], client.app[WAREHOUSE]
+    old = [stored(record_of(n), n) for n in range(6)]
+    await warehouse.insert_json_lines(TABLE, records_of(old), "crucible.telemetry:0:0-5")
+    await log.append([record_of(100), record_of(101)])  # the new log's offsets 0 and 1
+    writer = WarehouseWriter(log, warehouse, client.app[SETTINGS])
+    with pytest.raises(
+        LogBehindWarehouse, match="ends at offset 2, but the warehouse holds its records up to offset 5"
+    ):
+        await asyncio.wait_for(writer.run(), 20)
+    assert await count_rows(client) == 6
