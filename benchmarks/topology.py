@@ -9,11 +9,12 @@ two `crucible serve --no-writer` and two `crucible writer` processes. Prints:
 1. end to end events/s: 1,000-event batches over --connections connections (spread over
    the API processes) for --seconds, until every accepted event is counted by the API;
    the embedded default (`crucible serve`) the same way; A/B alternated --rounds times;
+   and the CPU each kind of process of the topology spent per event meanwhile;
 2. 202 -> visible at half the topology's rate: marker batches (a fresh experiment each)
    polled through /telemetry/aggregate until counted, p50/p99;
 3. --kills kill trials under keyed ingest, cycling a writer, an API process and the
-   ClickHouse endpoint (the broker is left out: tansu keeps its topics in memory, so a
-   restarted tansu has lost them, which no client could recover from). Each killed
+   ClickHouse endpoint (the broker is left out: this tansu keeps its topics in memory;
+   tests/test_topology.py kills one that keeps them in S3). Each killed
    process is started again at once. Recovery: from the kill until every event
    acknowledged before it is stored. At the end: events acknowledged, lost, stored twice;
 4. p50/p95/p99 by 5 min over one experiment's values within --events rows, through the
@@ -42,7 +43,7 @@ from _support import AUTH_HEADERS, percentiles_ms, print_table, result_header, s
 
 from service.settings import Settings
 from service.warehouse.client import Warehouse
-from tests.support import eventually, tansu_broker
+from tests.support import TansuBroker, eventually
 from tests.topology_support import AGGREGATE_URL, KEYED_PREFIX, KeyedIngest, Topology, build, s3_store
 
 EVENTS_URL = "/api/v1/telemetry/events"
@@ -287,13 +288,42 @@ async def _time_over_http(url: str, params: dict[str, Any], repeat: int) -> list
         await warehouse.stop()
 
 
+def cpu_seconds(topology: Topology, broker: TansuBroker) -> dict[str, float]:
+    """CPU seconds used so far by each kind of process of the topology, and this one (the load)."""
+
+    def used(pids: list[int | None]) -> float:
+        total = 0.0
+        for pid in pids:
+            if pid is None:
+                continue
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system
+        return total
+
+    def pids(servers: list[Any]) -> list[int | None]:
+        return [server.process.pid if server.process else None for server in servers]
+
+    endpoint = topology.clickhouse.process
+    return {
+        "api": used(pids(topology.apis)),
+        "writer": used(pids(topology.writers)),
+        "clickhouse endpoint": used([endpoint.pid if endpoint else None]),
+        "broker": used([broker.pid]),
+        "load generator": sum(psutil.Process().cpu_times()[:2]),
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result = result_header("topology", seconds=args.seconds, connections=args.connections)
     result["idle_cores_before"] = 2 - psutil.cpu_percent(interval=1.0) / 100 * psutil.cpu_count()
     rounds: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory() as scratch, tansu_broker() as broker, s3_store() as store:
+    tansu = TansuBroker().start()
+    with tempfile.TemporaryDirectory() as scratch, s3_store() as store:
         root = Path(scratch)
-        topology = build(root / "topology", broker, store)
+        topology = build(root / "topology", tansu.address, store)
         try:
             topology_headers = {"Authorization": f"Bearer {topology.admin}"}
             topology_urls = [api.url for api in topology.apis]
@@ -303,7 +333,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     alone = asyncio.run(full_load([embedded.url], dict(AUTH_HEADERS), args.seconds, args.connections))
                 finally:
                     embedded.stop()
+                before = cpu_seconds(topology, tansu)
                 spread = asyncio.run(full_load(topology_urls, topology_headers, args.seconds, args.connections))
+                after = cpu_seconds(topology, tansu)
+                spread["cpu_us_per_event"] = {
+                    role: (after[role] - before[role]) / spread["accepted"] * 1e6 for role in after
+                }
                 rounds.append({"embedded": alone, "topology": spread})
             result["rounds"] = rounds
             rate = statistics.median(r["topology"]["end_to_end_events_per_s"] for r in rounds) / 2
@@ -313,6 +348,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 result["quantiles"] = fill_and_compare_quantiles(topology, args.events, args.repeat)
         finally:
             topology.stop()
+            tansu.stop()
     result["ratio_topology_to_embedded"] = statistics.median(
         r["topology"]["end_to_end_events_per_s"] / r["embedded"]["end_to_end_events_per_s"] for r in rounds
     )
@@ -328,6 +364,10 @@ def report(result: dict[str, Any]) -> None:
                          figures["catch_up_seconds"]))  # fmt: skip
     print_table(("round", "deployment", "end to end ev/s", "acknowledged ev/s", "catch-up s"), rows)
     print(f"ratio topology / embedded (median of rounds): {result['ratio_topology_to_embedded']:.2f}")
+    print("topology CPU per event in the full-load phase, µs (median of rounds):")
+    for role in result["rounds"][0]["topology"]["cpu_us_per_event"]:
+        spent = statistics.median(r["topology"]["cpu_us_per_event"][role] for r in result["rounds"])
+        print(f"  {role}: {spent:.1f}")
     paced = result["paced"]
     visible = paced["visible_ms"]
     print(f"202 -> visible at {paced['rate']:,.0f} ev/s, {paced['markers']} markers: "

@@ -79,6 +79,10 @@ class TansuBroker:
         wait_for_port(self.port)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def kill(self) -> None:
         if self._process is not None:
             self._process.kill()

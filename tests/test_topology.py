@@ -11,6 +11,7 @@ stored twice. Counts are read from the endpoint's chDB directly, by event id.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -26,7 +27,7 @@ import pytest
 
 from tests.kafka_support import EVENTS_URL, GROUP_TIMEOUT
 from tests.live_support import PhoenixClient
-from tests.support import ServerProcess, eventually, tansu_broker
+from tests.support import ServerProcess, TansuBroker, eventually, tansu_broker
 from tests.topology_support import (
     AGGREGATE_URL,
     KEYED_PREFIX,
@@ -327,6 +328,38 @@ async def test_a_killed_broker_started_again_on_its_storage_loses_nothing_and_st
 
             await eventually(all_stored, timeout=GROUP_TIMEOUT * 2, interval=0.5)
             assert ingest.refusals > 0
+    finally:
+        topology.stop()
+        broker.stop()
+
+
+async def test_writers_stop_and_say_so_when_the_broker_comes_back_without_its_topics(
+    tmp_path: Path, s3: tuple[str, dict[str, str]]
+) -> None:
+    """tansu on memory storage keeps nothing: started again, it makes the topic anew on the
+    next append, at offset 0, below what the writers read and the warehouse holds."""
+    broker = TansuBroker().start()
+    topology = build(tmp_path, broker.address, s3)
+    headers = {"Authorization": f"Bearer {topology.admin}"}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60), headers=headers) as session:
+            for n in range(8):
+                assert await post(session, topology.apis[n % 2], events(f"exp_before_{n}", 50)) == 202
+            await visible_everywhere(session, topology, "exp_before_7", 50)
+            broker.kill()
+            broker.start()
+            for n in range(8):
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    await asyncio.wait_for(post(session, topology.apis[n % 2], events(f"exp_after_{n}", 50)), 30)
+
+            async def writers_not_ready() -> bool:
+                return all([(await ready(session, writer))[0] == 503 for writer in topology.writers])
+
+            await eventually(writers_not_ready, timeout=GROUP_TIMEOUT)
+            logs = "".join(writer.log.read_text() for writer in topology.writers if writer.log)
+            assert "was created anew" in logs
+            rows, ids = await asyncio.to_thread(topology.stored, "evt_")
+            assert rows == ids  # nothing of the new log was taken for stored records
     finally:
         topology.stop()
         broker.stop()

@@ -51,6 +51,11 @@ class LogUnavailable(Exception):
     """The log cannot take the append now; nothing of it was written (answer 503)."""
 
 
+class LogWentBack(Exception):
+    """A partition gave a record at an offset below one it gave before: the log lost
+    records it had (a broker that kept nothing, a topic deleted and made again)."""
+
+
 class LogConsumer(Protocol):
     """A member of a consumer group with manual commits."""
 
@@ -137,8 +142,8 @@ class EventLog(Protocol):
     ) -> LogConsumer:
         """Join `group` on `topics`, reading from its committed offsets (or the beginning)."""
 
-    async def reader(self, topic: str, start: int = 0) -> LogReader:
-        """Read partition 0 of `topic` from offset `start` (for single-partition topics)."""
+    async def reader(self, topic: str, start: int = 0, partition: int = 0) -> LogReader:
+        """Read one partition of `topic` (the only one, for single-partition topics) from offset `start`."""
 
     async def tail(self, topic: str) -> LogReader:
         """Read every partition of `topic` from its end: only records appended from now on."""

@@ -212,13 +212,13 @@ class KafkaLog:
             self._probes[group] = probe
         return probe
 
-    async def reader(self, topic: str, start: int = 0) -> KafkaReader:
+    async def reader(self, topic: str, start: int = 0, partition: int = 0) -> KafkaReader:
         consumer = await self._groupless_consumer()
-        partition = KafkaPartition(topic, 0)
-        consumer.assign([partition])
-        consumer.seek(partition, start)
-        reader = KafkaReader(consumer, [partition])
-        reader.gaps.expect(partition, start)
+        tp = KafkaPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, start)
+        reader = KafkaReader(consumer, [tp])
+        reader.gaps.expect(tp, start)
         return reader
 
     async def tail(self, topic: str) -> KafkaReader:

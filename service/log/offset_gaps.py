@@ -10,6 +10,9 @@ So a consumer that sees an offset beyond the one it expects reads the partition 
 the hole (a seek) instead of going on. A hole that is still there after `wait_seconds` is
 taken as a real one (a control record of some other, transactional producer) and passed,
 with a warning and a count in `crucible_log_offset_gaps_total`.
+
+An offset below the one expected, with no seek between, means the log lost what it had
+(`LogWentBack`): the consumer stops rather than take new records for ones it has seen.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 from typing import Protocol, TypeVar
 
 from service.core import metrics
+from service.log.interface import LogWentBack
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ class OffsetGaps:
         """The records to hand on, up to a hole; and the offset to read again from while one is waited on."""
         expected = self._expected.get(partition)
         for index, record in enumerate(records):
+            if expected is not None and record.offset < expected:
+                raise LogWentBack(f"{partition}: offset {record.offset} came after offset {expected - 1}")
             if expected is not None and record.offset > expected:
                 now = self._clock()
                 since = self._hole_since.setdefault(partition, now)

@@ -201,7 +201,9 @@ class SqliteLog:
     def end_offset(self, topic: str) -> int:
         return self._next_offset.get(topic, 0)
 
-    async def reader(self, topic: str, start: int = 0) -> SqliteReader:
+    async def reader(self, topic: str, start: int = 0, partition: int = PARTITION) -> SqliteReader:
+        if partition != PARTITION:
+            raise ValueError(f"the embedded log has one partition per topic, not {partition}")
         return SqliteReader(self, topic, start)
 
     async def tail(self, topic: str) -> SqliteReader:

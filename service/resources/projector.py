@@ -22,7 +22,7 @@ import msgspec
 from schemas.resources import AnyResourceEvent
 from service.core import metrics
 from service.core.keyed_locks import KeyedLocks
-from service.log.interface import RESOURCES_TOPIC, EventLog, LogReader, StoredRecord
+from service.log.interface import RESOURCES_TOPIC, EventLog, LogReader, LogWentBack, StoredRecord
 from service.resources.fold import Rejection, Resources, event_decoder
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,13 @@ class Projector:
         while True:
             try:
                 records = await reader.read(timeout=1.0, max_records=READ_BATCH)
+            except LogWentBack as exc:
+                # Folding a new log's events onto the old state would make it wrong: stop
+                # folding, and say so in /readyz, until the process starts again.
+                self.caught_up = False
+                logger.error("%s lost events this process has folded (%s); no longer folding", RESOURCES_TOPIC, exc)
+                await asyncio.sleep(1.0)
+                continue
             except Exception:
                 logger.exception("reading %s failed; retrying", RESOURCES_TOPIC)
                 await asyncio.sleep(1.0)

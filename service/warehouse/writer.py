@@ -50,10 +50,12 @@ from service.log.interface import (
     EventLog,
     LogConsumer,
     LogUnavailable,
+    LogWentBack,
     Record,
     StoredRecord,
     TopicPartition,
 )
+from service.log.offset_gaps import HOLE_WAIT_SECONDS
 from service.settings import Settings
 from service.warehouse.backpressure import WriterProgress
 from service.warehouse.client import Warehouse, WarehouseError
@@ -65,6 +67,10 @@ TABLE = "telemetry_records"
 LEGACY_TABLE = "telemetry_events"
 MAX_BACKOFF_SECONDS = 30.0
 LAG_REFRESH_SECONDS = 2.0
+COMMIT_TIMEOUT_SECONDS = 30.0
+# Longer than a hole in the offsets is waited for, so that a record missing at the offset
+# asked for is seen as such.
+RECORD_READ_SECONDS = HOLE_WAIT_SECONDS + 3.0
 # Test hook: exit the process right after the first insert, before its commit, to
 # prove a crash there stores nothing twice.
 CRASH_AFTER_INSERT_ENV = "CRUCIBLE_TEST_CRASH_AFTER_INSERT"
@@ -191,6 +197,17 @@ class _StoredRecord(msgspec.Struct):
     events: int
 
 
+class _StoredBatch(msgspec.Struct):
+    offset: int
+    batch_id: str
+
+
+class _RecordBatch(msgspec.Struct):
+    """The batch id of a record's value: a v2 record's own, a v1 record's first row's."""
+
+    batch_id: str = ""
+
+
 class _Stored(msgspec.Struct):
     batch_id: str
     experiment_id: str
@@ -200,6 +217,15 @@ class _Stored(msgspec.Struct):
 _resume_decoder = msgspec.json.Decoder(_Resume)
 _stored_decoder = msgspec.json.Decoder(_Stored)
 _stored_record_decoder = msgspec.json.Decoder(_StoredRecord)
+_stored_batch_decoder = msgspec.json.Decoder(_StoredBatch)
+_record_batch_decoder = msgspec.json.Decoder(_RecordBatch)
+
+
+def _batch_id_of(record: StoredRecord) -> str:
+    try:
+        return _record_batch_decoder.decode(record.value.split(b"\n", 1)[0]).batch_id
+    except msgspec.DecodeError:
+        return ""
 
 
 class WarehouseWriter:
@@ -266,6 +292,11 @@ class WarehouseWriter:
                 await inserter
             with contextlib.suppress(asyncio.CancelledError):
                 await lag
+            # Leaving the group revokes the partitions, and on_revoked waits for the queue:
+            # nothing will insert what is left in it now.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+                self._queue.task_done()
             await self._consumer.stop()
 
     # -- partition ownership -------------------------------------------------------------
@@ -287,15 +318,12 @@ class WarehouseWriter:
         for tp in partitions:
             commits[tp] = await consumer.committed(tp) or 0
             starts[tp] = await self._warehouse_next_offset(tp, commits[tp])
-        # Read after the warehouse, so that every offset it holds was in the log by then.
-        ends = await self._log_ends(partitions)
         for tp in partitions:
-            end = ends.get(tp.partition)
-            if end is not None and starts[tp] > end:
+            differs = await self._log_differs_from_warehouse(tp, starts[tp])
+            if differs is not None:
                 self._stopped_by = LogBehindWarehouse(
-                    f"{tp.topic} partition {tp.partition} ends at offset {end}, but the warehouse holds "
-                    f"its records up to offset {starts[tp] - 1}: the topic was created anew. Its new records "
-                    "would be taken for stored ones; the writer stops (see the README's 'Running it')."
+                    f"{differs}: {tp.topic} was created anew. Its new records would be taken for stored "
+                    "ones; the writer stops (see deploy/README.md, 'When a process dies')."
                 )
                 logger.error("%s", self._stopped_by)
                 return
@@ -333,15 +361,44 @@ class WarehouseWriter:
             raise RuntimeError("the writer has not joined its group yet")
         return self._consumer
 
-    async def _log_ends(self, partitions: set[TopicPartition]) -> dict[int, int | None]:
-        """Each partition's end in the log; none when the log cannot say now (checked next time)."""
-        if not partitions:
-            return {}
+    async def _log_differs_from_warehouse(self, tp: TopicPartition, before: int) -> str | None:
+        """How the log differs from what the warehouse stored of it, or None when it agrees
+        (or cannot be asked now): the last record the warehouse holds below `before` must be
+        in the log at its offset with its batch id (queries/writer_stored_batch.sql)."""
         try:
-            positions = await self._log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)
-        except LogUnavailable:
-            return {}
-        return {p.partition: p.end for p in positions}
+            body = await self._warehouse.query("writer_stored_batch", {"partition": tp.partition, "before": before})
+        except WarehouseError:
+            return None
+        if not body.strip():
+            return None
+        stored = _stored_batch_decoder.decode(body.splitlines()[0])
+        try:
+            reader = await self._log.reader(tp.topic, stored.offset, tp.partition)
+            try:  # a hole at the offset is waited out (service/log/offset_gaps.py), then passed
+                deadline = time.monotonic() + RECORD_READ_SECONDS
+                records: list[StoredRecord] = []
+                while not records and time.monotonic() < deadline:
+                    records = await reader.read(timeout=max(deadline - time.monotonic(), 0.1), max_records=1)
+            finally:
+                await reader.stop()
+            positions = [] if records else await self._log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)
+        except (LogUnavailable, LogWentBack):
+            return None
+        if not records:
+            # A healthy log gives a record it holds within milliseconds; one that does not
+            # give it in seconds (tansu made anew answered so) is not the warehouse's log.
+            end = next((p.end for p in positions if p.partition == tp.partition), 0) or 0
+            return (
+                f"partition {tp.partition} gives no record at offset {stored.offset} (its end: {end}), "
+                f"but the warehouse holds that offset"
+            )
+        found = _batch_id_of(records[0])
+        if records[0].offset != stored.offset or found != stored.batch_id:
+            return (
+                f"partition {tp.partition}'s record at offset {stored.offset} is of batch {found!r} in the log "
+                f"and of batch {stored.batch_id!r} in the warehouse"
+            )
+        return None
 
     async def _warehouse_next_offset(self, tp: TopicPartition, committed: int) -> int:
         while True:
@@ -442,7 +499,11 @@ class WarehouseWriter:
             try:
                 if batch.records:  # else every record was a retry stored already: only commit
                     await self._insert(batch)
-                await self._require_consumer().commit({batch.partition: batch.last + 1})
+                # Bounded: aiokafka retries a commit for a topic the broker lost forever, which
+                # held this loop, and every rebalance waiting on it, with it.
+                await asyncio.wait_for(
+                    self._require_consumer().commit({batch.partition: batch.last + 1}), COMMIT_TIMEOUT_SECONDS
+                )
                 self.committed_records += len(batch.records)
                 self._progress.advance(batch.partition.topic, batch.partition.partition, batch.last + 1)
             except Exception as exc:  # the Kafka client's commit errors have no common base

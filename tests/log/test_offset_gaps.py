@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from service.core import metrics
+from service.log.interface import LogWentBack
 from service.log.offset_gaps import OffsetGaps
 
 
@@ -80,3 +81,13 @@ def test_partitions_are_followed_apart() -> None:
     gaps.expect("p1", 0)
     assert gaps.admit("p0", recs(1)) == ([], 0)
     assert gaps.admit("p1", recs(0, 1)) == (recs(0, 1), None)
+
+
+def test_an_offset_below_the_one_expected_means_the_log_lost_what_it_had() -> None:
+    gaps = OffsetGaps()
+    gaps.expect("p0", 0)
+    gaps.admit("p0", recs(0, 1, 2))
+    with pytest.raises(LogWentBack, match="offset 0 came after offset 2"):
+        gaps.admit("p0", recs(0))
+    gaps.expect("p0", 0)  # a seek back is no loss
+    assert gaps.admit("p0", recs(0)) == (recs(0), None)

@@ -38,6 +38,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "writer_resume_offset": {"partition": 0, "committed": 0},
     "writer_retry_window": {"partition": 0, "limit": 100},
     "writer_stored_records": {"partition": 0, "first": 0, "last": 10},
+    "writer_stored_batch": {"partition": 0, "before": 10},
     "telemetry_events_desc": PAGE,
     "telemetry_events_asc": PAGE,
     "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},

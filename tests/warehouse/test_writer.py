@@ -364,17 +364,25 @@ async def test_a_batch_retried_after_the_warehouse_died_mid_insert_leaves_out_wh
     assert [r.offset for r in batch.records] == [3] and batch.token().endswith(":0-3:less-3")
 
 
-async def test_a_writer_stops_when_the_warehouse_holds_offsets_beyond_the_logs_end(app_client: Any) -> None:
+@pytest.mark.parametrize("new_log_records", [2, 8])
+async def test_a_writer_stops_when_the_log_is_not_the_one_the_warehouse_was_filled_from(
+    app_client: Any, new_log_records: int
+) -> None:
     """The log was made anew (a broker that kept nothing): its new records reuse offsets the
-    warehouse holds, and resuming after them would skip them without a word."""
+    warehouse holds, and resuming after them would skip them without a word. Fewer records
+    than the warehouse holds, or as many (same offsets, other batches)."""
     client = await app_client(writer=False)
     log, warehouse = client.app[LOG], client.app[WAREHOUSE]
     old = [stored(record_of(n), n) for n in range(6)]
     await warehouse.insert_json_lines(TABLE, records_of(old), "crucible.telemetry:0:0-5")
-    await log.append([record_of(100), record_of(101)])  # the new log's offsets 0 and 1
+    new = [event(100 + n) for n in range(new_log_records)]
+    await log.append([telemetry_record("exp_w", record_value([e], "new", NOW), 1) for e in new])
     writer = WarehouseWriter(log, warehouse, client.app[SETTINGS])
-    with pytest.raises(
-        LogBehindWarehouse, match="ends at offset 2, but the warehouse holds its records up to offset 5"
-    ):
+    expected = (
+        "gives no record at offset 5 \\(its end: 2\\), but the warehouse holds that offset"
+        if new_log_records == 2
+        else "record at offset 5 is of batch 'new' in the log and of batch 'b' in the warehouse"
+    )
+    with pytest.raises(LogBehindWarehouse, match=expected):
         await asyncio.wait_for(writer.run(), 20)
     assert await count_rows(client) == 6
