@@ -108,12 +108,14 @@ class PartitionListener(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PartitionPosition:
-    """Where a partition stands: its end (the next offset it will give) and a group's
-    committed offset in it (the next offset the group will read; None: never committed)."""
+    """Where a partition stands: its end (the next offset it will give), a group's
+    committed offset in it (the next offset the group will read; None: never committed),
+    and its start (the first offset it still holds, after retention; None: not known)."""
 
     partition: int
     end: int | None
     committed: int | None
+    start: int | None = None
 
 
 class EventLog(Protocol):

@@ -172,14 +172,18 @@ class KafkaLog:
             probe = await self._probe(group)
             await probe.topics()  # loads the metadata that names the topic's partitions
             partitions = [KafkaPartition(topic, n) for n in sorted(probe.partitions_for_topic(topic) or ())]
-            ends, committed = await asyncio.wait_for(
-                asyncio.gather(probe.end_offsets(partitions), asyncio.gather(*map(probe.committed, partitions))),
+            ends, starts, committed = await asyncio.wait_for(
+                asyncio.gather(
+                    probe.end_offsets(partitions),
+                    probe.beginning_offsets(partitions),
+                    asyncio.gather(*map(probe.committed, partitions)),
+                ),
                 self._timeout,
             )
         except (KafkaError, TimeoutError) as exc:
             raise LogUnavailable(f"Kafka did not say where {topic} stands: {exc!r}") from exc
         return [
-            PartitionPosition(tp.partition, ends.get(tp), None if offset is None else int(offset))
+            PartitionPosition(tp.partition, ends.get(tp), None if offset is None else int(offset), starts.get(tp))
             for tp, offset in zip(partitions, committed, strict=True)
         ]
 

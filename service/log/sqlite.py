@@ -215,10 +215,12 @@ class SqliteLog:
                 "SELECT next_offset FROM group_offsets WHERE group_id = ? AND topic = ?", (group, topic)
             )
             end = await self.file_end_offset(topic)
+            first = (await self._read("SELECT min(offset) FROM records WHERE topic = ?", (topic,)))[0][0]
         except sqlite3.Error as exc:
             raise LogUnavailable(f"the embedded log cannot be read: {exc}") from exc
         committed = int(rows[0][0]) if rows else None  # type: ignore[call-overload]
-        return [PartitionPosition(PARTITION, end, committed)]
+        start = end if first is None else int(first)  # type: ignore[call-overload]
+        return [PartitionPosition(PARTITION, end, committed, start)]
 
     async def group_members(self, group: str) -> list[str] | None:
         return None  # one process reads the embedded log: the one that runs its writer

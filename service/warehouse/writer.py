@@ -25,8 +25,10 @@ them from being stored twice: on taking a partition the writer asks the warehous
 for the highest log offset it already holds and starts after it, and ClickHouse
 drops an insert whose token it has seen. A warehouse that is down is retried with
 backoff, forever, and the retry first leaves out the records it holds already (a server
-killed mid-insert may keep a part without its token); a record the warehouse refuses while it is up goes to the
-dead-letter topic with the reason, so one bad record never stops the pipeline.
+killed mid-insert may keep a part without its token); a record the warehouse refuses
+while it is up goes to the dead-letter topic with the reason, so one bad record never
+stops the pipeline. A log that does not hold what the warehouse stored from it (a topic
+made anew) stops the writer: see `_log_differs_from_warehouse`.
 """
 
 from __future__ import annotations
@@ -176,11 +178,11 @@ def rows_of(records: list[StoredRecord]) -> Iterator[bytes]:
         yield value.replace(b"}\n", position)
 
 
-class LogBehindWarehouse(RuntimeError):
-    """The warehouse holds offsets of a partition beyond the log's end: the topic was made
-    anew (a broker that kept nothing, a topic deleted and created again). Its new records
-    reuse offsets the warehouse has stored, so neither the resume position nor the
-    deduplication tokens mean anything for them: the writer stops rather than skip them."""
+class LogReplaced(RuntimeError):
+    """The log does not hold what the warehouse stored from it: the topic was made anew (a
+    broker that kept nothing, a topic deleted and created again). Its new records reuse
+    offsets the warehouse has stored, so neither the resume position nor the deduplication
+    tokens mean anything for them: the writer stops rather than skip them."""
 
 
 class _WarehouseDown(WarehouseError):
@@ -254,7 +256,7 @@ class WarehouseWriter:
         self._consumer: LogConsumer | None = None
         # Set by on_assigned, raised by the fetch loop: aiokafka logs and swallows what a
         # rebalance callback raises.
-        self._stopped_by: LogBehindWarehouse | None = None
+        self._stopped_by: LogReplaced | None = None
         self._crash_after_insert = os.environ.get(CRASH_AFTER_INSERT_ENV) == "1"
         self.healthy = True
         self.running = False
@@ -321,7 +323,7 @@ class WarehouseWriter:
         for tp in partitions:
             differs = await self._log_differs_from_warehouse(tp, starts[tp])
             if differs is not None:
-                self._stopped_by = LogBehindWarehouse(
+                self._stopped_by = LogReplaced(
                     f"{differs}: {tp.topic} was created anew. Its new records would be taken for stored "
                     "ones; the writer stops (see deploy/README.md, 'When a process dies')."
                 )
@@ -373,6 +375,10 @@ class WarehouseWriter:
             return None
         stored = _stored_batch_decoder.decode(body.splitlines()[0])
         try:
+            positions = await self._log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)
+            position = next((p for p in positions if p.partition == tp.partition), None)
+            if position is not None and position.start is not None and stored.offset < position.start:
+                return None  # retention has taken the record (a writer away longer than it): nothing to compare
             reader = await self._log.reader(tp.topic, stored.offset, tp.partition)
             try:  # a hole at the offset is waited out (service/log/offset_gaps.py), then passed
                 deadline = time.monotonic() + RECORD_READ_SECONDS
@@ -381,13 +387,13 @@ class WarehouseWriter:
                     records = await reader.read(timeout=max(deadline - time.monotonic(), 0.1), max_records=1)
             finally:
                 await reader.stop()
-            positions = [] if records else await self._log.positions(TELEMETRY_TOPIC, WAREHOUSE_GROUP)
         except (LogUnavailable, LogWentBack):
             return None
         if not records:
-            # A healthy log gives a record it holds within milliseconds; one that does not
-            # give it in seconds (tansu made anew answered so) is not the warehouse's log.
-            end = next((p.end for p in positions if p.partition == tp.partition), 0) or 0
+            # A log gives a record it holds within milliseconds; one that does not give it in
+            # seconds (tansu made anew answered so) does not hold it. Its end is only told:
+            # tansu started again on its storage reports ends below records it serves.
+            end = position.end if position is not None else None
             return (
                 f"partition {tp.partition} gives no record at offset {stored.offset} (its end: {end}), "
                 f"but the warehouse holds that offset"

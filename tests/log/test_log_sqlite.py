@@ -64,15 +64,15 @@ async def test_consumer_group_resumes_from_its_commit(tmp_path: Path) -> None:
     await log.stop()
 
 
-async def test_positions_give_the_end_and_a_group_commit(tmp_path: Path) -> None:
+async def test_positions_give_the_end_a_group_commit_and_the_start(tmp_path: Path) -> None:
     log = SqliteLog(tmp_path)
     await log.start()
-    assert await log.positions(TOPIC, "writers") == [PartitionPosition(0, 0, None)]
+    assert await log.positions(TOPIC, "writers") == [PartitionPosition(0, 0, None, 0)]
     await log.append([Record(TOPIC, b"", str(i).encode()) for i in range(10)])
     consumer = await log.consumer("writers", [TOPIC])
     await consumer.commit({TP: 4})
-    assert await log.positions(TOPIC, "writers") == [PartitionPosition(0, 10, 4)]
-    assert await log.positions(TOPIC, "others") == [PartitionPosition(0, 10, None)]
+    assert await log.positions(TOPIC, "writers") == [PartitionPosition(0, 10, 4, 0)]
+    assert await log.positions(TOPIC, "others") == [PartitionPosition(0, 10, None, 0)]
     await log.stop()
 
 

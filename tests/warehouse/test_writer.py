@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import sqlite3
 from typing import Any
 
 import msgspec
@@ -19,7 +20,7 @@ from service.warehouse.writer import (
     LEGACY_TABLE,
     TABLE,
     Batch,
-    LogBehindWarehouse,
+    LogReplaced,
     WarehouseWriter,
     record_shape,
     records_of,
@@ -383,6 +384,27 @@ async def test_a_writer_stops_when_the_log_is_not_the_one_the_warehouse_was_fill
         if new_log_records == 2
         else "record at offset 5 is of batch 'new' in the log and of batch 'b' in the warehouse"
     )
-    with pytest.raises(LogBehindWarehouse, match=expected):
+    with pytest.raises(LogReplaced, match=expected):
         await asyncio.wait_for(writer.run(), 20)
     assert await count_rows(client) == 6
+
+
+async def test_a_record_retention_took_is_no_sign_of_another_log(app_client: Any) -> None:
+    """A writer away longer than the log's retention finds the last record it stored gone
+    from the log: that log is still the warehouse's, and the writer goes on."""
+    client = await app_client(writer=False)
+    log, warehouse, settings = client.app[LOG], client.app[WAREHOUSE], client.app[SETTINGS]
+    records = [record_of(n) for n in range(8)]
+    await log.append(records)
+    await warehouse.insert_json_lines(TABLE, records_of([stored(r, n) for n, r in enumerate(records[:6])]), "t:0-5")
+    with sqlite3.connect(settings.data_path / "log.sqlite3") as db:  # what retention does to old records
+        db.execute("DELETE FROM records WHERE topic = ? AND offset < 6", (TELEMETRY_TOPIC,))
+    writer = WarehouseWriter(log, warehouse, settings)
+    running = asyncio.create_task(writer.run())
+
+    async def caught_up() -> bool:
+        assert not running.done(), running
+        return await count_rows(client) == 8
+
+    await eventually(caught_up)
+    running.cancel()
