@@ -346,11 +346,24 @@ async def test_writers_stop_and_say_so_when_the_broker_comes_back_without_its_to
             for n in range(8):
                 assert await post(session, topology.apis[n % 2], events(f"exp_before_{n}", 50)) == 202
             await visible_everywhere(session, topology, "exp_before_7", 50)
-            broker.kill()
-            broker.start()
-            for n in range(8):
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    await asyncio.wait_for(post(session, topology.apis[n % 2], events(f"exp_after_{n}", 50)), 30)
+            url = f"{topology.apis[0].url}/socket/websocket?token={topology.admin}&vsn=2.0.0"
+            async with session.ws_connect(url) as ws:
+                live = PhoenixClient(ws)
+                assert (await live.join("telemetry:exp_live_after"))[1].payload["status"] == "ok"
+                broker.kill()
+                broker.start()
+                for n in range(8):
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        await asyncio.wait_for(post(session, topology.apis[n % 2], events(f"exp_after_{n}", 50)), 30)
+                # The live tail follows the new log: what arrives from now on is pushed.
+                for _ in range(30):
+                    assert await post(session, topology.apis[1], events("exp_live_after", 1)) == 202
+                    with contextlib.suppress(TimeoutError):
+                        pushed = await asyncio.wait_for(live.push("telemetry:exp_live_after", "event"), 1.0)
+                        break
+                else:
+                    raise AssertionError("no live push from the new log within 30 s")
+                assert pushed.payload["metadata"]["experiment_id"] == "exp_live_after"
 
             async def writers_not_ready() -> bool:
                 return all([(await ready(session, writer))[0] == 503 for writer in topology.writers])

@@ -35,7 +35,7 @@ from service.live.channels import ALL_EXPERIMENTS, DASHBOARD, EXPERIMENT, TELEME
 from service.live.dashboard_feed import SystemSampler, experiment_summary
 from service.live.events import stored_events
 from service.live.experiment_feed import ExperimentFeed, Push, experiment_topic
-from service.log.interface import TELEMETRY_TOPIC, EventLog, LogReader, StoredRecord
+from service.log.interface import TELEMETRY_TOPIC, EventLog, LogReader, LogWentBack, StoredRecord
 from service.resources.credentials import Principal
 from service.resources.fold import Resources
 from service.resources.projector import Projector
@@ -351,6 +351,13 @@ class LiveHub:
             while True:
                 try:
                     records = await reader.read(timeout=READ_TIMEOUT_SECONDS, max_records=READ_BATCH)
+                except LogWentBack as exc:
+                    # The topic was made anew: live channels only show what arrives from
+                    # now on, so a tail from the new log's end serves them as well.
+                    logger.warning("%s went back (%s); following it from its end", TELEMETRY_TOPIC, exc)
+                    await reader.stop()
+                    reader = await self._log.tail(TELEMETRY_TOPIC)
+                    continue
                 except Exception:
                     logger.exception("reading %s for live channels failed; retrying", TELEMETRY_TOPIC)
                     await asyncio.sleep(1.0)
