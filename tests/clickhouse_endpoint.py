@@ -18,7 +18,8 @@ What it does, as a ClickHouse server's HTTP interface does:
   `FORMAT <name>` that ends it;
 - `param_<name>` values bound by ClickHouse itself (`{name:Type}`), in ClickHouse's text form;
 - `database`, `default_format` (TabSeparated otherwise), `query_id`; every other URL
-  parameter is a setting, applied with `SET` for the statement and restored after it;
+  parameter is a setting, in force for that statement only (the session is SET to the
+  request's settings and every other one is put back to its default);
 - request bodies compressed with gzip, deflate, lz4 (frame) or zstd (`Content-Encoding`);
 - the headers clickhouse-connect reads: `X-ClickHouse-Summary`, `-Query-Id`, `-Format`,
   `-Timezone` (UTC), `-Server-Display-Name`, and on failure `X-ClickHouse-Exception-Code`
@@ -142,20 +143,19 @@ class Engine:
         self._spool = path / "insert-rows"
         self._spool.mkdir(exist_ok=True)
         self._lock = threading.Lock()
+        self._session_value: dict[str, str] = {}  # each setting seen, as the session had it: SET's right side
+        self._applied: dict[str, str] = {}  # settings this session holds at a value a request gave
 
     def run(
         self, statement: Statement, fmt: str, params: Mapping[str, str], settings: Mapping[str, str], database: str
     ) -> tuple[bytes, dict[str, str]]:
         with self._lock:
             self._session.query(f"USE `{database.replace('`', '``')}`")
-            restore = self._apply(settings)
-            try:
-                if statement.rows is None:
-                    result = self._session.query(statement.sql, fmt, params=dict(params))
-                else:
-                    result = self._insert(statement, params)
-            finally:
-                self._restore(restore)
+            self._apply(settings)
+            if statement.rows is None:
+                result = self._session.query(statement.sql, fmt, params=dict(params))
+            else:
+                result = self._insert(statement, params)
         summary = {
             "read_rows": str(result.rows_read()),
             "read_bytes": str(result.bytes_read()),
@@ -180,27 +180,39 @@ class Engine:
             sql = f"{statement.sql[:at]} FROM INFILE '{path}' {statement.sql[at:]}"
             return self._session.query(sql, params=dict(params))
 
-    def _apply(self, settings: Mapping[str, str]) -> list[tuple[str, str, bool]]:
-        """SET each setting for this statement; what to put back after it."""
-        before = []
-        for name, value in settings.items():
-            if not _SETTING_NAME.match(name):
-                raise RequestError(f"invalid setting name {name!r}")
-            current = self._session.query(
-                "SELECT value, changed FROM system.settings WHERE name = {name:String}",
-                "JSONCompactEachRow",
-                params={"name": name},
-            ).bytes()
-            if not current:
-                raise RequestError(f"Setting {name} is neither a builtin setting nor started with the prefix")
-            old, changed = json.loads(current)
-            before.append((name, old, bool(changed)))
-            self._session.query(f"SET {name} = {_literal(value)}")
-        return before
+    def _apply(self, settings: Mapping[str, str]) -> None:
+        """Give the session exactly this request's settings, every other one at its default.
 
-    def _restore(self, before: list[tuple[str, str, bool]]) -> None:
-        for name, old, changed in before:
-            self._session.query(f"SET {name} = {_literal(old) if changed else 'DEFAULT'}")
+        The session keeps what was SET until the next request, so only the settings that
+        differ from the last request's are SET (or put back to DEFAULT): looking a setting
+        up in `system.settings` costs milliseconds in chDB, a SET a tenth of one, and the
+        same few settings come with every request of a client.
+        """
+        for name, value in settings.items():
+            self._check_setting_name(name)
+            if self._applied.get(name) != value:
+                self._applied.pop(name, None)  # if the SET fails, the value is unknown: set it next time
+                self._session.query(f"SET {name} = {_literal(value)}")
+                self._applied[name] = value
+        for name in [name for name in self._applied if name not in settings]:
+            del self._applied[name]
+            self._session.query(f"SET {name} = {self._session_value[name]}")
+
+    def _check_setting_name(self, name: str) -> None:
+        """Refuse a setting ClickHouse does not have; remember what the session held before."""
+        if name in self._session_value:
+            return
+        if not _SETTING_NAME.match(name):
+            raise RequestError(f"invalid setting name {name!r}")
+        current = self._session.query(
+            "SELECT value, changed FROM system.settings WHERE name = {name:String}",
+            "JSONCompactEachRow",
+            params={"name": name},
+        ).bytes()
+        if not current:
+            raise RequestError(f"Setting {name} is neither a builtin setting nor started with the prefix")
+        value, changed = json.loads(current)
+        self._session_value[name] = _literal(value) if changed else "DEFAULT"
 
     def close(self) -> None:
         self._session.close()

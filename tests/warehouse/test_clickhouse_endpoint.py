@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gzip
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -114,6 +115,26 @@ def test_a_repeated_insert_with_its_deduplication_token_stores_nothing(client: C
     assert client.command("SELECT count() FROM rows") == 20
     # The setting held for its insert only.
     assert client.command("SELECT value FROM system.settings WHERE name = 'insert_deduplication_token'") == ""
+
+
+def test_each_request_runs_with_its_own_settings_only(client: Client) -> None:
+    def max_threads(**settings: Any) -> int:
+        return int(client.command("SELECT getSetting('max_threads')", settings=settings))
+
+    default = max_threads()
+    assert max_threads(max_threads=3) == 3
+    assert max_threads(max_threads=3) == 3  # the same again: kept, not set twice
+    assert max_threads(max_threads=5) == 5
+    assert max_threads() == default
+
+
+def test_an_unknown_setting_is_refused_as_clickhouse_refuses_it(clickhouse_endpoint: ClickHouseEndpoint) -> None:
+    query = urllib.parse.urlencode({"query": "SELECT 1", "no_such_setting_here": "1"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{clickhouse_endpoint.url}/?{query}", timeout=30)
+    assert refused.value.code == 400
+    assert refused.value.headers["X-ClickHouse-Exception-Code"] == "115"
+    assert b"no_such_setting_here" in refused.value.read()
 
 
 @pytest.mark.parametrize("fmt", ["JSONEachRow", "CSV", "TabSeparated", "Parquet", "ArrowStream"])
