@@ -10,7 +10,7 @@ The packages, from the bottom up; each may import only those above it in this li
 - `resources`: experiments, runs, models and keys folded from the resources log
 - `ingest`, `artifacts`, `live`, `exports`, `statistics`: the domain, side by side
 - `http`: what every handler shares (state, auth, parameters, bodies, answers)
-- `api`: the endpoints
+- `api`, `ui`: the endpoints, and the web dashboard's pages (a client of the endpoints)
 - `app` (a module): the composition root; `cli`: the `crucible` command
 """
 

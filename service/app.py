@@ -27,6 +27,7 @@ from service.api import (
 from service.artifacts.store import make_store
 from service.core.keyed_locks import KeyedLocks
 from service.core.memory_trim import keep_releasing
+from service.core.one_time_tokens import OneTimeTokens
 from service.core.ratelimit import RateLimiter
 from service.core.thread_priority import keep_merges_low
 from service.exports.jobs import ExportJobs
@@ -42,6 +43,7 @@ from service.http.appkeys import (
     RATE_LIMITER,
     SESSION_SIGNER,
     SETTINGS,
+    SIGN_IN_LINKS,
     WAREHOUSE,
     WRITER,
     WRITER_PROGRESS,
@@ -59,6 +61,8 @@ from service.resources.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.resources.projector import Projector
 from service.resources.run_events import RunRouter
 from service.settings import Settings
+from service.ui import pages
+from service.ui.sign_in_link import local_sign_in_link
 from service.warehouse.audit import AuditWriter
 from service.warehouse.backpressure import Backpressure, WriterProgress, follow_group
 from service.warehouse.client import Warehouse
@@ -131,6 +135,9 @@ async def _admin_key_context(app: web.Application) -> AsyncIterator[None]:
             f"use it as: curl -H 'Authorization: Bearer {secret}' ...",
             flush=True,
         )
+    link = local_sign_in_link(settings, app[PROJECTOR].state, app[SIGN_IN_LINKS])
+    if link is not None:
+        print(f"open Crucible UI (this link signs you in once, within 10 minutes):\n  {link}", flush=True)
     yield
 
 
@@ -266,6 +273,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app[WRITER_PROGRESS] = (progress, backpressure)
     app[WRITER] = WarehouseWriter(log, warehouse, settings, progress) if settings.writer else None
     app[RATE_LIMITER] = RateLimiter()
+    app[SIGN_IN_LINKS] = OneTimeTokens()
     app[SESSION_SIGNER] = SessionSigner(load_session_secret(settings.session_secret, settings.data_path))
     app.cleanup_ctx.extend([_log_context, _projector_context])
     if WRITER_PROGRESS in app:
@@ -298,6 +306,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
             comparisons,
             exports,
             websocket,
+            pages,
         ):
             app.add_routes(module.routes)
     app.cleanup_ctx.extend([_gc_context, _memory_trim_context])

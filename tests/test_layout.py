@@ -24,7 +24,7 @@ LAYERS = (
     ("resources",),
     ("ingest", "artifacts", "live", "exports", "statistics"),
     ("http",),
-    ("api",),
+    ("api", "ui"),
     ("app",),
     ("cli",),
     ("__main__",),

@@ -9,8 +9,9 @@ from aiohttp import web
 from schemas.keys import ApiKeyInput, SessionInput, SessionOut
 from schemas.resources import ApiKeyEvent, RateLimits, SessionEnded
 from service.core.errors import ApiError
-from service.http.appkeys import LOG, PROJECTOR, SESSION_SIGNER, SETTINGS
+from service.http.appkeys import LOG, PROJECTOR, SESSION_SIGNER
 from service.http.auth import (
+    authenticate,
     forbidden,
     principal_of,
     public,
@@ -20,9 +21,10 @@ from service.http.auth import (
 )
 from service.http.bodies import check_fields, fields_of, parse_object, read_body, unwrap
 from service.http.listing import SortedViews, paginate, time_key
-from service.http.origins import is_https, origin_allowed
+from service.http.origins import origin_allowed
 from service.http.params import page_query, parse_page, takes
 from service.http.responses import done_response, found, json_response, state_of
+from service.http.session_cookie import clear_session_cookie, issue_session, set_session_cookie
 from service.resources.commands import request_ref, submit
 from service.resources.credentials import ANY_SCOPE, SCOPES, SESSION_COOKIE, key_for_secret
 from service.resources.fold import ApiKey
@@ -111,22 +113,41 @@ async def create_session(request: web.Request) -> web.Response:
     key = key_for_secret(state_of(request), values["api_key"])
     if key is None:
         raise unauthorized("the API key is not valid (unknown, revoked or mistyped)")
-    ttl = request.app[SETTINGS].session_ttl_seconds
-    token, claims = request.app[SESSION_SIGNER].issue(key.id, ttl)
+    token, claims = issue_session(request, key.id)
     expires_at = dt.datetime.fromtimestamp(claims.expires, dt.UTC)
     response = json_response(
         {"data": SessionOut(key_id=key.id, scopes=sorted(key.scopes, key=SCOPES.index), expires_at=expires_at)}, 201
     )
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=ttl,
-        httponly=True,
-        samesite="Lax",
-        secure=is_https(request),  # behind a TLS-terminating proxy only if it is a trusted one
-        path="/",
-    )
+    set_session_cookie(request, response, token)
     return response
+
+
+@routes.get("/api/v1/sessions")
+@public  # a browser without a session learns so from `data: null`, not from an error
+async def get_session(request: web.Request) -> web.Response:
+    """The session this browser holds: which key, its scopes, until when (a page shows only what
+    the scopes allow). `data` is null with no session, or one that expired or was ended."""
+    if "Authorization" in request.headers:
+        principal = authenticate(request)  # a client with a bad key is told so: 401
+        if principal.session_expires is None:
+            raise ApiError(422, "validation_error", "no session: this request used an API key, not a session")
+    else:
+        try:
+            principal = authenticate(request)
+        except ApiError as error:
+            if error.status != 401:
+                raise
+            take_unauthenticated(request)
+            response = json_response({"data": None})
+            if SESSION_COOKIE in request.cookies:
+                clear_session_cookie(request, response)  # a stale cookie is of no further use
+            return response
+    assert principal.session_expires is not None
+    key = principal.key
+    expires_at = dt.datetime.fromtimestamp(principal.session_expires, dt.UTC)
+    return json_response(
+        {"data": SessionOut(key_id=key.id, scopes=sorted(key.scopes, key=SCOPES.index), expires_at=expires_at)}
+    )
 
 
 @routes.delete("/api/v1/sessions")
@@ -147,5 +168,5 @@ async def end_session(request: web.Request) -> web.Response:
         principal.key.id,
     )
     response = web.Response(status=204)
-    response.del_cookie(SESSION_COOKIE, path="/", secure=is_https(request), httponly=True, samesite="Lax")
+    clear_session_cookie(request, response)
     return response

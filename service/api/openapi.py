@@ -39,7 +39,7 @@ from schemas.runs import CheckpointOut, LogLine, MetricHistory, RunDetail, RunOu
 from schemas.statistics import ComparisonInput, ComparisonReport, StatisticalResultOut, StatisticalTestBody
 from schemas.telemetry import AggregatePoint, IngestBatch, IngestResult, StoredEvent
 from service.api.checkpoints import SHA256_HEADER
-from service.http.auth import access_of
+from service.http.auth import access_of, is_page
 from service.http.params import DATETIME, Query, query_of
 
 VERSION = "1.0.0"
@@ -123,6 +123,7 @@ OPERATIONS: dict[str, Operation] = {
     "get_api_key": Operation(data=ApiKeyOut),
     "revoke_api_key": Operation(status=204),
     "create_session": Operation(SessionInput, SessionOut, 201, errors=(401,)),  # public; checks the key it is sent
+    "get_session": Operation(data=SessionOut | None, errors=(401, 422)),  # public; null without a session
     "end_session": Operation(status=204),
     "create_statistical_result": Operation(StatisticalTestBody, StatisticalResultOut, 201, errors=(404,)),
     "list_statistical_results": Operation(data=StatisticalResultOut, listing=True),
@@ -167,12 +168,14 @@ def _name(kind: Any) -> str:
         return _name(typing.get_args(kind)[0]) + "List"
     if origin is dict or kind is Any:
         return "Object"
+    if origin in (types.UnionType, typing.Union):  # `X | None`: `XOrNull`
+        return "Or".join("Null" if arg is type(None) else _name(arg) for arg in typing.get_args(kind))
     return str(kind.__name__)
 
 
 def build_document(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of `app`'s routes; KeyError names a route without an entry."""
-    routes = [r for r in app.router.routes() if r.method != "HEAD"]
+    routes = [r for r in app.router.routes() if r.method != "HEAD" and not is_page(r.handler)]
     operations = {r: OPERATIONS[r.handler.__name__] for r in routes}  # type: ignore[union-attr]
     kinds: list[Any] = [ErrorResponse]
     bodies: dict[web.AbstractRoute, int] = {}

@@ -11,6 +11,7 @@ from service.settings import Settings
 if TYPE_CHECKING:
     from service.artifacts.store import ArtifactStore
     from service.core.keyed_locks import KeyedLocks
+    from service.core.one_time_tokens import OneTimeTokens
     from service.core.ratelimit import RateLimiter
     from service.exports.jobs import ExportJobs
     from service.ingest.ingestor import Ingestor
@@ -35,3 +36,5 @@ CHECKPOINT_LOCKS: web.AppKey[KeyedLocks] = web.AppKey("checkpoint_locks")
 LIVE_HUB: web.AppKey[LiveHub] = web.AppKey("live_hub")
 EXPORT_JOBS: web.AppKey[ExportJobs] = web.AppKey("export_jobs")
 WRITER_PROGRESS: web.AppKey[tuple[WriterProgress, Backpressure]] = web.AppKey("writer_progress")
+# One-time sign-in links (token → API key id), made by this process.
+SIGN_IN_LINKS: web.AppKey[OneTimeTokens[str]] = web.AppKey("sign_in_links")

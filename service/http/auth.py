@@ -60,6 +60,7 @@ class Access:
     scope: str | None
     limit_class: str | None
     token_param: bool = False
+    page: bool = False  # a page of the web UI (HTML and its files), not an API operation
 
 
 def requires(scope: str, limit: str | None = None, token_param: bool = False) -> Callable[[H], H]:
@@ -79,6 +80,18 @@ def public(handler: H) -> H:
     """Declare a route open to anonymous callers (health checks only)."""
     setattr(handler, ACCESS_ATTRIBUTE, Access(None, None))
     return handler
+
+
+def page(handler: H) -> H:
+    """Declare a route of the web UI: open to anyone (a page holds no data; it asks the API,
+    as the signed-in browser), and not an operation of the API's OpenAPI document."""
+    setattr(handler, ACCESS_ATTRIBUTE, Access(None, None, page=True))
+    return handler
+
+
+def is_page(handler: Any) -> bool:
+    access = access_of(handler)
+    return access is not None and access.page
 
 
 def access_of(handler: Any) -> Access | None:

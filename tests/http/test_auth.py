@@ -16,6 +16,8 @@ from aiohttp.test_utils import TestClient, make_mocked_request
 from service.http.appkeys import SETTINGS
 from service.http.auth import check_routes, public, requires
 from service.resources.credentials import SESSION_COOKIE
+from service.ui.pages import PAGE_PATHS
+from service.ui.sign_in_link import SIGN_IN_LINK_PATH
 from tests.keys_support import (
     EVENTS_URL,
     EXPERIMENTS_URL,
@@ -29,6 +31,8 @@ from tests.keys_support import (
 from tests.resource_helpers import assert_error
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
+# The web UI's pages and files hold no data (each page asks the API as the signed-in browser).
+UI_PATHS = {*PAGE_PATHS, "/ui/vendor/plotly.min.js", "/ui/{name}", SIGN_IN_LINK_PATH}
 
 
 def group_patterns(pattern: str) -> dict[str, str]:
@@ -78,7 +82,7 @@ async def every_route(app: web.Application) -> list[tuple[str, str, str]]:
 
 def required_scope(method: str, canonical: str) -> str | None:
     """The scope the issue asks of each route (None: public, or authenticated by its handler)."""
-    if canonical in PUBLIC_PATHS or canonical == SESSIONS_URL:
+    if canonical in PUBLIC_PATHS or canonical in UI_PATHS or canonical == SESSIONS_URL:
         return None
     if canonical.startswith(KEYS_URL):
         return "admin"
@@ -118,7 +122,8 @@ async def test_every_route_but_health_and_metrics_refuses_anonymous_calls(
             error = (await answer.json())["error"]
             assert error["code"] == "unauthorized", (method, path)
             assert answer.headers["WWW-Authenticate"].startswith("Bearer"), (method, path)
-    assert answered_anonymously == PUBLIC_PATHS
+    # GET /api/v1/sessions answers `data: null` to a browser without a session.
+    assert answered_anonymously == PUBLIC_PATHS | UI_PATHS | {SESSIONS_URL}
 
 
 async def test_health_checks_and_metrics_answer_anonymous_calls(
