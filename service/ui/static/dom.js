@@ -47,6 +47,7 @@ export function number(value, digits = 4) {
   if (value === null || value === undefined) return "—";
   if (typeof value !== "number") return String(value);
   if (Number.isInteger(value)) return value.toLocaleString();
+  if (Math.abs(value) < 1e-3) return value.toExponential(digits - 1); // 6.582e-8, not 0.00000006582
   return value.toPrecision(digits);
 }
 

@@ -84,7 +84,7 @@ function testForm(experiments, notify) {
       h("label", {}, "Metric", h("input", { name: "metric", placeholder: "accuracy" })),
       h("label", {}, "Group by", h("input", { name: "group_by", value: "model" })),
       h("label", {}, "Groups (comma-separated, empty: all)", h("input", { name: "groups" })),
-      h("label", {}, "Alpha", h("input", { name: "alpha", type: "number", step: "0.001", min: "0.0001", max: "0.5", value: "0.05" })),
+      h("label", {}, "Alpha", h("input", { name: "alpha", type: "number", step: "any", min: "0.0001", max: "0.5", value: "0.05" })),
       h(
         "label",
         {},

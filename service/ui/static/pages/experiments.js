@@ -176,7 +176,7 @@ export async function render(main, { query, navigate, notify, can, setTitle }) {
 function createForm(navigate, notify) {
   const form = h(
     "form",
-    { class: "panel", "aria-labelledby": "create-title" },
+    { class: "panel", id: "create-experiment", "aria-labelledby": "create-title" },
     h("h2", { id: "create-title" }, "New experiment"),
     h(
       "div",

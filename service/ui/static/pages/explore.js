@@ -39,7 +39,7 @@ export async function render(main, { query, navigate, socket, notify, setTitle }
     navigate(`/explore${toQuery(data)}`);
   });
   const chart = h("div", { class: "panel" });
-  const numbers = h("div");
+  const numbers = h("div", { id: "aggregate-numbers" });
   const stream = h("ol", { class: "logs", "aria-label": "live events", reversed: true });
   add(main, h("h1", {}, "Telemetry explorer"), form, chart, h("h2", {}, "Numbers"), numbers, h("h2", {}, "Live events"), stream);
 

@@ -59,7 +59,7 @@ export function readModel(form, notify) {
 function createForm(navigate, notify) {
   const form = h(
     "form",
-    { class: "panel", "aria-labelledby": "new-model" },
+    { class: "panel", id: "create-model", "aria-labelledby": "new-model" },
     h("h2", { id: "new-model" }, "New model"),
     h("div", { class: "row" }, modelFields()),
     h("label", {}, "Config (JSON)", h("textarea", { name: "config", rows: 4, cols: 60 }, "{}")),

@@ -32,7 +32,7 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     h("p", {}, h("a", { href: `/experiments/${encodeURIComponent(run.experiment_id)}` }, "← Experiment")),
     h("h1", {}, `Run ${run.id} `, status),
     h("div", { class: "row" }, progressBar, progressText),
-    run.error ? h("div", { class: "notice" }, h("strong", {}, "Failed: "), run.error) : null,
+    run.error ? h("div", { class: "notice run-error" }, h("strong", {}, "Failed: "), run.error) : null,
     h("h2", {}, "Metrics"),
     charts,
     h("h2", {}, "Hyperparameters"),

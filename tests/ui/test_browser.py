@@ -1,0 +1,302 @@
+"""A user's afternoon with Crucible UI, in Chromium: sign in, run and watch experiments,
+read logs, download checkpoints and reports, test and explore, sign out."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.ui.conftest import UiServer, sign_in
+
+pytestmark = pytest.mark.slow
+
+TIMEOUT_MS = 15_000
+# Every point on the page's charts (plotly keeps each chart's traces on its element).
+POINTS_ON_CHARTS = (
+    "[...document.querySelectorAll('.plot')].flatMap(p => p.data || []).reduce((n, t) => n + t.x.length, 0)"
+)
+
+
+def api(server: UiServer, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
+    request = urllib.request.Request(
+        server.url + "/api/v1" + path,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method or ("GET" if body is None else "POST"),
+        headers={"Authorization": f"Bearer {server.secret}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        text = answer.read()
+        return json.loads(text) if text else None
+
+
+def demo_experiments(server: UiServer) -> list[dict[str, Any]]:
+    found = api(server, "/experiments?per_page=100&filter[tag]=demo")["data"]
+    return [e for e in found if e["status"] == "completed"]
+
+
+def until(page: Any, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:
+    """Poll a JavaScript expression from here until it is true. (Playwright's wait_for_function
+    compiles its text in the page, which the pages' policy refuses: no eval.)"""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(f"(() => {{ try {{ return Boolean({expression}); }} catch {{ return false; }} }})()"):
+        assert time.monotonic() < deadline, f"still false after {timeout_ms} ms: {expression}"
+        page.wait_for_timeout(50)
+
+
+def heading(page: Any) -> str:
+    return str(page.locator("main h1").first.inner_text())
+
+
+def test_the_printed_link_signs_in_once_and_sign_out_ends_the_session(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    page.goto(ui_server.link)
+    page.wait_for_url(ui_server.url + "/")
+    assert heading(page) == "Home"
+    page.locator("#live-state.on").wait_for(timeout=TIMEOUT_MS)  # the live connection is up
+    # The dashboard channel's figures arrive pushed.
+    until(page, "document.querySelectorAll('.card .value')[2].textContent.includes('%')")
+    assert page.locator("text=Recent experiments").is_visible()
+    page.click("#sign-out")
+    page.wait_for_url(re.compile(r"/sign-in\?signed_out=1$"))
+    page.locator("#notice:has-text('signed out')").wait_for()
+    page.goto("/experiments")
+    page.wait_for_url(re.compile(r"/sign-in\?next=%2Fexperiments$"))
+    page.goto(ui_server.link)  # spent
+    page.wait_for_url(re.compile(r"/sign-in\?link=spent$"))
+    page.locator("#notice:has-text('already used or has expired')").wait_for()
+
+
+def test_signing_in_with_a_key_leads_where_the_user_was_going(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    page.goto("/experiments?status=completed")
+    page.wait_for_url(re.compile(r"/sign-in\?next="))
+    page.expect_status(401, "/api/v1/sessions")
+    page.fill("#api-key", "crucible.key_nobody.wrong")
+    page.click("button[type=submit]")
+    page.locator("#notice:has-text('not valid')").wait_for()
+    assert page.locator("#api-key").evaluate("input => input.type") == "password"
+    page.fill("#api-key", ui_server.secret)
+    page.click("button[type=submit]")
+    page.wait_for_url(ui_server.url + "/experiments?status=completed")
+    assert page.locator("select[name=status]").input_value() == "completed"
+    statuses = page.locator("tbody .status").all_inner_texts()
+    assert statuses and set(statuses) == {"completed"}
+
+
+def test_create_start_pause_resume_and_a_refused_action_says_why(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    page.goto("/experiments")
+    name = f"browser test {time.time_ns()}"
+    page.fill("#create-experiment input[name=name]", name)
+    page.fill("#create-experiment input[name=tags]", "browser, e2e")
+    page.fill("#create-experiment textarea[name=config]", '{"metric": "accuracy", "dataset": "mmlu"}')
+    page.click("#create-experiment button[type=submit]")
+    page.wait_for_url(re.compile(r"/experiments/exp_"))
+    assert name in heading(page)
+    assert page.locator("h1 .status").inner_text() == "pending"
+    for action, status in (("start", "running"), ("pause", "paused"), ("resume", "running")):
+        page.click(f".actions button:text-is('{action}')")
+        page.locator(f"h1 .status:text-is('{status}')").wait_for(timeout=TIMEOUT_MS)
+    # Cancelled behind the page's back: the page's pause is refused, and says why.
+    experiment_id = page.url.rsplit("/", 1)[1]
+    api(ui_server, f"/experiments/{experiment_id}/cancel", {})
+    page.expect_status(409, f"/experiments/{experiment_id}/pause")
+    page.click(".actions button:text-is('pause')")
+    notice = page.locator("#notice")
+    notice.wait_for()
+    assert "pause refused" in notice.inner_text() and "409" in notice.inner_text()
+
+
+def test_progress_and_learning_curves_move_without_a_reload(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    demo = ui_server.demo(seconds=25, workers=2)
+    try:
+        experiment = _wait_for_running_demo(ui_server)
+        page.goto(f"/experiments/{experiment['id']}")
+        page.locator(".plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+        page.evaluate("window.notReloaded = true")
+        first_progress = page.locator("progress").first.evaluate("bar => bar.value")
+        first_points = _points(page)
+        until(page, f"document.querySelector('progress').value > {first_progress}")
+        until(page, f"{POINTS_ON_CHARTS} > {first_points}")
+        assert page.evaluate("window.notReloaded") is True
+        # A training run's own chart grows point by point from the live telemetry.
+        page.click("td a[href^='/runs/']")
+        page.wait_for_url(re.compile(r"/runs/run_"))
+        page.locator("[data-metric=train_loss] .plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+        train_loss_points = "document.querySelector('[data-metric=train_loss] .plot').data[0].x.length"
+        before = page.evaluate(train_loss_points)
+        until(page, f"{train_loss_points} > {before + 5}")
+    finally:
+        demo.kill()
+        demo.wait()
+
+
+def _wait_for_running_demo(server: UiServer) -> dict[str, Any]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        running = api(server, "/experiments?filter[status]=running&filter[tag]=demo")["data"]
+        if running:
+            runs = api(server, f"/experiments/{running[0]['id']}/runs")["data"]
+            if runs and any(r["metrics"].get("val_accuracy") is not None for r in runs):
+                return dict(running[0])
+        time.sleep(0.2)
+    raise TimeoutError("the demo experiment did not start")
+
+
+def _points(page: Any) -> int:
+    return int(
+        page.evaluate(
+            "[...document.querySelectorAll('.plot')].flatMap(p => p.data || []).reduce((n, t) => n + t.x.length, 0)"
+        )
+    )
+
+
+def test_logs_filter_by_level_and_a_checkpoint_downloads_whole(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    runs = api(ui_server, f"/experiments/{demo_experiments(ui_server)[0]['id']}/runs")["data"]
+    failed = next(r for r in runs if r["status"] == "failed")
+    page.goto(f"/runs/{failed['id']}")
+    assert "CUDA out of memory" in page.locator(".run-error").inner_text()
+    page.locator(".logs .debug").first.wait_for()
+    page.select_option("#log-level", "warning")
+    page.wait_for_url(re.compile(r"\?level=warning$"))
+    page.locator(".logs .error").first.wait_for()
+    assert set(page.locator(".logs div").evaluate_all("lines => lines.map(l => l.className)")) <= {"warning", "error"}
+    completed = next(r for r in runs if r["status"] == "completed")
+    page.goto(f"/runs/{completed['id']}")
+    link = page.locator("a:text-is('Download')").first
+    with page.expect_download() as download:
+        link.click()
+    checkpoint = link.get_attribute("href")
+    expected = page.context.request.get(checkpoint).body()
+    assert Path(download.value.path()).read_bytes() == expected and len(expected) == 256 * 1024
+
+
+def test_compare_two_experiments_and_download_the_latex(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    page.goto("/experiments?tag=demo&status=completed")
+    boxes = page.locator("tbody input[type=checkbox]")
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.click("text=Compare selected (2)")
+    page.wait_for_url(re.compile(r"/compare\?ids=exp_\w+,exp_\w+$"))
+    report = page.frame_locator("iframe.report")
+    report.locator("table").first.wait_for(timeout=TIMEOUT_MS)
+    assert "val_accuracy" in report.locator("body").inner_text()
+    with page.expect_download() as download:
+        page.click("text=Download LaTeX")
+    assert download.value.suggested_filename.endswith(".tex")
+    latex = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "\\begin{tabular}" in latex or "\\begin{table}" in latex
+
+
+def test_a_welch_t_test_shows_its_result_interpretation_and_assumption_checks(
+    browser_page: Any, ui_server: UiServer
+) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    ids = [e["id"] for e in demo_experiments(ui_server)[:2]]
+    page.goto(f"/compare?ids={','.join(ids)}")
+    page.select_option("select[name=test_type]", "welch_t_test")
+    page.fill("input[name=metric]", "latency_ms")
+    page.fill("input[name=groups]", "gpt-4, claude-3")
+    page.click("text=Run test")
+    result = page.locator(".outcome")
+    result.wait_for(timeout=TIMEOUT_MS)
+    text = result.inner_text()
+    assert "p-value" in text and ("Significant" in text or "Not significant" in text)
+    assert "Assumptions:" in text and "shapiro-wilk p" in text.lower()  # table headings show in capitals
+    stored = api(ui_server, f"/experiments/{ids[0]}/statistical-results")["data"][0]
+    assert stored["test_type"] == "welch_t_test" and stored["groups"] == ["gpt-4", "claude-3"]
+
+
+def test_explore_p99_latency_by_5_minutes_grouped_by_model(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    page.goto("/explore")
+    page.fill("input[name=metric]", "latency_ms")
+    page.select_option("select[name=agg]", "p99")
+    page.select_option("select[name=interval]", "5m")
+    page.fill("input[name=group_by]", "model")
+    page.fill("input[name=event_name]", "crucible.model.inference")
+    page.click("text=Show")
+    page.wait_for_url(re.compile(r"/explore\?.*agg=p99"))
+    page.locator(".plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+    expected = api(
+        ui_server,
+        "/telemetry/aggregate?metric=latency_ms&agg=p99&interval=5m&group_by=model"
+        "&filter[event_name]=crucible.model.inference",
+    )["data"]
+    rows = page.locator("#aggregate-numbers tbody tr").all_inner_texts()
+    assert len(rows) == len(expected) > 0
+    assert page.evaluate("document.querySelector('.plot').data.length") == len({p["group"] for p in expected})
+    shown = sorted(row.split("\t")[1:] for row in rows)
+    assert shown == sorted(
+        [p["group"], f"{p['value']:.4g}" if not float(p["value"]).is_integer() else f"{int(p['value']):,}"]
+        for p in expected
+    )
+
+
+def _as_shown(value: float) -> str:
+    """A number as the page shows it (dom.js `number`): integers grouped, others to 4 digits."""
+    if float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:.3e}".replace("e-0", "e-") if abs(value) < 1e-3 else f"{value:.4g}"
+
+
+def test_a_read_only_key_sees_no_actions_and_is_shown_a_refusal(browser_page: Any, ui_server: UiServer) -> None:
+    key = api(ui_server, "/api-keys", {"api_key": {"name": "reader", "scopes": ["read"]}})["data"]
+    page = browser_page
+    sign_in(page, key["secret"])
+    page.goto("/experiments")
+    page.locator("tbody tr").first.wait_for()
+    assert page.locator("th:text-is('Actions')").count() == 0
+    assert page.locator("text=New experiment").count() == 0
+    ids = [e["id"] for e in demo_experiments(ui_server)[:2]]
+    page.goto(f"/compare?ids={','.join(ids)}")
+    page.fill("input[name=metric]", "latency_ms")
+    page.expect_status(403, "/api/v1/statistical-results")
+    page.click("text=Run test")
+    notice = page.locator("#notice")
+    notice.wait_for()
+    assert "403" in notice.inner_text() and "scope" in notice.inner_text()
+
+
+def test_back_and_forward_redraw_the_pages_they_reach(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    page.goto("/")
+    page.click("nav >> text=Experiments")
+    page.wait_for_url(ui_server.url + "/experiments")
+    page.click("tbody a[href^='/experiments/']")
+    page.wait_for_url(re.compile(r"/experiments/exp_"))
+    name = heading(page)
+    page.go_back()
+    page.wait_for_url(ui_server.url + "/experiments")
+    until(page, "document.querySelector('main h1').textContent === 'Experiments'")
+    page.go_forward()
+    until(page, f"document.querySelector('main h1').textContent.startsWith({json.dumps(name[:20])})")
+
+
+def test_models_are_created_and_show_their_usage_by_period(browser_page: Any, ui_server: UiServer) -> None:
+    page = browser_page
+    sign_in(page, ui_server.secret)
+    page.goto("/models")
+    page.fill("#create-model input[name=name]", f"model {time.time_ns()}")
+    page.fill("#create-model input[name=provider]", "openai")
+    page.click("#create-model button[type=submit]")
+    page.wait_for_url(re.compile(r"/models/"))
+    page.locator("main table tbody tr").first.wait_for()
+    periods = page.locator("main table tbody tr td:first-child").all_inner_texts()
+    assert periods == ["1h", "24h", "7d", "30d"]
