@@ -28,7 +28,7 @@ from typing import Protocol
 import msgspec
 
 from schemas.live import SystemStats
-from schemas.resources import AnyResourceEvent, ApiKeyRevoked, SessionEnded
+from schemas.resources import AnyResourceEvent, ApiKeyRevoked, ExperimentEvent, SessionEnded
 from service.core import metrics
 from service.core.errors import ApiError
 from service.live.channels import ALL_EXPERIMENTS, DASHBOARD, EXPERIMENT, TELEMETRY, EventFilter, Topic
@@ -158,6 +158,9 @@ class LiveHub:
         self._ticker: asyncio.Task[None] | None = None
         self._summary_call: asyncio.TimerHandle | None = None
         self._last_summary: bytes | None = None
+        # The summary counts every experiment: it is computed again only when an experiment
+        # event was folded or the UTC day changed (100,000 experiments take ~30 ms to count).
+        self._summary_cache: tuple[tuple[int, int, dt.date], bytes] | None = None
         self._sampler: SystemSampler | None = None
         self._latest_stats: tuple[float, SystemStats] | None = None
 
@@ -425,7 +428,12 @@ class LiveHub:
             self._last_summary = summary
 
     def _summary(self) -> bytes:
-        return _encode(experiment_summary(self._projector.state, dt.datetime.now(dt.UTC)))
+        state = self._projector.state
+        now = dt.datetime.now(dt.UTC)
+        key = (id(state), state.version(ExperimentEvent), now.date())
+        if self._summary_cache is None or self._summary_cache[0] != key:
+            self._summary_cache = (key, _encode(experiment_summary(state, now)))
+        return self._summary_cache[1]
 
     def _system_stats(self, fresh: bool = False) -> SystemStats:
         """A new sample, or the latest one if a dashboard tick took it recently (psutil's CPU

@@ -23,15 +23,19 @@ class StaticFile:
         self.content_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
         self._loaded: tuple[bytes, bytes | None, str] | None = None
 
-    def _load(self) -> tuple[bytes, bytes | None, str]:
+    def _read(self) -> tuple[bytes, bytes | None, str]:
         body = self.path.read_bytes()
         # Level 6, gzip's default: plotly's 4.8 MB take about 0.2 s, once per process.
         gzipped = gzip.compress(body, 6, mtime=0) if len(body) >= _COMPRESS_FROM_BYTES else None
         return body, gzipped, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 
+    def load(self) -> None:
+        if self._loaded is None:
+            self._loaded = self._read()
+
     async def response(self, request: web.Request, headers: dict[str, str]) -> web.Response:
-        if self._loaded is None:  # two first requests at once both load it: the same bytes
-            self._loaded = await asyncio.to_thread(self._load)
+        if self._loaded is None:  # two first requests at once both read it: the same bytes
+            self._loaded = await asyncio.to_thread(self._read)
         body, gzipped, etag = self._loaded
         headers = {**headers, "ETag": etag, "Cache-Control": self.cache_control, "Vary": "Accept-Encoding"}
         if etag in request.headers.get("If-None-Match", ""):
@@ -43,7 +47,10 @@ class StaticFile:
 
 
 class StaticFolder:
-    """Every file under a folder, by its path relative to it; nothing outside it can be named."""
+    """Every file under a folder, by its path relative to it; nothing outside it can be named.
+
+    All are read at once, when the folder is first served: a process serves one version of
+    the UI's files even if a new one is installed while it runs."""
 
     def __init__(self, root: Path, cache_control: str) -> None:
         self._files = {
@@ -51,6 +58,8 @@ class StaticFolder:
             for path in sorted(root.rglob("*"))
             if path.is_file()
         }
+        for file in self._files.values():
+            file.load()
 
     def get(self, name: str) -> StaticFile | None:
         return self._files.get(name)

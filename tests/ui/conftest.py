@@ -19,21 +19,7 @@ from typing import Any
 import pytest
 
 from tests.support import free_port, serve_processes
-
-CHROMIUM = Path("/usr/bin/chromium")
-SCREENSHOTS = Path(__file__).parent / "screenshots"
-VIEWPORT = {"width": 1280, "height": 900}
-# What Chromium needs as root in a container with no network beyond this machine: without the
-# background-networking flags it keeps trying to reach Google's hosts.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from tests.ui.browser_support import CHROMIUM, CHROMIUM_ARGS, SCREENSHOTS, VIEWPORT
 
 if not CHROMIUM.exists():
     pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
@@ -119,9 +105,7 @@ class Problems:
 
 @pytest.fixture
 def browser_page(browser: Any, ui_server: UiServer, request: pytest.FixtureRequest) -> Iterator[Any]:
-    context = browser.new_context(
-        base_url=ui_server.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
-    )
+    context = browser.new_context(base_url=ui_server.url, viewport=VIEWPORT, accept_downloads=True)
     page = context.new_page()
     problems = Problems()
     page.on("console", lambda message: problems.console(message.type, message.text))
@@ -141,9 +125,3 @@ def _failed(problems: Problems, failed: Any) -> None:
     # page left mid-request cancels it: neither is a failure of the service.
     if failed.failure not in ("net::ERR_ABORTED",):
         problems.seen.append(f"request failed: {failed.url} {failed.failure}")
-
-
-def sign_in(page: Any, secret: str) -> None:
-    """A session for `secret` in the page's context, as the sign-in page opens one."""
-    answer = page.context.request.post("/api/v1/sessions", data={"api_key": secret})
-    assert answer.status == 201, answer.text()

@@ -79,3 +79,14 @@ export function table(columns, rows, caption) {
     ),
   );
 }
+
+// Previous / "Page N of M" / Next; `go(n)` shows page n.
+export function pager(page, pages, go) {
+  return h(
+    "nav",
+    { class: "pager", "aria-label": "Pages" },
+    h("button", { type: "button", disabled: page <= 1, onclick: () => go(page - 1) }, "Previous"),
+    h("span", {}, `Page ${page} of ${pages}`),
+    h("button", { type: "button", disabled: page >= pages, onclick: () => go(page + 1) }, "Next"),
+  );
+}

@@ -2,7 +2,7 @@
 // create, the six actions with the API's reason when one is refused, and a selection of 2–10
 // to compare.
 import { api, describe, query as toQuery } from "/ui/api.js";
-import { add, h, number, replace, statusBadge, table, when } from "/ui/dom.js";
+import { add, h, number, pager, replace, statusBadge, table, when } from "/ui/dom.js";
 
 const STATUSES = ["pending", "running", "paused", "completed", "failed", "cancelled"];
 const SORTS = [
@@ -15,7 +15,7 @@ const SORTS = [
 ];
 const FILTERS = ["status", "name", "tag", "created_after", "created_before"];
 // Which actions an experiment in each status offers; the server decides, and says why not.
-const ACTIONS = {
+export const ACTIONS = {
   pending: ["start", "cancel"],
   running: ["pause", "cancel"],
   paused: ["resume", "cancel"],
@@ -163,13 +163,7 @@ export async function render(main, { query, navigate, notify, can, setTitle }) {
   replace(
     listing,
     table(columns, answer.data, `${number(meta.total)} experiments`),
-    h(
-      "nav",
-      { class: "pager", "aria-label": "Pages" },
-      h("button", { type: "button", disabled: page <= 1, onclick: () => go({ page: page - 1 }) }, "Previous"),
-      h("span", {}, `Page ${page} of ${pages}`),
-      h("button", { type: "button", disabled: page >= pages, onclick: () => go({ page: page + 1 }) }, "Next"),
-    ),
+    pager(page, pages, (n) => go({ page: n })),
   );
 }
 

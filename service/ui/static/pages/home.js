@@ -13,7 +13,7 @@ export async function render(main, { session, socket, setTitle }) {
     gpu: card("GPU"),
     process: card("API process CPU"),
   };
-  const recent = h("div", {}, h("p", { class: "muted" }, "Loading…"));
+  const recent = h("div", { id: "recent-experiments" }, h("p", { class: "muted" }, "Loading…"));
   const running = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   add(main, 
     h("h1", {}, "Home"),
@@ -37,34 +37,36 @@ export async function render(main, { session, socket, setTitle }) {
   });
   channel.join();
 
-  const [experiments, runs] = await Promise.all([
-    api("/experiments", { params: { per_page: 10, sort: "-created_at" } }),
-    api("/runs", { params: { per_page: 20, "filter[status]": "running" } }),
-  ]);
-  replace(
-    recent,
-    table(
-      [
-        ["Name", (e) => h("a", { href: `/experiments/${encodeURIComponent(e.id)}` }, e.name)],
-        ["Status", (e) => statusBadge(e.status)],
-        ["Created", (e) => when(e.created_at)],
-      ],
-      experiments.data,
-    ),
-    h("p", {}, h("a", { href: "/experiments" }, `All ${number(experiments.meta.total)} experiments`)),
-  );
-  replace(
-    running,
-    table(
-      [
-        ["Run", (r) => h("a", { href: `/runs/${encodeURIComponent(r.id)}` }, r.id)],
-        ["Experiment", (r) => h("a", { href: `/experiments/${encodeURIComponent(r.experiment_id)}` }, r.experiment_id)],
-        ["Progress", (r) => h("progress", { max: 1, value: r.progress, "aria-label": `progress ${percent(r.progress)}` })],
-        ["Started", (r) => when(r.started_at)],
-      ],
-      runs.data,
+  // Each list is drawn when its answer comes: a slow one never holds the other back.
+  const drawRecent = api("/experiments", { params: { per_page: 10, sort: "-created_at" } }).then((experiments) =>
+    replace(
+      recent,
+      table(
+        [
+          ["Name", (e) => h("a", { href: `/experiments/${encodeURIComponent(e.id)}` }, e.name)],
+          ["Status", (e) => statusBadge(e.status)],
+          ["Created", (e) => when(e.created_at)],
+        ],
+        experiments.data,
+      ),
+      h("p", {}, h("a", { href: "/experiments" }, `All ${number(experiments.meta.total)} experiments`)),
     ),
   );
+  const drawRunning = api("/runs", { params: { per_page: 20, "filter[status]": "running" } }).then((runs) =>
+    replace(
+      running,
+      table(
+        [
+          ["Run", (r) => h("a", { href: `/runs/${encodeURIComponent(r.id)}` }, r.id)],
+          ["Experiment", (r) => h("a", { href: `/experiments/${encodeURIComponent(r.experiment_id)}` }, r.experiment_id)],
+          ["Progress", (r) => h("progress", { max: 1, value: r.progress, "aria-label": `progress ${percent(r.progress)}` })],
+          ["Started", (r) => when(r.started_at)],
+        ],
+        runs.data,
+      ),
+    ),
+  );
+  await Promise.all([drawRecent, drawRunning]);
   return () => channel.leave();
 }
 

@@ -1,6 +1,6 @@
 // Models: the list with pages, and a form to create one (write scope).
 import { api, describe, query as toQuery } from "/ui/api.js";
-import { add, h, number, replace, statusBadge, table, when } from "/ui/dom.js";
+import { add, h, number, pager, replace, statusBadge, table, when } from "/ui/dom.js";
 
 export async function render(main, { query, navigate, notify, can, setTitle }) {
   setTitle("Models");
@@ -22,13 +22,7 @@ export async function render(main, { query, navigate, notify, can, setTitle }) {
       answer.data,
       `${number(answer.meta.total)} models`,
     ),
-    h(
-      "nav",
-      { class: "pager", "aria-label": "Pages" },
-      h("button", { type: "button", disabled: page <= 1, onclick: () => navigate(`/models${toQuery({ page: page - 1 })}`) }, "Previous"),
-      h("span", {}, `Page ${page} of ${pages}`),
-      h("button", { type: "button", disabled: page >= pages, onclick: () => navigate(`/models${toQuery({ page: page + 1 })}`) }, "Next"),
-    ),
+    pager(page, pages, (n) => navigate(`/models${toQuery({ page: n })}`)),
   );
   return null;
 }

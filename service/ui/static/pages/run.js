@@ -2,7 +2,7 @@
 // the run's progress events), its log with a level filter and a live tail, checkpoints to
 // download, hyperparameters, and the error of a failed run.
 import { api, describe, eventNameOf } from "/ui/api.js";
-import { extend, lineChart } from "/ui/charts.js";
+import { extend, lineChart, plotly } from "/ui/charts.js";
 import { add, h, number, percent, replace, statusBadge, table, when } from "/ui/dom.js";
 
 const PROGRESS = "crucible.run.progress";
@@ -13,6 +13,7 @@ const LOG_TAIL = 200;
 const NOT_CHARTED = new Set(["step", "epoch", "progress", "current_epoch", "current_step"]);
 
 export async function render(main, { params, query, socket, notify, setTitle, navigate }) {
+  plotly().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
   const run = (await api(`/runs/${encodeURIComponent(params.id)}`)).data;
   setTitle(`Run ${run.id}`);
   const level = LEVELS.includes(query.get("level")) ? query.get("level") : "debug";
