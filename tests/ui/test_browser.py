@@ -86,6 +86,7 @@ def test_signing_in_with_a_key_leads_where_the_user_was_going(browser_page: Any,
     page.click("button[type=submit]")
     page.wait_for_url(ui_server.url + "/experiments?status=completed")
     assert page.locator("select[name=status]").input_value() == "completed"
+    page.locator("tbody .status").first.wait_for()  # the list comes after the URL changed
     statuses = page.locator("tbody .status").all_inner_texts()
     assert statuses and set(statuses) == {"completed"}
 
