@@ -114,10 +114,7 @@ async def create_session(request: web.Request) -> web.Response:
     if key is None:
         raise unauthorized("the API key is not valid (unknown, revoked or mistyped)")
     token, claims = issue_session(request, key.id)
-    expires_at = dt.datetime.fromtimestamp(claims.expires, dt.UTC)
-    response = json_response(
-        {"data": SessionOut(key_id=key.id, scopes=sorted(key.scopes, key=SCOPES.index), expires_at=expires_at)}, 201
-    )
+    response = json_response({"data": _session_out(key, claims.expires)}, 201)
     set_session_cookie(request, response, token)
     return response
 
@@ -143,11 +140,13 @@ async def get_session(request: web.Request) -> web.Response:
                 clear_session_cookie(request, response)  # a stale cookie is of no further use
             return response
     assert principal.session_expires is not None
-    key = principal.key
-    expires_at = dt.datetime.fromtimestamp(principal.session_expires, dt.UTC)
-    return json_response(
-        {"data": SessionOut(key_id=key.id, scopes=sorted(key.scopes, key=SCOPES.index), expires_at=expires_at)}
-    )
+    return json_response({"data": _session_out(principal.key, principal.session_expires)})
+
+
+def _session_out(key: ApiKey, expires: int) -> SessionOut:
+    """A session as answered: its key, the key's scopes, and when it ends (Unix seconds)."""
+    scopes = sorted(key.scopes, key=SCOPES.index)
+    return SessionOut(key_id=key.id, scopes=scopes, expires_at=dt.datetime.fromtimestamp(expires, dt.UTC))
 
 
 @routes.delete("/api/v1/sessions")
