@@ -50,6 +50,15 @@ def until(page: Any, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:
         page.wait_for_timeout(50)
 
 
+def refusal_shown(page: Any, status: int, url_part: str, control: str) -> str:
+    """Press `control`, whose request the API refuses with `status`; the notice the page shows."""
+    page.expect_status(status, url_part)
+    page.click(control)
+    notice = page.locator("#notice")
+    notice.wait_for()
+    return str(notice.inner_text())
+
+
 def heading(page: Any) -> str:
     return str(page.locator("main h1").first.inner_text())
 
@@ -109,11 +118,8 @@ def test_create_start_pause_resume_and_a_refused_action_says_why(browser_page: A
     # Cancelled behind the page's back: the page's pause is refused, and says why.
     experiment_id = page.url.rsplit("/", 1)[1]
     api(ui_server, f"/experiments/{experiment_id}/cancel", {})
-    page.expect_status(409, f"/experiments/{experiment_id}/pause")
-    page.click(".actions button:text-is('pause')")
-    notice = page.locator("#notice")
-    notice.wait_for()
-    assert "pause refused" in notice.inner_text() and "409" in notice.inner_text()
+    shown = refusal_shown(page, 409, f"/experiments/{experiment_id}/pause", ".actions button:text-is('pause')")
+    assert "pause refused" in shown and "409" in shown
 
 
 def test_progress_and_learning_curves_move_without_a_reload(browser_page: Any, ui_server: UiServer) -> None:
@@ -272,11 +278,8 @@ def test_a_read_only_key_sees_no_actions_and_is_shown_a_refusal(browser_page: An
     ids = [e["id"] for e in demo_experiments(ui_server)[:2]]
     page.goto(f"/compare?ids={','.join(ids)}")
     page.fill("input[name=metric]", "latency_ms")
-    page.expect_status(403, "/api/v1/statistical-results")
-    page.click("text=Run test")
-    notice = page.locator("#notice")
-    notice.wait_for()
-    assert "403" in notice.inner_text() and "scope" in notice.inner_text()
+    shown = refusal_shown(page, 403, "/api/v1/statistical-results", "text=Run test")
+    assert "403" in shown and "scope" in shown
 
 
 def test_back_and_forward_redraw_the_pages_they_reach(browser_page: Any, ui_server: UiServer) -> None:
