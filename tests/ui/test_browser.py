@@ -102,6 +102,17 @@ def test_signing_in_with_a_key_leads_where_the_user_was_going(browser_page: Any,
 
 def test_create_start_pause_resume_and_a_refused_action_says_why(browser_page: Any, ui_server: UiServer) -> None:
     page = browser_page
+    # Another user's cancel reaches the page live and takes its pause button away; to press
+    # pause after the cancel as a slower page would, the status pushes are held back then.
+    hold_status_pushes = False
+
+    def relay(socket: Any) -> None:
+        server = socket.connect_to_server()
+        server.on_message(
+            lambda message: None if hold_status_pushes and "status_changed" in str(message) else socket.send(message)
+        )
+
+    page.route_web_socket(re.compile(r"/socket/websocket"), relay)
     sign_in(page.context, ui_server.secret)
     page.goto("/experiments")
     name = f"browser test {time.time_ns()}"
@@ -117,6 +128,7 @@ def test_create_start_pause_resume_and_a_refused_action_says_why(browser_page: A
         page.locator(f"h1 .status:text-is('{status}')").wait_for(timeout=TIMEOUT_MS)
     # Cancelled behind the page's back: the page's pause is refused, and says why.
     experiment_id = page.url.rsplit("/", 1)[1]
+    hold_status_pushes = True
     api(ui_server, f"/experiments/{experiment_id}/cancel", {})
     shown = refusal_shown(page, 409, f"/experiments/{experiment_id}/pause", ".actions button:text-is('pause')")
     assert "pause refused" in shown and "409" in shown
@@ -143,6 +155,11 @@ def test_progress_and_learning_curves_move_without_a_reload(browser_page: Any, u
         train_loss_points = "document.querySelector('[data-metric=train_loss] .plot').data[0].x.length"
         before = page.evaluate(train_loss_points)
         until(page, f"{train_loss_points} > {before + 5}")
+        # History and live tail meet without a gap or an overlap: the demo logs train_loss at
+        # every step, so the chart holds each step from its first to its last exactly once.
+        # (a point accepted just before the page joined the channel reaches the chart when
+        # the page reads the history again, RECONCILE_MS after the join)
+        until(page, f"(xs => xs.every((x, i) => x === xs[0] + i))({train_loss_points.removesuffix('.length')})")
     finally:
         demo.kill()
         demo.wait()
@@ -309,3 +326,53 @@ def test_models_are_created_and_show_their_usage_by_period(browser_page: Any, ui
     page.locator("main table tbody tr").first.wait_for()
     periods = page.locator("main table tbody tr td:first-child").all_inner_texts()
     assert periods == ["1h", "24h", "7d", "30d"]
+
+
+# Every control a keyboard can reach, numbered in page order (what Tab must visit).
+NUMBER_CONTROLS = """() => {
+  const selector = "a[href], button, input, select, textarea, summary, [tabindex]:not([tabindex='-1'])";
+  const shown = (e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== "hidden" && !e.disabled;
+  const controls = [...document.querySelectorAll(selector)].filter(shown);
+  controls.forEach((e, i) => (e.dataset.control = String(i)));
+  return controls.length;
+}"""
+FOCUSED = """() => {
+  const e = document.activeElement;
+  const style = getComputedStyle(e);
+  let opacity = 1; // what the eye gets: the element's and every ancestor's opacity
+  for (let node = e; node instanceof Element; node = node.parentElement) {
+    opacity *= parseFloat(getComputedStyle(node).opacity);
+  }
+  return { control: e.dataset.control ?? null, tag: e.tagName, type: e.type, name: e.name, outline: style.outlineStyle,
+           width: parseFloat(style.outlineWidth), opacity };
+}"""
+
+
+@pytest.mark.parametrize("path", ["/experiments", "run"])
+def test_every_control_is_reached_by_keyboard_with_a_visible_focus(
+    browser_page: Any, ui_server: UiServer, path: str
+) -> None:
+    page = browser_page
+    sign_in(page.context, ui_server.secret)
+    if path == "run":
+        runs = api(ui_server, f"/experiments/{demo_experiments(ui_server)[0]['id']}/runs")["data"]
+        path = f"/runs/{runs[0]['id']}"
+        page.goto(path)
+        page.locator(".plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+    else:
+        page.goto(path)
+        page.locator("tbody tr").first.wait_for()
+    count = page.evaluate(NUMBER_CONTROLS)
+    assert count > 5
+    reached: set[str] = set()
+    unseen_focus = []
+    for _ in range(count + 100):  # a date field takes one Tab per part
+        page.keyboard.press("Tab")
+        focused = page.evaluate(FOCUSED)
+        if focused["control"] is None:
+            continue
+        reached.add(focused["control"])
+        if focused["outline"] == "none" or focused["width"] < 2 or focused["opacity"] < 0.5:
+            unseen_focus.append(focused)
+    assert reached == {str(i) for i in range(count)}, f"not reached by Tab: {count - len(reached)} of {count}"
+    assert not unseen_focus, json.dumps(unseen_focus)

@@ -21,7 +21,7 @@ const main = document.getElementById("page");
 const notice = document.getElementById("notice");
 let session = null;
 let socket = null;
-let cleanup = null;
+let leaving = []; // teardowns of the page on screen (channels to leave)
 let drawing = 0;
 
 function match(pathname) {
@@ -93,14 +93,16 @@ function markNavigation(pathname) {
 
 async function draw() {
   const turn = ++drawing;
-  if (cleanup) {
+  for (const teardown of leaving.splice(0)) {
     try {
-      cleanup();
+      teardown();
     } catch {
       /* a page's teardown never blocks the next page */
     }
-    cleanup = null;
   }
+  // A page registers a teardown as soon as it holds something (a joined channel); one that
+  // finishes drawing after the user has moved on is torn down at once.
+  const onLeave = (teardown) => (turn === drawing ? leaving.push(teardown) : teardown());
   notify(null);
   const route = match(location.pathname) || { name: "not-found", params: {} };
   if (route.name !== "sign-in" && session === null) {
@@ -118,6 +120,7 @@ async function draw() {
     socket,
     navigate,
     notify,
+    onLeave,
     can: (scope) => session !== null && (session.scopes.includes(scope) || session.scopes.includes("admin")),
     onSignedIn: async () => {
       await loadSession();
@@ -129,7 +132,8 @@ async function draw() {
     const page = await import(`/ui/pages/${route.name}.js`);
     if (turn !== drawing) return; // another navigation came first
     replace(main);
-    cleanup = (await page.render(main, context)) || null;
+    const teardown = await page.render(main, context);
+    if (teardown) onLeave(teardown);
   } catch (error) {
     if (turn !== drawing) return;
     if (error.status === 401) {

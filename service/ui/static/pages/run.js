@@ -10,9 +10,11 @@ const LOG = "crucible.run.log";
 const LEVELS = ["debug", "info", "warning", "error"];
 const CHART_POINTS = 2000; // per metric: the server down-samples, keeping spikes
 const LOG_TAIL = 200;
+const JOIN_WAIT_MS = 2000;
+const RECONCILE_MS = 2500; // above the 202 → visible p99
 const NOT_CHARTED = new Set(["step", "epoch", "progress", "current_epoch", "current_step"]);
 
-export async function render(main, { params, query, socket, notify, setTitle, navigate }) {
+export async function render(main, { params, query, socket, notify, setTitle, navigate, onLeave }) {
   plotly().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
   const run = (await api(`/runs/${encodeURIComponent(params.id)}`)).data;
   setTitle(`Run ${run.id}`);
@@ -46,38 +48,63 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     h("p", { class: "muted" }, `Started ${when(run.started_at)}; completed ${when(run.completed_at)}.`),
   );
 
-  // One chart per metric; each keeps its index so live points land on the right one.
-  const names = Object.keys(run.metrics).filter((m) => !NOT_CHARTED.has(m)).sort();
-  const plots = new Map();
-  await Promise.all(
-    names.map(async (name) => {
+  // Live points come from the log, ahead of the warehouse the histories are read from (by
+  // the writer's lag, well under RECONCILE_MS). So the channel is joined before the
+  // histories are asked for, and each chart is its history plus the live points after it;
+  // a point accepted just before the join can be in neither, so each join (the first, and
+  // after a reconnect) reads the histories again once the writer has caught up.
+  const live = run.status === "running" || run.status === "pending";
+  const channel = live ? socket.channel(`telemetry:${run.experiment_id}`, { event_types: [PROGRESS, LOG] }) : null;
+  const metricsOf = new Map(); // metric → { box, plot, drawing, history: {x, y}, tail: [{x, y}] since it }
+  let drawn = false;
+  let onLine = null; // set once the log's history is shown
+  const earlyLines = [];
+  if (channel) {
+    channel.on("event", (event) => {
+      if ((event.metadata || {}).run_id === run.id) liveEvent(event);
+    });
+    channel.on("joined", () => {
+      if (drawn) setTimeout(() => reconcile().catch((error) => notify(describe(error))), RECONCILE_MS);
+    });
+    onLeave(() => channel.leave());
+    await joinedOrLate(channel);
+  }
+
+  const chart = (name) => {
+    if (!metricsOf.has(name)) {
       const box = h("div", { class: "panel", dataset: { metric: name } });
       charts.append(box);
-      const history = (await api(`/runs/${encodeURIComponent(run.id)}/metrics/${encodeURIComponent(name)}`, { params: { max_points: CHART_POINTS } })).data;
-      const series = [{ name, x: history.points.map((p, i) => (p.step === null ? i : p.step)), y: history.points.map((p) => p.value) }];
-      plots.set(name, await lineChart(box, series, { title: name, xTitle: "step", yTitle: name }));
-    }),
-  );
-  if (names.length === 0) charts.append(h("p", { class: "muted" }, "No metrics reported yet."));
-
-  const lines = (await api(`/runs/${encodeURIComponent(run.id)}/logs`, { params: { tail: LOG_TAIL, level } })).data;
-  const addLine = (line) => {
-    logBox.append(h("div", { class: line.level }, `${line.timestamp}  ${line.level.toUpperCase().padEnd(7)} ${line.message}`));
-    while (logBox.childElementCount > 2000) logBox.firstElementChild.remove();
-    logBox.scrollTop = logBox.scrollHeight;
+      metricsOf.set(name, { box, plot: null, drawing: false, history: { x: [], y: [] }, tail: [] });
+    }
+    return metricsOf.get(name);
   };
-  lines.forEach(addLine);
-  if (lines.length === 0) logBox.append(h("div", { class: "muted" }, "No log lines at this level yet."));
+  const lastOf = (xs) => (xs.length ? xs[xs.length - 1] : -Infinity);
+  const drawChart = async (name) => {
+    const m = chart(name);
+    const after = lastOf(m.history.x);
+    m.tail = m.tail.filter((p) => p.x > after);
+    const series = [{ name, x: m.history.x.concat(m.tail.map((p) => p.x)), y: m.history.y.concat(m.tail.map((p) => p.y)) }];
+    m.drawing = true;
+    m.plot = await lineChart(m.box, series, { title: name, xTitle: "step", yTitle: name });
+    m.drawing = false;
+    const missed = m.tail.filter((p) => p.x > lastOf(series[0].x)); // arrived while it was drawn
+    if (missed.length) await extend(m.plot, missed.map((p) => [0, p]));
+  };
+  const readHistory = async (name) => {
+    const path = `/runs/${encodeURIComponent(run.id)}/metrics/${encodeURIComponent(name)}`;
+    const points = (await api(path, { params: { max_points: CHART_POINTS } })).data.points;
+    chart(name).history = { x: points.map((p, i) => (p.step === null ? i : p.step)), y: points.map((p) => p.value) };
+    await drawChart(name);
+  };
+  const reconcile = () => Promise.all([...metricsOf.keys()].map(readHistory));
 
-  if (run.status !== "running" && run.status !== "pending") return null;
-  const channel = socket.channel(`telemetry:${run.experiment_id}`, { event_types: [PROGRESS, LOG] });
-  channel.on("event", (event) => {
+  function liveEvent(event) {
     const metadata = event.metadata || {};
-    if (metadata.run_id !== run.id) return;
     if (eventNameOf(event) === LOG) {
-      if (LEVELS.indexOf(metadata.level) >= LEVELS.indexOf(level)) {
-        addLine({ timestamp: event.timestamp, level: metadata.level, message: metadata.message });
-      }
+      const line = { timestamp: event.timestamp, level: metadata.level, message: metadata.message };
+      if (LEVELS.indexOf(line.level) < LEVELS.indexOf(level)) return;
+      if (onLine) onLine(line);
+      else earlyLines.push(line);
       return;
     }
     const measurements = event.measurements || {};
@@ -85,13 +112,57 @@ export async function render(main, { params, query, socket, notify, setTitle, na
       progressBar.value = measurements.progress;
       progressText.textContent = percent(measurements.progress);
     }
-    for (const [name, value] of Object.entries(measurements)) {
-      const plot = plots.get(name);
-      if (plot) extend(plot, [[0, { x: measurements.step ?? 0, y: value }]]).catch((error) => notify(describe(error)));
+    const x = measurements.step ?? 0;
+    for (const [name, y] of Object.entries(measurements)) {
+      if (NOT_CHARTED.has(name)) continue;
+      const m = chart(name);
+      const last = Math.max(lastOf(m.history.x), lastOf(m.tail.map((p) => p.x)));
+      m.tail.push({ x, y });
+      if (!drawn || m.drawing) continue;
+      if (m.plot === null) drawChart(name).catch((error) => notify(describe(error))); // a metric reported for the first time
+      else if (x > last) extend(m.plot, [[0, { x, y }]]).catch((error) => notify(describe(error)));
     }
+  }
+
+  const logsAsked = api(`/runs/${encodeURIComponent(run.id)}/logs`, { params: { tail: LOG_TAIL, level } });
+  const names = Object.keys(run.metrics).filter((m) => !NOT_CHARTED.has(m)).sort();
+  await Promise.all(names.map(readHistory));
+  await Promise.all([...metricsOf.keys()].filter((name) => metricsOf.get(name).plot === null).map(drawChart));
+  drawn = true;
+  if (metricsOf.size === 0) charts.append(h("p", { class: "muted" }, "No metrics reported yet."));
+  if (channel) setTimeout(() => reconcile().catch((error) => notify(describe(error))), RECONCILE_MS);
+
+  const lines = (await logsAsked).data;
+  const shownLines = new Set(lines.map(lineKey));
+  const addLine = (line) => {
+    logBox.append(h("div", { class: line.level }, `${line.timestamp}  ${line.level.toUpperCase().padEnd(7)} ${line.message}`));
+    while (logBox.childElementCount > 2000) logBox.firstElementChild.remove();
+    logBox.scrollTop = logBox.scrollHeight;
+  };
+  lines.forEach(addLine);
+  if (lines.length === 0) logBox.append(h("div", { class: "muted" }, "No log lines at this level yet."));
+  earlyLines.filter((line) => !shownLines.has(lineKey(line))).forEach(addLine);
+  onLine = addLine;
+  return null;
+}
+
+// Wait for the channel's join (so every event appended from then on is pushed), or go on
+// without it after JOIN_WAIT_MS: a page never waits long on its live part.
+function joinedOrLate(channel) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, JOIN_WAIT_MS);
+    channel.on("joined", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    channel.join();
   });
-  channel.join();
-  return () => channel.leave();
+}
+
+// A log line as both the log endpoint and the channel give it (their timestamps may differ
+// in how many fraction digits they write, not in the instant).
+function lineKey(line) {
+  return `${Date.parse(line.timestamp)}|${line.level}|${line.message}`;
 }
 
 function checkpointTable(run) {
