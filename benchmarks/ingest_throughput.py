@@ -1,7 +1,7 @@
 """Ingest throughput of `crucible serve`, end to end: HTTP batch -> log -> writer -> ClickHouse.
 
     python benchmarks/ingest_throughput.py [--seconds 60] [--kafka] [--paced-seconds 30]
-        [--connections 8] [--py-spy PREFIX [--gil | --native]] [--keep]
+        [--connections 8] [--dashboards 20] [--points-ab 3] [--py-spy PREFIX [--gil | --native]] [--keep]
 
 Starts `crucible serve` on a fresh temporary data dir (with --kafka, also a tansu
 broker, passing `--kafka HOST:PORT --no-kafka-idempotence`), then:
@@ -11,11 +11,15 @@ broker, passing `--kafka HOST:PORT --no-kafka-idempotence`), then:
    the writer to insert everything acknowledged (and times that wait);
 2. paced load at half the measured end-to-end rate for --paced-seconds: POST latency,
    and marker batches (each with a unique experiment_id) polled through
-   /api/v1/telemetry/aggregate to time 202 -> visible;
+   /api/v1/telemetry/aggregate to time 202 -> visible, while --dashboards clients (20)
+   each ask for p99 by 1 minute over the last hour of one experiment every
+   --dashboard-interval seconds;
 3. after the server stops, chDB's own insert rate of the same rows (read back from
    the embedded log's D/log.sqlite3, or copied from the broker with --kafka) into a
    fresh chDB, with the writer's batches, bodies and insert call (raw_insert JSONEachRow, best_effort
-   times, a deduplication token) and the writer's mean batch size in phase 1.
+   times, a deduplication token) and the writer's mean batch size in phase 1; then the
+   same inserts with and without the view that fills telemetry_points, alternated,
+   --points-ab times each.
 
 The server's RSS (children included) is sampled every 0.2 s throughout; CPU is
 accounted per process (server, load generator, broker, everything else) and per
@@ -37,6 +41,7 @@ import os
 import random
 import shutil
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
@@ -233,6 +238,11 @@ async def paced_load(config: dict[str, Any], bodies: list[bytes], marker_templat
         aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=16), timeout=timeout, headers=config["headers"]
         ) as poll_session,
+        aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max(config["dashboards"], 1)),
+            timeout=timeout,
+            headers=config["headers"],
+        ) as dashboard_session,
     ):
 
         async def count_of(experiment_id: str) -> int:
@@ -254,6 +264,34 @@ async def paced_load(config: dict[str, Any], bodies: list[bytes], marker_templat
                         return
                 await asyncio.sleep(max(poll_interval - (time.monotonic() - asked), 0.0))
             invisible += 1
+
+        dashboard_latencies: list[float] = []
+        dashboard_statuses: dict[int, int] = {}
+        sending = True
+
+        async def dashboard(index: int) -> None:
+            """One dashboard: p99 by 1 minute over the last hour of one experiment, every
+            `dashboard_interval` seconds (back to back when an answer takes longer)."""
+            while sending:
+                after = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+                query = urllib.parse.urlencode(
+                    {
+                        "metric": "duration_ms",
+                        "agg": "p99",
+                        "interval": "1m",
+                        "filter[experiment_id]": EXPERIMENTS[index % len(EXPERIMENTS)],
+                        "filter[after]": after,
+                    }
+                )
+                asked = time.monotonic()
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                    async with dashboard_session.get(f"{config['url']}{AGGREGATE_PATH}?{query}") as answer:
+                        await answer.read()
+                        dashboard_statuses[answer.status] = dashboard_statuses.get(answer.status, 0) + 1
+                        dashboard_latencies.append(time.monotonic() - asked)
+                await asyncio.sleep(max(config["dashboard_interval"] - (time.monotonic() - asked), 0.0))
+
+        dashboards = [asyncio.create_task(dashboard(i)) for i in range(config["dashboards"])]
 
         async def send(body: bytes, scheduled: float, marker: str | None) -> None:
             nonlocal accepted
@@ -292,7 +330,8 @@ async def paced_load(config: dict[str, Any], bodies: list[bytes], marker_templat
             n += 1
         await asyncio.gather(*sends)
         end = time.monotonic()
-        await asyncio.gather(*pollers)
+        sending = False
+        await asyncio.gather(*pollers, *dashboards)
     return {
         "start": start,
         "end": end,
@@ -305,6 +344,8 @@ async def paced_load(config: dict[str, Any], bodies: list[bytes], marker_templat
         "markers": markers,
         "visibility": visibility,
         "invisible": invisible,
+        "dashboard_latencies": dashboard_latencies,
+        "dashboard_statuses": dashboard_statuses,
     }
 
 
@@ -451,8 +492,12 @@ def dumped_records(path: Path) -> Iterator[StoredRecord]:
         conn.close()
 
 
-def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows: int) -> dict[str, Any]:
-    """Insert the rows into a fresh chDB exactly as the writer does; time the insert calls."""
+def chdb_insert_rate(
+    records: Iterator[StoredRecord], batch_rows: int, max_rows: int, points_view: bool = True
+) -> dict[str, Any]:
+    """Insert the rows into a fresh chDB exactly as the writer does; time the insert calls.
+    points_view=False drops the view that fills telemetry_points (migration 0015), to
+    measure what the points table costs the inserts."""
     import clickhouse_connect
 
     import queries
@@ -465,6 +510,8 @@ def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows:
     try:
         for _, _, sql in queries.migrations():
             client.command(sql)
+        if not points_view:
+            client.command("DROP VIEW telemetry_events_to_points")
         insert_seconds = 0.0
         splice_seconds = 0.0
         total_rows = 0
@@ -518,6 +565,19 @@ def chdb_insert_rate(records: Iterator[StoredRecord], batch_rows: int, max_rows:
         "rows_per_s": total_rows / insert_seconds if insert_seconds else None,
         "rows_per_s_with_splice": total_rows / (insert_seconds + splice_seconds) if insert_seconds else None,
     }
+
+
+def points_view_ab(records: Any, batch_rows: int, args: argparse.Namespace) -> dict[str, Any]:
+    """chDB's insert of the same rows with and without the view that fills telemetry_points,
+    alternated, --points-ab runs each: what the points table costs the warehouse."""
+    rates: dict[str, list[float]] = {"with": [], "without": []}
+    for run_number in range(args.points_ab):
+        for label in ("with", "without") if run_number % 2 == 0 else ("without", "with"):
+            measured = chdb_insert_rate(records(), batch_rows, args.chdb_max_rows, points_view=label == "with")
+            rates[label].append(measured["rows_per_s"])
+            print(f"  chDB insert {label} the points view: {measured['rows_per_s']:,.0f} rows/s", flush=True)
+    ratios = [w / wo for w, wo in zip(rates["with"], rates["without"], strict=True)]
+    return {"rows_per_s": rates, "ratios": ratios, "median_ratio": statistics.median(ratios)}
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -659,6 +719,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "marker_interval": args.marker_interval,
                     "poll_interval": args.poll_interval,
                     "visible_timeout": args.visible_timeout,
+                    "dashboards": args.dashboards,
+                    "dashboard_interval": args.dashboard_interval,
                     "seed": 2,
                 },
                 on_start=lambda: rss.phase("paced"),
@@ -687,6 +749,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "markers_never_visible": paced["invisible"],
                 "visible_s": {k: (v / 1000 if isinstance(v, float) else v) for k, v in visibility.items()},
                 "poll_interval_s": args.poll_interval,
+                "dashboards": args.dashboards,
+                "dashboard_statuses": {str(k): v for k, v in sorted(paced["dashboard_statuses"].items())},
+                "dashboard_latency_ms": percentiles_ms(paced["dashboard_latencies"]),
             }
             rss.phase("stop")
             server.stop()
@@ -706,13 +771,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 dump = root / "kafka-records.sqlite3"
                 expected = caught["rows_inserted"] + (paced["accepted"] if not args.chdb_max_rows else 0)
                 dump_kafka_records(bootstrap, dump, int(min(expected, args.chdb_max_rows or expected)))
-                records = dumped_records(dump)
             else:
-                records = sqlite_records(data_dir / "log.sqlite3")
-            chdb = chdb_insert_rate(records, batch_rows, args.chdb_max_rows)
+                dump = data_dir / "log.sqlite3"
+            read = dumped_records if args.kafka else sqlite_records
+            chdb = chdb_insert_rate(read(dump), batch_rows, args.chdb_max_rows)
             result["chdb"] = chdb
             e2e = max_phase["end_to_end_events_per_s"]
             result["ratio_end_to_end_to_chdb"] = e2e / chdb["rows_per_s"] if chdb["rows_per_s"] else None
+            if args.points_ab:
+                result["points_view_ab"] = points_view_ab(lambda: read(dump), batch_rows, args)
     finally:
         if args.keep:
             print(f"kept {root}")
@@ -789,11 +856,28 @@ def report(result: dict[str, Any]) -> None:
                 f"{p['writer_rows_per_insert']:,.0f} / {p['writer_insert_mean_ms']:.0f}",
             ],
             ["paced: markers / never visible", f"{p['markers']} / {p['markers_never_visible']}"],
+            [
+                f"paced: {p['dashboards']} dashboards polling p99 by 1m over the last hour: answers, p50 / p99 ms",
+                f"{json.dumps(p['dashboard_statuses'])}, {p['dashboard_latency_ms']['p50']:.0f} / "
+                f"{p['dashboard_latency_ms']['p99']:.0f}"
+                if p["dashboard_latency_ms"]["n"]
+                else "none",
+            ],
             ["paced: 202->visible p50 s", p["visible_s"]["p50"]],
             ["peak RSS by phase, MiB", json.dumps({k: round(v) for k, v in result["peak_rss_mib_by_phase"].items()})],
             ["broker (tansu) peak RSS, MiB", result.get("broker_peak_rss_mib")],
         ],
     )
+    if "points_view_ab" in result:
+        ab = result["points_view_ab"]
+        print(
+            "\nchDB insert with / without the telemetry_points view, alternated: "
+            + ", ".join(f"{r:.2f}" for r in ab["ratios"])
+            + f" (median {ab['median_ratio']:.2f}); rows/s with "
+            + ", ".join(f"{v:,.0f}" for v in ab["rows_per_s"]["with"])
+            + ", without "
+            + ", ".join(f"{v:,.0f}" for v in ab["rows_per_s"]["without"])
+        )
     print("\nacknowledged events per second of the max phase:")
     print("  " + " ".join(f"{n // 1000}k" for n in m["acked_per_second"]))
     print("\ntargets")
@@ -826,10 +910,15 @@ def main() -> int:
     parser.add_argument("--paced-rate", type=float, default=0.0, help="events/s of the paced phase (default: half max)")
     parser.add_argument("--marker-interval", type=float, default=0.5, help="seconds between marker batches")
     parser.add_argument("--poll-interval", type=float, default=0.05, help="seconds between visibility polls")
+    parser.add_argument("--dashboards", type=int, default=20, help="dashboards polling p99 in the paced phase")
+    parser.add_argument("--dashboard-interval", type=float, default=1.0, help="seconds between a dashboard's polls")
     parser.add_argument("--visible-timeout", type=float, default=30.0, help="give up on a marker after this")
     parser.add_argument("--catchup-timeout", type=float, default=180.0, help="longest wait for the writer")
     parser.add_argument("--chdb-batch-rows", type=int, default=0, help="rows per chDB insert (default: writer's)")
     parser.add_argument("--chdb-max-rows", type=int, default=0, help="rows for the chDB test (0 = all)")
+    parser.add_argument(
+        "--points-ab", type=int, default=3, help="chDB inserts with and without the points view, runs each (0: none)"
+    )
     add_server_arguments(parser, "the max phase", gil=True)
     args = parser.parse_args()
     result = run(args)

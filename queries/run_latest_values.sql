@@ -1,15 +1,15 @@
 -- The latest value of each measurement the given runs reported in their progress and
--- completion events: latest by the worker's timestamp, then by step, then by log
--- position and place in the record (events of one batch can share a timestamp). `keys`
--- limits the measurements (empty: all of them), e.g. to `progress` for summaries.
+-- completion events: latest by the worker's timestamp, then by step (0 where the event
+-- has none), then by log position and place in the record (events of one batch can
+-- share a timestamp). `keys` limits the measurements (empty: all of them), e.g. to
+-- `progress` for summaries. One row of telemetry_points (0014) per measurement.
 SELECT
     run_id,
-    measure_key AS key,
-    argMax(measure_value, (timestamp, measurements['step'], log_partition, log_offset, log_index)) AS value
-FROM telemetry_events
-ARRAY JOIN mapKeys(measurements) AS measure_key, mapValues(measurements) AS measure_value
+    metric AS key,
+    argMax(value, (timestamp, ifNull(step, 0), log_partition, log_offset, log_index)) AS value
+FROM telemetry_points
 WHERE experiment_id IN {experiment_ids:Array(String)}
   AND run_id IN {run_ids:Array(String)}
   AND event_name IN ('crucible.run.progress', 'crucible.run.completed')
-  AND (empty({keys:Array(String)}) OR has({keys:Array(String)}, measure_key))
-GROUP BY run_id, measure_key
+  AND (empty({keys:Array(String)}) OR has({keys:Array(String)}, metric))
+GROUP BY run_id, metric

@@ -1,19 +1,20 @@
 -- One metric of one run, in step order (then time), for charts. At most `max_points`
 -- points: beyond that the points are cut into max_points / 2 buckets of equal count,
--- and each bucket keeps its lowest and its highest point, so spikes survive.
+-- and each bucket keeps its lowest and its highest point, so spikes survive. Reads the
+-- metric's own rows of telemetry_points (0014), each with its event's step and epoch.
 WITH points AS (
     SELECT
-        if(mapContains(measurements, 'step'), measurements['step'], NULL) AS step,
-        if(mapContains(measurements, 'epoch'), measurements['epoch'], NULL) AS epoch,
-        measurements[{name:String}] AS value,
+        step,
+        epoch,
+        value,
         timestamp,
         row_number() OVER (ORDER BY step ASC NULLS LAST, timestamp, log_partition, log_offset, log_index) - 1 AS position,
         count() OVER () AS total_points
-    FROM telemetry_events
+    FROM telemetry_points
     WHERE experiment_id = {experiment_id:String}
+      AND metric = {name:String}
       AND run_id = {run_id:String}
       AND event_name IN ('crucible.run.progress', 'crucible.run.completed')
-      AND mapContains(measurements, {name:String})
 ),
 buckets AS (
     SELECT

@@ -219,7 +219,7 @@ async def aggregate(request: web.Request) -> web.Response:
 
 
 def group_query(group_by: str, group_key: str) -> dict[str, object]:
-    """The parameters of telemetry_aggregate.sql and telemetry_quantiles.sql for a grouping.
+    """The parameters of the telemetry_aggregate and telemetry_quantiles queries for a grouping.
 
     `group_by` is '', 'metadata' or one of GROUP_COLUMNS (an allow-list, see
     `_group_parameters`). The branch not taken still needs a valid identifier.
@@ -266,14 +266,18 @@ async def _aggregate(
     params.update(metric=metric or "", interval_seconds=INTERVALS[interval] if interval else 0, limit=limit)
     params.update(group_query(group_by, group_key))
     grouped = group_by != ""
+    # telemetry_points holds one metric's values apart; a count of every event, or a group
+    # by a metadata key, needs whole events.
+    suffix = "_events" if group_by == "metadata" or not metric else ""
     if agg in QUANTILES:
         index = QUANTILES[agg]
-        rows: list[_QuantileRow] = _lines(await warehouse_query(request, "telemetry_quantiles", params), _QuantileRow)
+        body = await warehouse_query(request, "telemetry_quantiles" + suffix, params)
+        rows: list[_QuantileRow] = _lines(body, _QuantileRow)
         return [
             AggregatePoint(timestamp=_start(r), value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
             for r in rows
         ]
-    basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate", params), _BasicRow)
+    basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
     return [
         AggregatePoint(
             timestamp=_start(r),

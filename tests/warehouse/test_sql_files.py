@@ -43,7 +43,9 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "telemetry_events_asc": PAGE,
     "telemetry_events_count": {k: PAGE[k] for k in (*FILTERS, "snapshot")},
     "telemetry_aggregate": {**AGGREGATE, **GROUPS["column"]},
-    "telemetry_quantiles": {**AGGREGATE, **GROUPS["metadata"]},
+    "telemetry_quantiles": {**AGGREGATE, **GROUPS["column"]},
+    "telemetry_aggregate_events": {**AGGREGATE, **GROUPS["column"]},
+    "telemetry_quantiles_events": {**AGGREGATE, **GROUPS["metadata"]},
     "resource_events_resume": {},
     "telemetry_stored_offsets": {},
     "telemetry_export": {**FILTERS, "snapshot": "2030-01-01 00:00:00.000000"},
@@ -100,7 +102,10 @@ async def test_query_runs_on_chdb(client: Any, name: str) -> None:
     assert isinstance(body, bytes)
 
 
-@pytest.mark.parametrize("name", ["telemetry_aggregate", "telemetry_quantiles"])
+AGGREGATE_EVENT_FILES = ("telemetry_aggregate_events", "telemetry_quantiles_events")
+
+
+@pytest.mark.parametrize("name", AGGREGATE_EVENT_FILES)
 @pytest.mark.parametrize("group", sorted(GROUPS))
 async def test_one_aggregate_text_serves_every_grouping(client: Any, name: str, group: str) -> None:
     body = await client.app[WAREHOUSE].query(name, {**AGGREGATE, **GROUPS[group]})
@@ -111,7 +116,8 @@ async def test_without_a_group_the_aggregate_files_group_by_time_alone(client: A
     """The `if` choosing the group folds to a constant without a group: the plan's grouping
     keys name neither a column nor the metadata, so the query reads neither for grouping."""
     with client.app[WAREHOUSE].dedicated_client() as warehouse:
-        for name in ("telemetry_aggregate", "telemetry_quantiles"):
+        for name in ("telemetry_aggregate", "telemetry_quantiles", *AGGREGATE_EVENT_FILES):
+            groups = sorted(GROUPS) if name in AGGREGATE_EVENT_FILES else ["none", "column"]
             keys = {
                 group: [
                     line.partition("Keys:")[2].strip()
@@ -120,10 +126,12 @@ async def test_without_a_group_the_aggregate_files_group_by_time_alone(client: A
                     ).result_rows
                     if "Keys:" in line
                 ]
-                for group in GROUPS
+                for group in groups
             }
             assert keys["none"] == ["if(0, NULL, toStartOfInterval(timestamp, 300))"], keys
-            assert "model" in keys["column"][0] and "metadata.key_region" in keys["metadata"][0], keys
+            assert "model" in keys["column"][0], keys
+            if name in AGGREGATE_EVENT_FILES:
+                assert "metadata.key_region" in keys["metadata"][0], keys
 
 
 def _plan(group: str) -> dict[str, Any]:

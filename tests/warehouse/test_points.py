@@ -1,0 +1,78 @@
+"""telemetry_points (migrations 0014-0016): one row per measurement, for every event the
+warehouse holds, stored once. On the real engine (chDB), through the records' table the
+writer inserts into."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+import queries
+from service.settings import Settings
+from service.warehouse.client import Warehouse
+from service.warehouse.migrations import migrate
+
+POINTS_FIRST_MIGRATION = 14
+POINTS = (
+    "SELECT experiment_id, metric, value, event_name, run_id, model, step, epoch, log_partition, log_offset, log_index "
+    "FROM telemetry_points ORDER BY log_partition, log_offset, log_index, metric"
+)
+# Two events in one record: a training step with step and epoch, an inference without.
+RECORD = """
+INSERT INTO telemetry_records (log_partition, log_offset, received_at, batch_id, events)
+SETTINGS insert_deduplication_token = {token:String}
+VALUES ({partition:UInt32}, {offset:UInt64}, now64(6), 'batch', [
+    ('evt_1', ['crucible', 'run', 'progress'], map('loss', 0.5, 'step', 7, 'epoch', 1),
+     map('experiment_id', 'exp_1', 'run_id', 'run_1'), now64(6), ''),
+    ('evt_2', ['crucible', 'model', 'inference'], map('latency_ms', 120.5),
+     map('experiment_id', 'exp_1', 'model', 'gpt-4'), now64(6), ''),
+    ('evt_3', ['crucible', 'run', 'log'], map(), map('experiment_id', 'exp_1'), now64(6), '')])
+"""
+EXPECTED = [
+    ("exp_1", "epoch", 1.0, "crucible.run.progress", "run_1", "", 7.0, 1.0, 0, 5, 0),
+    ("exp_1", "loss", 0.5, "crucible.run.progress", "run_1", "", 7.0, 1.0, 0, 5, 0),
+    ("exp_1", "step", 7.0, "crucible.run.progress", "run_1", "", 7.0, 1.0, 0, 5, 0),
+    ("exp_1", "latency_ms", 120.5, "crucible.model.inference", "", "gpt-4", None, None, 0, 5, 1),
+]
+
+
+@pytest.fixture
+async def warehouse(settings: Settings) -> AsyncIterator[Warehouse]:
+    warehouse = Warehouse(settings)
+    await warehouse.start()
+    yield warehouse
+    await warehouse.stop()
+
+
+def insert_record(client: Any, token: str, partition: int = 0, offset: int = 5) -> None:
+    client.command(RECORD, parameters={"token": token, "partition": partition, "offset": offset})
+
+
+async def test_each_measurement_of_each_event_is_one_point_stored_once(warehouse: Warehouse) -> None:
+    await migrate(warehouse)
+    with warehouse.dedicated_client() as client:
+        insert_record(client, "telemetry:0:5-5")
+        insert_record(client, "telemetry:0:5-5")  # the writer's retry of the same range: a no-op
+        assert client.query(POINTS).result_rows == EXPECTED
+        insert_record(client, "telemetry:0:6-6", offset=6)
+        assert client.command("SELECT count() FROM telemetry_points") == 2 * len(EXPECTED)
+
+
+async def test_events_stored_before_the_points_table_get_their_points_once(warehouse: Warehouse) -> None:
+    with warehouse.dedicated_client() as client:
+        for number, name, sql in queries.migrations():
+            if number < POINTS_FIRST_MIGRATION:
+                client.command(sql)
+                client.insert("schema_migrations", [[number, name]], column_names=["version", "name"])
+        insert_record(client, "telemetry:0:5-5")
+    assert await migrate(warehouse) == [
+        f"{number:04d}_{name}" for number, name, _ in queries.migrations() if number >= POINTS_FIRST_MIGRATION
+    ]
+    with warehouse.dedicated_client() as client:
+        assert client.query(POINTS).result_rows == EXPECTED
+        # The backfill cut off before it was marked applied runs again: nothing twice.
+        backfill = next(sql for number, name, sql in queries.migrations() if name == "telemetry_points_backfill")
+        client.command(backfill)
+        assert client.query(POINTS).result_rows == EXPECTED
