@@ -4,6 +4,7 @@ read logs, download checkpoints and reports, test and explore, sign out."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import urllib.request
@@ -270,18 +271,21 @@ def test_explore_p99_latency_by_5_minutes_grouped_by_model(browser_page: Any, ui
         expected = api(ui_server, P99_BY_MODEL)["data"]
         rows = page.locator("#aggregate-numbers tbody tr").all_inner_texts()
         shown = sorted(tuple(row.split("\t")[1:]) for row in rows)
-        if shown == sorted((p["group"], _as_shown(p["value"])) for p in expected):
+        if _same_numbers(shown, expected):
             break
         page.reload()
-    assert shown == sorted((p["group"], _as_shown(p["value"])) for p in expected) and shown
+    assert shown and _same_numbers(shown, expected), (shown, expected)
     assert page.evaluate("document.querySelector('.plot').data.length") == len({p["group"] for p in expected})
 
 
-def _as_shown(value: float) -> str:
-    """A number as the page shows it (dom.js `number`): integers grouped, others to 4 digits."""
-    if float(value).is_integer():
-        return f"{int(value):,}"
-    return f"{value:.3e}".replace("e-0", "e-") if abs(value) < 1e-3 else f"{value:.4g}"
+def _same_numbers(shown: list[tuple[str, ...]], expected: list[dict[str, Any]]) -> bool:
+    """The table's (group, number as the page writes it: dom.js `number`, 4 significant
+    digits, JavaScript's toPrecision) against the API's points, each to those 4 digits."""
+    want = sorted((p["group"], p["value"]) for p in expected)
+    return len(shown) == len(want) and all(
+        group == wanted_group and math.isclose(float(text.replace(",", "")), value, rel_tol=5e-4)
+        for (group, text), (wanted_group, value) in zip(sorted(shown), want, strict=True)
+    )
 
 
 def test_a_read_only_key_sees_no_actions_and_is_shown_a_refusal(browser_page: Any, ui_server: UiServer) -> None:
