@@ -1,7 +1,8 @@
 -- count, sum, min, max and avg of one measurement per time bucket and group, read from
 -- whole events: for what telemetry_points cannot answer, a count of all events
--- (metric = '') or groups by a metadata key; else telemetry_aggregate.sql. Events without the measurement are left out (a missing value is NULL, not 0);
--- `n` is how many values each point used. interval_seconds = 0: one bucket.
+-- (metric = '') or groups by a metadata key; else telemetry_aggregate.sql. Events
+-- without the measurement are left out (a missing value is NULL, not 0); `n` is how
+-- many values each point used. interval_seconds = 0: one bucket.
 -- The group (grouped = false: none, grp = '') is a column (group_column: one of
 -- event_name, experiment_id, run_id, model, checked against an allow-list) or, with
 -- by_metadata, metadata[group_key]. The conditions are parameters: without a group, grp

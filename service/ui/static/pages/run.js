@@ -59,12 +59,14 @@ export async function render(main, { params, query, socket, notify, setTitle, na
   let drawn = false;
   let onLine = null; // set once the log's history is shown
   const earlyLines = [];
+  const reported = (promise) => promise.catch((error) => notify(describe(error)));
+  const reconcileSoon = () => setTimeout(() => reported(reconcile()), RECONCILE_MS);
   if (channel) {
     channel.on("event", (event) => {
       if ((event.metadata || {}).run_id === run.id) liveEvent(event);
     });
     channel.on("joined", () => {
-      if (drawn) setTimeout(() => reconcile().catch((error) => notify(describe(error))), RECONCILE_MS);
+      if (drawn) reconcileSoon();
     });
     onLeave(() => channel.leave());
     await joinedOrLate(channel);
@@ -116,11 +118,11 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     for (const [name, y] of Object.entries(measurements)) {
       if (NOT_CHARTED.has(name)) continue;
       const m = chart(name);
-      const last = Math.max(lastOf(m.history.x), lastOf(m.tail.map((p) => p.x)));
+      const last = Math.max(lastOf(m.history.x), m.tail.length ? m.tail[m.tail.length - 1].x : -Infinity);
       m.tail.push({ x, y });
       if (!drawn || m.drawing) continue;
-      if (m.plot === null) drawChart(name).catch((error) => notify(describe(error))); // a metric reported for the first time
-      else if (x > last) extend(m.plot, [[0, { x, y }]]).catch((error) => notify(describe(error)));
+      if (m.plot === null) reported(drawChart(name)); // a metric reported for the first time
+      else if (x > last) reported(extend(m.plot, [[0, { x, y }]]));
     }
   }
 
@@ -130,7 +132,7 @@ export async function render(main, { params, query, socket, notify, setTitle, na
   await Promise.all([...metricsOf.keys()].filter((name) => metricsOf.get(name).plot === null).map(drawChart));
   drawn = true;
   if (metricsOf.size === 0) charts.append(h("p", { class: "muted" }, "No metrics reported yet."));
-  if (channel) setTimeout(() => reconcile().catch((error) => notify(describe(error))), RECONCILE_MS);
+  if (channel) reconcileSoon();
 
   const lines = (await logsAsked).data;
   const shownLines = new Set(lines.map(lineKey));
