@@ -200,7 +200,15 @@ async def test_a_checkpoint_uploaded_to_one_process_downloads_from_the_other(top
     data = b"weights" * 100_000
     async with session.put(f"{one.url}/api/v1/runs/run_ckpt/checkpoints/epoch-1", data=data) as answer:
         assert answer.status == 201, await answer.text()
-    await eventually(lambda: run_known_to(two), timeout=10)
+
+    # The other process learns of the upload from the log: it may know the run before it
+    # has folded the upload, so wait for the upload itself.
+    async def upload_known_to(api: ServerProcess) -> bool:
+        async with session.get(f"{api.url}/api/v1/runs/run_ckpt/checkpoints") as answer:
+            found = (await answer.json())["data"] if answer.status == 200 else []
+        return any(c["id"] == "epoch-1" and c.get("sha256") for c in found)
+
+    await eventually(lambda: upload_known_to(two), timeout=10)
     async with session.get(f"{two.url}/api/v1/runs/run_ckpt/checkpoints/epoch-1/download") as answer:
         assert answer.status == 200, await answer.text()
         assert hashlib.sha256(await answer.read()).hexdigest() == hashlib.sha256(data).hexdigest()
