@@ -271,13 +271,15 @@ async def _aggregate(
     suffix = "_events" if group_by == "metadata" or not metric else ""
     if agg in QUANTILES:
         index = QUANTILES[agg]
-        body = await warehouse_query(request, "telemetry_quantiles" + suffix, params)
+        # Shared: dashboards polling the same chart ask the same query together.
+        body = await warehouse_query(request, "telemetry_quantiles" + suffix, params, shared=True)
         rows: list[_QuantileRow] = _lines(body, _QuantileRow)
         return [
             AggregatePoint(timestamp=_start(r), value=r.quantiles[index], count=r.n, group=r.grp if grouped else None)
             for r in rows
         ]
-    basic: list[_BasicRow] = _lines(await warehouse_query(request, "telemetry_aggregate" + suffix, params), _BasicRow)
+    basic_body = await warehouse_query(request, "telemetry_aggregate" + suffix, params, shared=True)
+    basic: list[_BasicRow] = _lines(basic_body, _BasicRow)
     return [
         AggregatePoint(
             timestamp=_start(r),

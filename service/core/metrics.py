@@ -25,6 +25,10 @@ INSERT_SECONDS = Histogram(
 )
 ROWS_INSERTED = Counter("crucible_warehouse_rows_inserted_total", "Rows inserted into the warehouse")
 INSERT_FAILURES = Counter("crucible_warehouse_insert_failures_total", "Warehouse inserts that failed", ["reason"])
+SHARED_READS = Counter(
+    "crucible_warehouse_shared_reads_total",
+    "Dashboard queries answered by an identical query already in flight instead of running again",
+)
 DLQ_RECORDS = Counter("crucible_dlq_records_total", "Log records sent to the dead-letter topic")
 RETRIES_DROPPED = Counter(
     "crucible_writer_retries_dropped_total",

@@ -60,10 +60,11 @@ async def run_command(request: web.Request, make_event: MakeEvent[E], body: byte
     return await submit(request.app[LOG], request.app[PROJECTOR], make_event, actor, request_ref(request, actor, body))
 
 
-async def warehouse_query(request: web.Request, name: str, parameters: dict[str, Any]) -> bytes:
-    """Run queries/<name>.sql; a warehouse that does not answer is a 503 the client may retry."""
+async def warehouse_query(request: web.Request, name: str, parameters: dict[str, Any], shared: bool = False) -> bytes:
+    """Run queries/<name>.sql; a warehouse that does not answer is a 503 the client may retry.
+    `shared`: copies in flight together run once (Warehouse.query)."""
     try:
-        return await request.app[WAREHOUSE].query(name, parameters)
+        return await request.app[WAREHOUSE].query(name, parameters, shared)
     except WarehouseError as exc:
         raise warehouse_unavailable(exc) from None
 

@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import queue
 import threading
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +26,7 @@ from clickhouse_connect.driver.client import Client
 import queries
 from service.core.thread_priority import lower_this_thread
 from service.settings import Settings
+from service.warehouse.shared_reads import SharedReads
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Warehouse:
         )
         self._insert_client: Client | None = None
         self._lock = threading.Lock()
+        self.shared_reads = SharedReads()
 
     @property
     def embedded(self) -> bool:
@@ -162,14 +164,20 @@ class Warehouse:
         except Exception as exc:
             raise WarehouseError(str(exc)) from exc
 
-    async def query(self, name: str, parameters: dict[str, Any] | None = None) -> bytes:
-        """Run `queries/<name>.sql`; the rows as JSON lines."""
-        sql = queries.load(name)
-        return await self._with_query_client(
-            lambda client: client.raw_query(
-                sql, parameters=parameters or {}, fmt="JSONEachRow", settings=QUERY_SETTINGS
+    async def query(self, name: str, parameters: dict[str, Any] | None = None, shared: bool = False) -> bytes:
+        """Run `queries/<name>.sql`; the rows as JSON lines. With `shared`, a copy of a
+        query already in flight waits for its answer instead of running again
+        (service/warehouse/shared_reads.py): for reads dashboards poll."""
+        sql, parameters = queries.load(name), parameters or {}
+
+        def run() -> Awaitable[bytes]:
+            return self._with_query_client(
+                lambda client: client.raw_query(sql, parameters=parameters, fmt="JSONEachRow", settings=QUERY_SETTINGS)
             )
-        )
+
+        if shared:
+            return await self.shared_reads.read(name, parameters, run)
+        return await run()
 
     async def command(self, sql: str) -> None:
         """Run a statement that returns nothing (a migration)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from typing import Any
@@ -92,6 +93,25 @@ async def test_percentiles_equal_numpy_and_ignore_missing_values(loaded: Any) ->
         [point] = body["data"]
         assert point["count"] == len(expected)
         assert point["value"] == pytest.approx(float(np.percentile(expected, q)), rel=1e-12)
+
+
+async def test_many_copies_of_one_percentile_query_at_once_all_get_the_exact_answer(loaded: Any) -> None:
+    # Dashboards polling one chart: copies in flight together share one warehouse query
+    # (service/warehouse/shared_reads.py); each must still be the exact answer.
+    client, events = loaded
+    expected = latencies(select(events, experiment_id="exp_2"))
+    params = {"metric": "latency", "agg": "p99", "interval": "1h", "filter[experiment_id]": "exp_2"}
+    shared_before = await shared_reads(client)
+    bodies = await asyncio.gather(*(get_json(client, AGGREGATE, **params) for _ in range(30)))
+    assert all(body == bodies[0] for body in bodies)
+    assert sum(point["count"] for point in bodies[0]["data"]) == len(expected)
+    assert await shared_reads(client) > shared_before  # some copies did share
+
+
+async def shared_reads(client: TestClient) -> float:
+    text = await (await client.get("/metrics")).text()
+    [line] = [line for line in text.splitlines() if line.startswith("crucible_warehouse_shared_reads_total ")]
+    return float(line.split()[1])
 
 
 async def test_basic_aggregates_ignore_missing_values(loaded: Any) -> None:

@@ -157,7 +157,6 @@ async def test_writer_resumes_after_what_the_warehouse_holds(app_client: Any, tm
 
     restarted = await app_client()
 
-
     async def caught_up() -> bool:
         # The commit follows the insert, so the rows can be visible a moment before it.
         [position] = await restarted.app[LOG].positions(TELEMETRY_TOPIC, "crucible-warehouse")
