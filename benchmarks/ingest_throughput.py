@@ -93,20 +93,31 @@ AIM_EVENTS_PER_S = 250_000
 # -- the load generator (runs in its own process) ------------------------------------------
 
 
-def build_body(rng: random.Random, now: dt.datetime, experiment: str | None = None) -> bytes:
-    """One realistic 1,000-event batch: inference events over the last hour, ~300 B each."""
+def build_body(
+    rng: random.Random,
+    now: dt.datetime,
+    experiment: str | None = None,
+    events_per_batch: int = EVENTS_PER_BATCH,
+    measurements: int = 0,
+) -> bytes:
+    """One realistic batch: inference events over the last hour, ~300 B each, with two or
+    three measurements, or with exactly `measurements` of them (1 to 4) when given."""
     events = []
-    for _ in range(EVENTS_PER_BATCH):
+    for _ in range(events_per_batch):
         experiment_id = experiment or rng.choice(EXPERIMENTS)
         tokens = rng.randrange(16, 4096)
-        measurements: dict[str, float] = {"duration_ms": round(rng.lognormvariate(5.3, 0.6), 3), "tokens": tokens}
-        if rng.random() < 0.5:
-            measurements["cost_usd"] = round(tokens * 0.0000125, 7)
+        values: dict[str, float] = {"duration_ms": round(rng.lognormvariate(5.3, 0.6), 3), "tokens": tokens}
+        if measurements >= 3 or (not measurements and rng.random() < 0.5):
+            values["cost_usd"] = round(tokens * 0.0000125, 7)
+        if measurements >= 4:
+            values["ttft_ms"] = round(rng.lognormvariate(4.0, 0.5), 3)
+        if measurements:
+            values = dict(list(values.items())[:measurements])
         timestamp = now - dt.timedelta(seconds=rng.uniform(0, 3600))
         events.append(
             {
                 "event_name": ["crucible", "model", "inference"],
-                "measurements": measurements,
+                "measurements": values,
                 "metadata": {
                     "experiment_id": experiment_id,
                     "model": rng.choice(MODELS),
@@ -119,11 +130,18 @@ def build_body(rng: random.Random, now: dt.datetime, experiment: str | None = No
     return json.dumps({"events": events}, separators=(",", ":")).encode()
 
 
-def build_bodies(seed: int) -> tuple[list[bytes], bytes]:
+def build_bodies(
+    seed: int, events_per_batch: int = EVENTS_PER_BATCH, measurements: int = 0, one_experiment: bool = False
+) -> tuple[list[bytes], bytes]:
+    """DISTINCT_BODIES batches and a marker batch; with `one_experiment`, each batch's events
+    are all of one experiment, as a training worker's are, rather than of all ten."""
     rng = random.Random(seed)
     now = dt.datetime.now(dt.UTC)
-    bodies = [build_body(rng, now) for _ in range(DISTINCT_BODIES)]
-    return bodies, build_body(rng, now, MARKER_PLACEHOLDER)
+    bodies = [
+        build_body(rng, now, rng.choice(EXPERIMENTS) if one_experiment else None, events_per_batch, measurements)
+        for _ in range(DISTINCT_BODIES)
+    ]
+    return bodies, build_body(rng, now, MARKER_PLACEHOLDER, events_per_batch, measurements)
 
 
 def generator_process(config: dict[str, Any], conn: Any) -> None:
@@ -132,8 +150,11 @@ def generator_process(config: dict[str, Any], conn: Any) -> None:
         import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    bodies, marker_template = build_bodies(config["seed"])
-    conn.send({"ready": True, "bytes_per_event": sum(map(len, bodies)) / (len(bodies) * EVENTS_PER_BATCH)})
+    events_per_batch = config.get("events_per_batch", EVENTS_PER_BATCH)
+    bodies, marker_template = build_bodies(
+        config["seed"], events_per_batch, config.get("measurements", 0), config.get("one_experiment", False)
+    )
+    conn.send({"ready": True, "bytes_per_event": sum(map(len, bodies)) / (len(bodies) * events_per_batch)})
     conn.recv()  # go
     if config["mode"] == "max":
         result = asyncio.run(max_load(config, bodies))
