@@ -46,6 +46,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     writer_queue_batches: Positive = 2
     writer_retry_window: Positive = 100_000
     query_threads: Positive = 4
+    busy_query_threads: Annotated[int, Meta(ge=0)] = 1
     ingest_workers: Annotated[int, Meta(ge=0)] = 1
     ingest_inline_bytes: Positive = 64 * 1024
     ingest_max_writer_lag_events: Positive = 300_000
@@ -53,6 +54,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     merge_nice: Annotated[int, Meta(ge=0, le=19)] = 19
     memory_trim_seconds: Annotated[float, Meta(ge=0)] = 1.0
     warehouse_nice: Annotated[int, Meta(ge=0, le=19)] = 10
+    query_nice: Annotated[int, Meta(ge=0, le=19)] = 19
     log_max_bytes: Annotated[int, Meta(ge=0)] = 0
     log_retention_hours: Annotated[float, Meta(ge=0)] = 168.0
     idempotency_ttl_seconds: Positive = 86_400
@@ -110,6 +112,8 @@ HELP: dict[str, str] = {
     "writer_retry_window": "records of batches sent with an Idempotency-Key the writer remembers per partition"
     " (within idempotency_ttl_seconds), to drop a retry appended by another API process",
     "query_threads": "threads running warehouse queries",
+    "busy_query_threads": "embedded warehouse: threads one query may use while the writer is inserting, so that"
+    " dashboards leave the other cores to ingest (0 = no limit; when the writer is idle, queries use every core)",
     "ingest_workers": "processes that decode large ingest batches, so the event loop does not"
     " (0 = decode on the event loop); one keeps up with ~300 batches/s, more help with more cores",
     "ingest_max_writer_lag_events": "when this process's appends are more events than this ahead of what"
@@ -142,6 +146,9 @@ HELP: dict[str, str] = {
     " the CPU the API, the log and the writer leave; 0 leaves them as they are",
     "warehouse_nice": "niceness (Linux) of the embedded warehouse's inserts and queries, below the API's so"
     " that a large insert or query does not hold up ingest requests; 0 leaves them as they are",
+    "query_nice": "niceness (Linux) of the embedded warehouse's query threads, below its inserts', so that"
+    " polling dashboards do not hold up the writer (with busy_query_threads 1 a query runs on that thread alone);"
+    " 0 leaves them as they are",
     "checkpoint_max_bytes": "largest checkpoint file accepted by an upload, in bytes (larger: 413)",
     "ws_heartbeat_timeout_seconds": "a WebSocket silent this long (no heartbeat, no message) is closed",
     "ws_max_frame_bytes": "largest message a WebSocket client may send, in bytes (larger: closed with 1009)",

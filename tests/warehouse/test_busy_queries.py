@@ -1,0 +1,63 @@
+"""While the writer inserts, queries of the embedded warehouse keep to `busy_query_threads`
+threads (and yield the CPU to ingest); when it is idle they use every core. On chDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from service.settings import Settings
+from service.warehouse import client as warehouse_client
+from service.warehouse.client import Warehouse
+from service.warehouse.migrations import migrate
+
+RECORD = (
+    b'{"log_partition":0,"log_offset":0,"received_at":"2024-01-15T10:00:00Z","batch_id":"b","events":'
+    b'[{"id":"evt_1","event_name":["crucible","model","inference"],"measurements":{"latency":1.5},'
+    b'"metadata":{"experiment_id":"exp_1"},"timestamp":"2024-01-15T10:00:00Z","data":""}]}\n'
+)
+
+
+@pytest.fixture
+async def warehouse(settings: Settings) -> AsyncIterator[Warehouse]:
+    warehouse = Warehouse(settings)
+    await warehouse.start()
+    await migrate(warehouse)
+    yield warehouse
+    await warehouse.stop()
+
+
+async def threads_a_query_may_use(warehouse: Warehouse) -> int:
+    # The settings a named query would run with, as the engine applies them.
+    settings = warehouse._query_settings()
+    answer = await warehouse._with_query_client(
+        lambda client: client.raw_query("SELECT getSetting('max_threads') AS n", fmt="JSONEachRow", settings=settings)
+    )
+    return int(msgspec.json.decode(answer)["n"])
+
+
+async def test_queries_keep_to_one_thread_while_the_writer_inserts(warehouse: Warehouse, monkeypatch: Any) -> None:
+    idle = await threads_a_query_may_use(warehouse)
+    await warehouse.insert_json_lines("telemetry_records", RECORD, "busy:0-0")
+    assert await threads_a_query_may_use(warehouse) == 1
+    # A named query runs with them and answers as ever.
+    filters = ("event_name", "experiment_id", "run_id", "model", "after", "before", "snapshot")
+    body = await warehouse.query("telemetry_events_count", dict.fromkeys(filters))
+    assert msgspec.json.decode(body)["total"] == 1
+    monkeypatch.setattr(warehouse_client, "BUSY_SECONDS", 0.0)  # the writer has been idle long enough
+    assert await threads_a_query_may_use(warehouse) == idle
+
+
+async def test_no_limit_when_busy_query_threads_is_0(settings: Settings) -> None:
+    warehouse = Warehouse(msgspec.structs.replace(settings, busy_query_threads=0))
+    await warehouse.start()
+    try:
+        await migrate(warehouse)
+        idle = await threads_a_query_may_use(warehouse)
+        await warehouse.insert_json_lines("telemetry_records", RECORD, "busy:0-0")
+        assert await threads_a_query_may_use(warehouse) == idle
+    finally:
+        await warehouse.stop()
