@@ -15,6 +15,7 @@ from aiohttp import web
 from service import settings as settings_module
 from service.app import create_app
 from service.cli import log_commands
+from service.cli.data_dir_lock import DataDirInUse, hold_data_dir
 from service.cli.demo import DEFAULT_URL, DemoOptions, default_key, run_demo
 from service.core.errors import ApiError
 from service.log.interface import RESOURCES_TOPIC
@@ -141,6 +142,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"crucible: {exc}", file=sys.stderr)
         return 2
     _configure_logging(settings.log_level)
+    held = None  # the data dir's lock, held while its file is open
+    if args.command in ("serve", "writer", "migrate") and settings.embedded_warehouse:
+        try:
+            held = hold_data_dir(settings.data_dir)
+        except DataDirInUse as exc:
+            print(f"crucible: {exc}", file=sys.stderr)
+            return 1
+    try:
+        return _dispatch(args, settings)
+    finally:
+        if held is not None:
+            held.close()
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "serve":
         _run(settings, api=True)
     elif args.command == "writer":
