@@ -49,6 +49,17 @@ class ProgressUpdated(msgspec.Struct, kw_only=True):
     run_id: str
 
 
+class RunStatusChanged(msgspec.Struct, kw_only=True):
+    """`run_status_changed` on `experiment:<id>`: one of its runs started, completed, failed
+    (reported by its worker, or for want of telemetry: `error` "no telemetry for N s"), or
+    runs again after such a failure because its worker reported again."""
+
+    run_id: str
+    status: str
+    error: str | None
+    completed_at: dt.datetime | None
+
+
 class RunCompletedPush(msgspec.Struct, kw_only=True):
     """`run_completed`: the run's latest metrics, as this channel saw them, and its final ones."""
 

@@ -130,6 +130,26 @@ class RunFailed(RunEvent, frozen=True, kw_only=True):
     error: str = ""
 
 
+class RunTimedOut(RunEvent, frozen=True, kw_only=True):
+    """The service failed a running run whose worker fell silent: no telemetry of it for
+    `seconds` (its experiment's `config.run_stale_seconds`, else `--run-stale-seconds`)
+    after `last_heard_at`, the last time the log shows it was heard from. Made by the one
+    API process watching runs (service/resources/run_watch.py); `reported_at` is when it
+    decided. The fold refuses it when the log knows of the run being heard after
+    `last_heard_at`, so a decision made on stale knowledge cannot apply."""
+
+    seconds: int
+    last_heard_at: dt.datetime
+
+
+class RunRecovered(RunEvent, frozen=True, kw_only=True):
+    """A run that timed out was heard from again (telemetry at `heard_at`): it runs again.
+    The fold refuses it unless the run timed out and `heard_at` is after the silence the
+    time-out reported."""
+
+    heard_at: dt.datetime
+
+
 class CheckpointUploaded(RunEvent, frozen=True, kw_only=True):
     """A checkpoint's file is complete in the artifact store (written, synced, renamed)."""
 
@@ -246,6 +266,8 @@ AnyResourceEvent = (
     | RunStarted
     | RunCompleted
     | RunFailed
+    | RunTimedOut
+    | RunRecovered
     | CheckpointUploaded
     | ModelCreated
     | ModelUpdated

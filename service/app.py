@@ -60,6 +60,7 @@ from service.resources.credentials import SessionSigner, load_session_secret
 from service.resources.keys import ADMIN_KEY_FILE, bootstrap_admin_key
 from service.resources.projector import Projector
 from service.resources.run_events import RunRouter
+from service.resources.run_watch import RunWatch
 from service.settings import Settings
 from service.ui import pages
 from service.ui.sign_in_link import local_sign_in_link
@@ -108,6 +109,16 @@ async def _projector_context(app: web.Application) -> AsyncIterator[None]:
     await projector.start()
     yield
     await projector.stop()
+
+
+async def _run_watch_context(app: web.Application) -> AsyncIterator[None]:
+    """Runs whose worker fell silent fail, and run again when heard: judged by one API process at a time."""
+    settings = app[SETTINGS]
+    watch = RunWatch(app[LOG], app[PROJECTOR], settings.run_stale_seconds, settings.run_stale_check_seconds)
+    task = asyncio.create_task(watch.run(), name="run-watch")
+    task.add_done_callback(_report_crash)
+    yield
+    await _cancel([task])
 
 
 async def _live_context(app: web.Application) -> AsyncIterator[None]:
@@ -280,6 +291,7 @@ def create_app(settings: Settings, api: bool = True) -> web.Application:
         app.cleanup_ctx.append(_follow_writers_context)
     app.cleanup_ctx.append(_ingest_workers_context)
     if api:
+        app.cleanup_ctx.append(_run_watch_context)
         app[LIVE_HUB] = LiveHub(log, app[PROJECTOR], settings)
         app.cleanup_ctx.append(_live_context)
         app.on_shutdown.append(_close_live_connections)

@@ -23,6 +23,9 @@ ENV_PREFIX = "CRUCIBLE_"
 Port = Annotated[int, Meta(ge=0, le=65535)]
 Positive = Annotated[int, Meta(ge=1)]
 PositiveSeconds = Annotated[float, Meta(gt=0)]
+# The longest silence a run may be allowed (here and in an experiment's config.run_stale_seconds):
+# 30 days covers any evaluation or checkpoint pause, and keeps the setting a plausible time.
+RUN_STALE_SECONDS_MAX = 30 * 86_400
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True):
@@ -77,6 +80,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     export_async_rows: Positive = 1_000_000
     export_jobs: Positive = 2
     export_retention_hours: Annotated[float, Meta(ge=0)] = 24.0
+    run_stale_seconds: Annotated[int, Meta(ge=0, le=RUN_STALE_SECONDS_MAX)] = 300
+    run_stale_check_seconds: PositiveSeconds = 5.0
 
     @property
     def data_path(self) -> Path:
@@ -163,6 +168,11 @@ HELP: dict[str, str] = {
     "export_async_rows": "telemetry exports of more rows than this become background jobs (202 and a job id)",
     "export_jobs": "export jobs running at once; later ones wait, queued",
     "export_retention_hours": "finished export jobs and their files are deleted after this (0 = keep them)",
+    "run_stale_seconds": "a running run with no telemetry for this many seconds is failed with error"
+    " 'no telemetry for N s', and runs again once its worker reports; an experiment's config.run_stale_seconds"
+    " overrides it (0 = never)",
+    "run_stale_check_seconds": "how often the API process that watches runs judges them: a silent run fails"
+    " at most twice this long after its limit, never before",
 }
 
 

@@ -21,9 +21,9 @@ from schemas.resources import (
     ExperimentUpdated,
 )
 from service.api.run_views import experiment_runs
-from service.core.errors import bad_parameter
+from service.core.errors import bad_parameter, validation_error
 from service.http.auth import requires
-from service.http.bodies import check_fields, fields_of, parse_object, read_body, unwrap
+from service.http.bodies import Field, check_fields, fields_of, parse_object, read_body, unwrap
 from service.http.listing import SortedViews, paginate, time_key
 from service.http.params import allowed, page_query, parse_datetime, parse_page, takes
 from service.http.responses import (
@@ -39,6 +39,8 @@ from service.http.responses import (
 )
 from service.resources.commands import Envelope
 from service.resources.fold import EXPERIMENT_STATUSES, Experiment, Resources, experiment_missing
+from service.resources.run_silence import CONFIG_KEY as RUN_LIMIT_KEY
+from service.resources.run_silence import config_problem
 
 routes = web.RouteTableDef()
 
@@ -85,6 +87,16 @@ async def experiment_detail(request: web.Request, state: Resources, experiment_i
     runs = [state.runs[run_id] for run_id in experiment.run_ids if run_id in state.runs]
     detail.runs, detail.results_summary, detail.progress = await experiment_runs(request, experiment, runs)
     return detail
+
+
+def checked_input(body: bytes, fields: dict[str, Field]) -> dict[str, Any]:
+    """The fields of an experiment body, each of its type, and the config keys the service reads valid."""
+    values = check_fields(unwrap(parse_object(body), "experiment"), fields, "an experiment")
+    problem = config_problem(values.get("config", {}))
+    if problem is not None:
+        name = f"config.{RUN_LIMIT_KEY}"
+        raise validation_error(f"{name} {problem}", {name: [problem]})
+    return values
 
 
 def experiment_in(state: Resources, experiment_id: str) -> Experiment:
@@ -140,7 +152,7 @@ def _filter(given: dict[str, str]) -> Callable[[Experiment], bool] | None:
 @requires("write")
 async def create_experiment(request: web.Request) -> web.Response:
     body = await read_body(request)
-    values = check_fields(unwrap(parse_object(body), "experiment"), CREATE_FIELDS, "an experiment")
+    values = checked_input(body, CREATE_FIELDS)
     experiment_id = new_experiment_id()
     done = await run_command(
         request, lambda env: ExperimentCreated(**env.fields(), experiment_id=experiment_id, **values), body
@@ -162,7 +174,7 @@ async def get_experiment(request: web.Request) -> web.Response:
 async def update_experiment(request: web.Request) -> web.Response:
     experiment_id = request.match_info["id"]
     body = await read_body(request)
-    values = check_fields(unwrap(parse_object(body), "experiment"), UPDATE_FIELDS, "an experiment")
+    values = checked_input(body, UPDATE_FIELDS)
     done = await run_command(
         request, lambda env: ExperimentUpdated(**env.fields(), experiment_id=experiment_id, **values), body
     )

@@ -54,3 +54,12 @@ LIVE_TELEMETRY_RECORDS = Counter(
     "Telemetry log records the live hub read: decoded for a subscriber, or skipped (nobody wanted them)",
     ["outcome"],
 )
+RUN_WATCHING = Gauge(
+    "crucible_run_watching",
+    "1 while this process is the one that watches runs for silence (it owns crucible-run-watch's partition)",
+)
+RUN_VERDICTS = Counter(
+    "crucible_run_verdicts_total",
+    "Runs this process failed for want of telemetry (timed_out) or revived when heard again (recovered)",
+    ["verdict"],
+)

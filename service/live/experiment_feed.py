@@ -4,7 +4,9 @@ A feed lives in the live hub while a socket of its process has joined the channe
 
 - after every resource event of its experiment (any event with its `experiment_id`),
   `status_changed` when the experiment's status or times differ from what the channel
-  last saw, whichever event changed them;
+  last saw, whichever event changed them; after a run's event, `run_status_changed` when
+  that run's status or error differ from what the channel last saw (a run timed out by
+  the run watch, or heard again, included);
 - `RESOURCE_PUSHES`: resource event type → method of the feed, given the event and the
   state right after it (the projector's fold) → further pushes (a deletion's `error`);
 - `TELEMETRY_PUSHES`: telemetry event name → method of the feed (which keeps what it
@@ -25,10 +27,10 @@ from typing import Any
 
 import msgspec
 
-from schemas.live import LiveError, ProgressUpdated, RunCompletedPush, StatusChanged
-from schemas.resources import ExperimentDeleted, ResourceEvent, RunCompleted
+from schemas.live import LiveError, ProgressUpdated, RunCompletedPush, RunStatusChanged, StatusChanged
+from schemas.resources import ExperimentDeleted, ResourceEvent, RunCompleted, RunEvent
 from schemas.telemetry import StoredEvent
-from service.resources.fold import Experiment, Resources
+from service.resources.fold import Experiment, Resources, Run
 
 # (event name on the channel, payload)
 Push = tuple[str, msgspec.Struct]
@@ -48,6 +50,10 @@ def status_of(experiment: Experiment) -> StatusChanged:
     return StatusChanged(
         status=experiment.status, started_at=experiment.started_at, completed_at=experiment.completed_at
     )
+
+
+def run_status_of(run: Run) -> RunStatusChanged:
+    return RunStatusChanged(run_id=run.id, status=run.status, error=run.error, completed_at=run.completed_at)
 
 
 @dataclass(slots=True)
@@ -86,6 +92,8 @@ class ExperimentFeed:
         experiment = state.experiments.get(experiment_id)
         self.status = None if experiment is None else status_of(experiment)
         self.runs: dict[str, RunProgress] = {}  # as reported since the channel was joined
+        run_ids = [] if experiment is None else experiment.run_ids
+        self.run_statuses = {run_id: run_status_of(state.runs[run_id]) for run_id in run_ids if run_id in state.runs}
 
     def resource_event(self, event: ResourceEvent, state: Resources) -> list[Push]:
         """The pushes of a resource event of this experiment, with `state` right after it."""
@@ -94,6 +102,10 @@ class ExperimentFeed:
         if experiment is not None and (status := status_of(experiment)) != self.status:
             self.status = status
             pushes.append(("status_changed", status))
+        run = state.runs.get(event.run_id) if isinstance(event, RunEvent) else None
+        if run is not None and (run_status := run_status_of(run)) != self.run_statuses.get(run.id):
+            self.run_statuses[run.id] = run_status
+            pushes.append(("run_status_changed", run_status))
         more = RESOURCE_PUSHES.get(type(event))
         if more is not None:
             pushes.extend(more(self, event, state))

@@ -16,6 +16,9 @@ TELEMETRY_DLQ_TOPIC = "crucible.telemetry.dlq"
 # order every API process folds the same way), never pruned.
 RESOURCES_TOPIC = "crucible.resources"
 WAREHOUSE_GROUP = "crucible-warehouse"
+# Every API process joins it on `crucible.resources` (one partition): the member that owns
+# the partition is the one that watches runs for silence (service/resources/run_watch.py).
+RUN_WATCH_GROUP = "crucible-run-watch"
 
 
 @dataclass(frozen=True, slots=True)

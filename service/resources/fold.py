@@ -41,7 +41,9 @@ from schemas.resources import (
     RunCompleted,
     RunEvent,
     RunFailed,
+    RunRecovered,
     RunStarted,
+    RunTimedOut,
     SessionEnded,
     StatisticalResultRecorded,
 )
@@ -62,6 +64,11 @@ TRANSITIONS: dict[type[ResourceEvent], tuple[str, frozenset[str], str]] = {
 FINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 RUN_STATUSES = ("pending", "running", "completed", "failed")
 FINAL_RUN_STATUSES = frozenset({"completed", "failed"})
+
+
+def silence_error(seconds: int) -> str:
+    """The error of a run failed for want of telemetry (RunTimedOut): the limit it passed."""
+    return f"no telemetry for {seconds} s"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +116,7 @@ class Experiment:
     created_by: str = ""
     error: str | None = None
     run_ids: list[str] = field(default_factory=list)  # in the order they started
+    resumed_at: dt.datetime | None = None  # its runs' silence while it was paused does not count
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +143,15 @@ class Run:
     error: str | None = None
     implicit: bool = False  # first seen through an event other than `crucible.run.started`
     uploads: dict[str, Upload] = field(default_factory=dict)  # checkpoint id → its file
+    # The latest time the resources log shows the run was heard from: its events' times, and
+    # the telemetry a recovery cites. A time-out citing an earlier silence is refused.
+    heard_at: dt.datetime | None = None
+    # Set while the run is failed for want of telemetry: when it was last heard from before
+    # that. Only such a failure can be undone (by RunRecovered, or the worker's own verdict).
+    silent_since: dt.datetime | None = None
+
+    def last_heard(self) -> dt.datetime:
+        return self.heard_at or self.created_at
 
 
 @dataclass(slots=True)
@@ -182,6 +199,9 @@ class Resources:
     models: dict[str, Model] = field(default_factory=dict)
     model_ids_by_name: dict[str, str] = field(default_factory=dict)  # casefolded name → id
     runs: dict[str, Run] = field(default_factory=dict)  # runs of existing experiments, in start order
+    # Ids of the runs whose status may still change without their worker saying so: running,
+    # or failed for want of telemetry. The run watch judges these, not every run ever made.
+    open_runs: dict[str, None] = field(default_factory=dict)
     api_keys: dict[str, ApiKey] = field(default_factory=dict)
     ended_sessions: dict[str, dt.datetime] = field(default_factory=dict)  # session id → its expiry
     statistical_results: dict[str, StatisticalResult] = field(default_factory=dict)  # in recording order
@@ -382,8 +402,37 @@ def _check_run_finished(state: Resources, event: RunCompleted | RunFailed) -> Re
     if (rejection := _check_run_event(state, event)) is not None:
         return rejection
     run = state.runs.get(event.run_id)
-    if run is not None and run.status in FINAL_RUN_STATUSES:
+    # A time-out was the service's guess: the worker's own verdict, when it comes, replaces it.
+    if run is not None and run.status in FINAL_RUN_STATUSES and run.silent_since is None:
         return Rejection("conflict", f"run {run.id} has already {run.status}")
+    return None
+
+
+def _check_run_timed_out(state: Resources, event: RunTimedOut) -> Rejection | None:
+    if (rejection := _check_run_event(state, event)) is not None:
+        return rejection
+    run = state.runs.get(event.run_id)
+    if run is None:
+        return run_missing(event.run_id)
+    if run.status != "running":
+        return Rejection("conflict", f"run {run.id} is {run.status}, not running")
+    # Whoever decided had not seen everything the log knows: a second watcher with old
+    # knowledge, or a telemetry recovery folded since. The log's order settles it.
+    if event.last_heard_at < run.last_heard():
+        return Rejection("conflict", f"run {run.id} was heard from after {event.last_heard_at.isoformat()}")
+    return None
+
+
+def _check_run_recovered(state: Resources, event: RunRecovered) -> Rejection | None:
+    if (rejection := _check_run_event(state, event)) is not None:
+        return rejection
+    run = state.runs.get(event.run_id)
+    if run is None:
+        return run_missing(event.run_id)
+    if run.silent_since is None:
+        return Rejection("conflict", f"run {run.id} did not time out")
+    if event.heard_at <= run.silent_since:
+        return Rejection("conflict", f"run {run.id} was not heard from after it fell silent")
     return None
 
 
@@ -455,6 +504,8 @@ def _experiment_transition(state: Resources, event: ExperimentEvent) -> None:
         experiment.started_at = event.at
     if experiment.status in FINAL_STATUSES:
         experiment.completed_at = event.at
+    if isinstance(event, ExperimentResumed):
+        experiment.resumed_at = event.at
     experiment.updated_at = event.at
 
 
@@ -462,6 +513,7 @@ def _experiment_deleted(state: Resources, event: ExperimentDeleted) -> None:
     experiment = state.experiments.pop(event.experiment_id)
     for run_id in experiment.run_ids:
         del state.runs[run_id]
+        state.open_runs.pop(run_id, None)
 
 
 def _experiment_failed(state: Resources, event: ExperimentFailed) -> None:
@@ -482,8 +534,10 @@ def _run_of(state: Resources, event: RunEvent) -> Run:
             created_at=event.at,
             updated_at=event.at,
             implicit=True,
+            heard_at=event.at,
         )
         state.runs[run.id] = run
+        state.open_runs[run.id] = None
         experiment = state.experiments.get(event.experiment_id)
         if experiment is None:  # replaying only the run's own history (`replayed`)
             return run
@@ -495,13 +549,19 @@ def _run_of(state: Resources, event: RunEvent) -> Run:
     return run
 
 
+def _heard(run: Run, event: RunEvent) -> None:
+    """A run event its worker caused (routed from its telemetry, or an upload): the run was heard."""
+    run.heard_at = max(run.last_heard(), event.at)
+    run.updated_at = event.at
+
+
 def _run_started(state: Resources, event: RunStarted) -> None:
     run = _run_of(state, event)
     if not event.implicit:
         run.hyperparameters = event.hyperparameters
         run.started_at = event.reported_at
         run.implicit = False
-    run.updated_at = event.at
+    _heard(run, event)
 
 
 def _run_finished(state: Resources, event: RunCompleted | RunFailed) -> None:
@@ -509,15 +569,32 @@ def _run_finished(state: Resources, event: RunCompleted | RunFailed) -> None:
     if isinstance(event, RunFailed):
         run.status, run.error = "failed", event.error or None
     else:
-        run.status = "completed"
+        run.status, run.error = "completed", None
     run.completed_at = event.reported_at
+    run.silent_since = None
+    state.open_runs.pop(run.id, None)
+    _heard(run, event)
+
+
+def _run_timed_out(state: Resources, event: RunTimedOut) -> None:
+    run = state.runs[event.run_id]
+    run.status, run.error = "failed", silence_error(event.seconds)
+    run.silent_since = event.last_heard_at
+    run.completed_at = event.at
+    run.updated_at = event.at
+
+
+def _run_recovered(state: Resources, event: RunRecovered) -> None:
+    run = state.runs[event.run_id]
+    run.status, run.error, run.completed_at, run.silent_since = "running", None, None, None
+    run.heard_at = max(run.last_heard(), event.heard_at)
     run.updated_at = event.at
 
 
 def _checkpoint_uploaded(state: Resources, event: CheckpointUploaded) -> None:
     run = state.runs[event.run_id]
     run.uploads[event.checkpoint_id] = Upload(event.size, event.sha256, event.at)
-    run.updated_at = event.at
+    _heard(run, event)
 
 
 def _model_created(state: Resources, event: ModelCreated) -> None:
@@ -597,6 +674,8 @@ _CHECK: dict[type[ResourceEvent], _Check] = {
     RunStarted: _check_run_started,
     RunCompleted: _check_run_finished,
     RunFailed: _check_run_finished,
+    RunTimedOut: _check_run_timed_out,
+    RunRecovered: _check_run_recovered,
     CheckpointUploaded: _check_checkpoint_uploaded,
     StatisticalResultRecorded: _check_statistical_result,
     **{event_type: _check_transition for event_type in TRANSITIONS},
@@ -614,6 +693,8 @@ _APPLY: dict[type[ResourceEvent], _Apply] = {
     RunStarted: _run_started,
     RunCompleted: _run_finished,
     RunFailed: _run_finished,
+    RunTimedOut: _run_timed_out,
+    RunRecovered: _run_recovered,
     CheckpointUploaded: _checkpoint_uploaded,
     StatisticalResultRecorded: _statistical_result_recorded,
     **{event_type: _experiment_transition for event_type in TRANSITIONS},

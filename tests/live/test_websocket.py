@@ -448,6 +448,9 @@ async def test_progress_updates_carry_an_eta_from_the_observed_rate(client: Test
     }
     await ingest(client, progress("run_b", 0.2, 20))  # 0.8 left at 0.01/s: the slower run sets the ETA
     assert (await socket.push(topic, "progress_updated")).payload["eta_seconds"] == 80
+    for run_id in ("run_a", "run_b"):  # each run's first event made it: a new run, running
+        pushed = await socket.push(topic, "run_status_changed")
+        assert pushed.payload == {"run_id": run_id, "status": "running", "error": None, "completed_at": None}
     await socket.nothing_else()
 
 

@@ -177,6 +177,7 @@ export async function render(main, { params, query, socket, notify, can, setTitl
     refreshSoon();
   });
   channel.on("run_completed", refreshSoon);
+  channel.on("run_status_changed", refreshSoon); // a run started, ended, timed out or was heard again
   channel.join();
   return () => {
     clearTimeout(refresh);
