@@ -2,9 +2,13 @@
 
 The training loop's calls only append to a deque; this thread takes full batches as
 soon as there are enough events (the caller wakes it) and whatever is left every
-`flush_interval`. It never waits for the network, so it keeps memory bounded even
-while the sender is stuck: over the cap, or once the server has failed for
-`spill_after` seconds, the oldest batches go to the spool.
+`flush_interval`, and hands them to the outbox, which writes them ahead to the spool.
+So a process killed at any instant loses at most what is still queued: the events of
+the last `flush_interval` (or of the last batch, when they come faster).
+
+It never waits for the network, so it keeps memory bounded even while the senders are
+stuck: over the cap, the oldest batches leave memory for the spool; without
+write-ahead, they also go once the server has failed for `spill_after` seconds.
 """
 
 from __future__ import annotations
@@ -12,12 +16,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from crucible_client.outbox import Outbox
 from crucible_client.sender import Reachability
 from crucible_client.stats import ClientStats
-from crucible_client.wire import Clock, Queued, encode_batches, to_events
+from crucible_client.wire import Batch, Clock, Queued, encode_batches, to_events
 
 
 class Flush:
@@ -26,6 +32,15 @@ class Flush:
     def __init__(self) -> None:
         self.ready = threading.Event()  # set once `seq` is known
         self.seq = 0  # the last batch holding the caller's events
+
+
+class Announcement(NamedTuple):
+    """An event encoded ahead, under a key of its own that a later process can send it
+    with again (a checkpoint's); `spooled` runs once it is written to the spool."""
+
+    key: str
+    body: bytes
+    spooled: Callable[[], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +56,7 @@ class Batcher(threading.Thread):
     def __init__(
         self,
         queue: deque[Queued],
+        announcements: deque[Announcement],
         flushes: deque[Flush],
         wake: threading.Event,
         outbox: Outbox,
@@ -50,6 +66,7 @@ class Batcher(threading.Thread):
     ) -> None:
         super().__init__(name="crucible-batcher", daemon=True)
         self._queue = queue
+        self._announcements = announcements
         self._flushes = flushes
         self._wake = wake
         self._outbox = outbox
@@ -77,6 +94,7 @@ class Batcher(threading.Thread):
             flushes = [self._flushes.popleft() for _ in range(len(self._flushes))]
             everything = stopping or bool(flushes) or now - last_drained >= interval
             self._make_batches(everything)
+            self._add_announcements()
             if everything:
                 last_drained = now
             for flush in flushes:
@@ -102,12 +120,25 @@ class Batcher(threading.Thread):
             self._outbox.add(batches)
             self._spill()  # while a long backlog is batched, too
 
+    def _add_announcements(self) -> None:
+        while self._announcements:
+            announcement = self._announcements.popleft()
+            batch = Batch(
+                key=announcement.key, seq=self._next_seq, events=1, body=announcement.body, origin=self._outbox.origin
+            )
+            self._next_seq += 1
+            self._stats.count(batched=1)
+            if self._outbox.add([batch]):
+                announcement.spooled()
+
     def _spill(self) -> None:
         in_memory = self._outbox.memory_events
         cap = self._settings.max_memory_events
         if in_memory > cap:
             self._outbox.spill(cap, drop_on_failure=True)
             return
+        if self._outbox.write_ahead:
+            return  # the spool has every batch already: nothing to gain from emptying memory
         failing_since = self._reachability.failing_since
         if in_memory and failing_since is not None and time.monotonic() - failing_since > self._settings.spill_after:
             self._outbox.spill(0, drop_on_failure=False)  # safe from a crash of this process

@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from crucible_client.batcher import Batcher, BatchingSettings, Flush
+from crucible_client.batcher import Announcement, Batcher, BatchingSettings, Flush
 from crucible_client.checkpoints import Uploads
 from crucible_client.errors import ClientClosed
 from crucible_client.outbox import Outbox
@@ -23,6 +23,7 @@ from crucible_client.sender import Reachability, Sender
 from crucible_client.spool import Spool
 from crucible_client.stats import ClientStats
 from crucible_client.transport import Transport
+from crucible_client.upload_journal import UploadJournal
 from crucible_client.wire import EventName, Queued
 
 logger = logging.getLogger("crucible_client")
@@ -50,13 +51,17 @@ class Client:
     """Telemetry for workers: `Client(url, api_key)`, or CRUCIBLE_URL and CRUCIBLE_API_KEY.
 
     Every logging call only appends to an in-memory queue. A batcher thread makes batches
-    of `batch_events` (or whatever is queued every `flush_interval` seconds); `connections`
-    sender threads post them oldest first, each with its own Idempotency-Key, retrying with
-    exponential backoff and jitter. Over `max_memory_events` in memory, or after the
-    server has failed for `spill_after` seconds, batches go to an fsynced spool under
-    `spool_dir`, sent later in order, by this process or the next one that starts.
-    `close()` (also at exit, and at the end of `with Client(...)`) delivers what it can
-    within `close_timeout` seconds and spools the rest.
+    of `batch_events` (or whatever is queued every `flush_interval` seconds) and, with
+    `write_ahead` (the default), writes each one to the spool under `spool_dir` before it
+    is sent: a process killed at any instant loses at most the events of the last
+    `flush_interval`, and the next client that starts on the spool sends the rest.
+    `spool_fsync` also fsyncs every spool write, for crashes of the machine, not only of
+    the process. `connections` sender threads post batches oldest first, each with its
+    own Idempotency-Key, retrying with exponential backoff and jitter. Over
+    `max_memory_events` in memory (or, without write-ahead, after the server has failed
+    for `spill_after` seconds), the oldest batches are left to the spool, sent later in
+    order. `close()` (also at exit, and at the end of `with Client(...)`) delivers what it
+    can within `close_timeout` seconds and spools the rest.
     """
 
     def __init__(
@@ -74,6 +79,8 @@ class Client:
         close_timeout: float = 10.0,
         max_batch_bytes: int = 8 << 20,
         connections: int = 2,
+        write_ahead: bool = True,
+        spool_fsync: bool = False,
     ) -> None:
         url = url or os.environ.get(URL_ENV)
         api_key = api_key or os.environ.get(API_KEY_ENV)
@@ -88,9 +95,10 @@ class Client:
         self._stats = ClientStats()
         self._transport = Transport(self.url, api_key, timeout, connections + 1)  # + 1 for uploads
         root = Path(spool_dir) if spool_dir is not None else default_spool_root()
-        self._spool = Spool(root / spool_name(self.url))
-        self._outbox = Outbox(self._spool, self._stats)
+        self._spool = Spool(root / spool_name(self.url), fsync=spool_fsync)
+        self._outbox = Outbox(self._spool, self._stats, write_ahead)
         self._queue: deque[Queued] = deque()
+        self._announcements: deque[Announcement] = deque()
         self._flushes: deque[Flush] = deque()
         self._wake = threading.Event()
         self._batch_events = batch_events
@@ -103,12 +111,29 @@ class Client:
         ]
         settings = BatchingSettings(batch_events, flush_interval, max_memory_events, spill_after, max_batch_bytes)
         self._batcher = Batcher(
-            self._queue, self._flushes, self._wake, self._outbox, self._stats, settings, self._reachability
+            self._queue,
+            self._announcements,
+            self._flushes,
+            self._wake,
+            self._outbox,
+            self._stats,
+            settings,
+            self._reachability,
         )
-        self._uploads = Uploads(self._transport, self._enqueue, self._stats, max_backoff, self._settled)
+        self._uploads = Uploads(
+            self._transport,
+            self._enqueue,
+            self._announce,
+            self._stats,
+            max_backoff,
+            self._settled,
+            UploadJournal(self._spool.directory, spool_fsync),
+            write_ahead,
+        )
         self._batcher.start()
         for sender in self._senders:
             sender.start()
+        self._uploads.resume()
         atexit.register(self.close)
 
     @classmethod
@@ -134,6 +159,13 @@ class Client:
         queue.append(item)
         if len(queue) >= self._batch_events and not self._wake.is_set():
             self._wake.set()
+
+    def _announce(self, announcement: Announcement) -> None:
+        """For uploads: an event encoded ahead, batched on its own under its own key."""
+        if self._closed:
+            raise ClientClosed("the Crucible client is closed")
+        self._announcements.append(announcement)
+        self._wake.set()
 
     def log_event(
         self,

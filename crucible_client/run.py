@@ -67,7 +67,9 @@ class Run:
         """Upload a checkpoint file in the background, then log `crucible.run.checkpoint`.
 
         Returns at once. The future holds the server's answer (`id`, `size`, `sha256`...)
-        or raises CheckpointUploadError; the file must not change until it is done.
+        or raises CheckpointUploadError; the file must not change until it is done (or, if
+        this process dies or closes first, until the next client on the spool uploaded it).
+        Raises TypeError at once when a metric cannot be encoded as JSON.
         """
         return self._client._uploads.submit(self._metadata, Path(path), {"epoch": epoch, **metrics})
 

@@ -1,17 +1,21 @@
-"""Batches on local disk while the server cannot take them, sent again later in order.
+"""Batches on local disk until the server has acknowledged them, sent again in order if need be.
 
 Each client process owns a directory under the spool root, held by an exclusive
 `flock` on `<directory>.lock` beside it for the process's life (taken before the
 directory exists, so nobody adopts a directory being created), so workers sharing a
-machine and a root never write the same file. A directory whose lock nobody holds was left by a process that ended:
-the next client to start adopts its segments, oldest process first, and sends them
-before its own.
+machine and a root never write the same file. A directory whose lock nobody holds was
+left by a process that ended (closed, or killed): the next client to start adopts its
+segments and any other files in it, oldest process first, and sends its batches before
+its own.
 
-A segment is an append-only file of records (length, CRC-32, msgpack `Batch`), fsynced
-after every append. Beside it, `<segment>.sent` grows by one byte per batch the server
-acknowledged; it is not fsynced, since a batch sent twice after a crash carries the same
-Idempotency-Key and the server answers the retry without storing it again. A segment
-is only read once sealed (no more appends), and deleted when all its batches are sent.
+The batches are written to segments (crucible_client/segment.py) of about
+`segment_bytes`; a segment is deleted once it is sealed and every batch in it was
+acknowledged. With the write-ahead mode, every batch is written here before it is sent,
+so the spool holds what memory holds too; the outbox says up to where batches are to be
+read back from disk (`peek(until)`): the adopted ones and those moved out of memory.
+
+Writes are not fsynced unless `fsync`: what write() handed to the kernel survives the
+process being killed, and only a crash of the machine loses it.
 """
 
 from __future__ import annotations
@@ -20,30 +24,17 @@ import contextlib
 import fcntl
 import logging
 import os
-import struct
+import threading
 import time
 import uuid
-import zlib
-from collections import deque
 from pathlib import Path
-from typing import BinaryIO
 
-import msgspec
-
+from crucible_client.segment import SEGMENT_SUFFIX, SENT_SUFFIX, Location, Segment, encode_records, segment_name
 from crucible_client.wire import Batch
 
 logger = logging.getLogger("crucible_client")
 
-SEGMENT_SUFFIX = ".batches"
-SENT_SUFFIX = ".sent"
 LOCK_SUFFIX = ".lock"
-_HEADER = struct.Struct("<II")  # payload length, CRC-32 of the payload
-_encode_batch = msgspec.msgpack.Encoder().encode
-_decode_batch = msgspec.msgpack.Decoder(Batch).decode
-
-
-def _segment_name(seq: int) -> str:
-    return f"{seq:012d}{SEGMENT_SUFFIX}"
 
 
 def _fsync_directory(path: Path) -> None:
@@ -70,58 +61,33 @@ def _try_lock(directory: Path) -> int | None:
     return fd
 
 
-def read_segment(path: Path) -> list[Batch]:
-    """The batches of a segment, up to the first torn or damaged record (a crash mid-append)."""
-    raw = path.read_bytes()
-    batches: list[Batch] = []
-    position = 0
-    while position + _HEADER.size <= len(raw):
-        length, crc = _HEADER.unpack_from(raw, position)
-        payload = raw[position + _HEADER.size : position + _HEADER.size + length]
-        if len(payload) < length or zlib.crc32(payload) != crc:
-            break
-        batches.append(_decode_batch(payload))
-        position += _HEADER.size + length
-    if position != len(raw):
-        logger.warning("spool segment %s: %d bytes after the last whole record ignored", path, len(raw) - position)
-    return batches
+class _Cursor:
+    """The next record to read back from disk, and its batch once read."""
 
+    def __init__(self, seq: int) -> None:
+        self.move_to(seq)
 
-class _Reading:
-    """The sealed segment being sent: its batches and how many the server has acknowledged."""
+    def move_to(self, seq: int) -> None:
+        self.seq, self.index, self.offset = seq, 0, 0
+        self.batch: Batch | None = None
+        self.next_offset = 0
 
-    def __init__(self, seq: int, path: Path) -> None:
-        self.seq = seq
-        self.path = path
-        self.sent_path = path.with_suffix(SENT_SUFFIX)
-        self.batches = read_segment(path)
-        self.sent = self.sent_path.stat().st_size if self.sent_path.exists() else 0
-        self.sent_file: BinaryIO | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.sent >= len(self.batches)
-
-    def mark_sent(self) -> None:
-        if self.sent_file is None:
-            self.sent_file = open(self.sent_path, "ab")  # noqa: SIM115 (open until the segment is done)
-        self.sent_file.write(b".")
-        self.sent_file.flush()
-        self.sent += 1
-
-    def remove(self) -> None:
-        if self.sent_file is not None:
-            self.sent_file.close()
-        self.path.unlink(missing_ok=True)
-        self.sent_path.unlink(missing_ok=True)
+    def advance(self) -> None:
+        self.index += 1
+        self.offset = self.next_offset
+        self.batch = None
 
 
 class Spool:
-    """One process's spool directory under `root`. Not thread-safe: the outbox serialises calls."""
+    """One process's spool directory under `root`.
 
-    def __init__(self, root: Path, segment_bytes: int = 8 << 20) -> None:
+    Thread-safe: one thread appends (the batcher), senders read back and acknowledge.
+    """
+
+    def __init__(self, root: Path, segment_bytes: int = 8 << 20, fsync: bool = False) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.segment_bytes = segment_bytes
+        self.fsync = fsync
         # The name sorts by start time, so orphans are adopted oldest first.
         self.name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.directory = root / self.name
@@ -130,15 +96,17 @@ class Spool:
             raise RuntimeError(f"cannot lock the spool directory {self.directory}")
         self._lock_fd: int | None = lock
         self.directory.mkdir()
-        self._segments: deque[int] = deque()  # seq numbers, oldest first
+        self._lock = threading.Lock()
+        self._segments: dict[int, Segment] = {}  # by number, oldest first
         self._next_seq = 1
-        self._writing: BinaryIO | None = None
-        self._writing_seq = 0
-        self._reading: _Reading | None = None
+        self._writing: Segment | None = None
         self.adopted = self._adopt_orphans(root)
+        # Everything adopted is read back from disk; what this process writes, as the outbox says.
+        self.adopted_until = Location(self._next_seq, 0)
+        self._cursor = _Cursor(1)
 
     def _adopt_orphans(self, root: Path) -> int:
-        """Move the segments of directories no live process holds into ours; how many."""
+        """Move the files of directories no live process holds into ours; how many segments."""
         adopted = 0
         for orphan in sorted(p for p in root.iterdir() if p.is_dir() and p.name != self.name):
             lock = _try_lock(orphan)
@@ -147,20 +115,26 @@ class Spool:
             try:
                 for segment in sorted(orphan.glob("*" + SEGMENT_SUFFIX)):
                     seq = self._new_seq()
-                    target = self.directory / _segment_name(seq)
+                    target = self.directory / segment_name(seq)
                     sent = segment.with_suffix(SENT_SUFFIX)
                     if sent.exists():
                         sent.rename(target.with_suffix(SENT_SUFFIX))
                     segment.rename(target)
-                    self._segments.append(seq)
+                    self._segments[seq] = Segment(seq, target, records=None, sealed=True)
                     adopted += 1
+                for other in orphan.iterdir():
+                    if other.suffix == SENT_SUFFIX:  # its segment was removed, all sent: the process died in between
+                        other.unlink()
+                    elif not (self.directory / other.name).exists():  # a pending checkpoint upload's record, say
+                        other.rename(self.directory / other.name)
                 with contextlib.suppress(OSError):  # files of someone else's: leave them
                     orphan.rmdir()
                     _lock_path(orphan).unlink(missing_ok=True)
             finally:
                 os.close(lock)
-        if adopted:
+        if adopted and self.fsync:
             _fsync_directory(self.directory)
+        if adopted:
             logger.info("resending %d spool segment(s) a previous process left in %s", adopted, root)
         return adopted
 
@@ -169,70 +143,108 @@ class Spool:
         self._next_seq += 1
         return seq
 
-    @property
-    def empty(self) -> bool:
-        return not self._segments
+    # -- writing (one thread) ----------------------------------------------------------------
 
-    def append(self, batches: list[Batch]) -> None:
-        """Write batches at the end of the spool; durable (fsync) when this returns."""
-        if self._writing is None or self._writing.tell() >= self.segment_bytes:
-            self._seal()
-            self._writing_seq = self._new_seq()
-            self._writing = open(self.directory / _segment_name(self._writing_seq), "ab")  # noqa: SIM115
+    def append(self, batches: list[Batch]) -> list[Location]:
+        """Write batches at the end of the spool; where each one is. In the kernel's hands
+        (and on disk, with `fsync`) when this returns."""
+        records = encode_records(batches)
+        segment = self._writing
+        if segment is None or segment.size >= self.segment_bytes:
+            segment = self._start_segment()
+        try:
+            segment.write(records, self.fsync)
+        except OSError:
+            with self._lock:  # a torn record may end the segment now: the next append starts another
+                self._seal_writing()
+            raise
+        with self._lock:
+            assert segment.records is not None
+            first = segment.records
+            segment.records += len(batches)
+        return [Location(segment.seq, first + n) for n in range(len(batches))]
+
+    def _start_segment(self) -> Segment:
+        with self._lock:
+            self._seal_writing()
+            seq = self._new_seq()
+        segment = Segment.create(seq, self.directory / segment_name(seq))
+        if self.fsync:
             _fsync_directory(self.directory)
-            self._segments.append(self._writing_seq)
-        records = []
-        for batch in batches:
-            payload = _encode_batch(batch)
-            records.append(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._writing.write(b"".join(records))
-        self._writing.flush()
-        os.fsync(self._writing.fileno())
+        with self._lock:
+            self._segments[seq] = segment
+            self._writing = segment
+        return segment
 
-    def _seal(self) -> None:
+    def _seal_writing(self) -> None:
         if self._writing is not None:
-            self._writing.close()
+            self._writing.seal()
+            self._remove_if_complete(self._writing)
             self._writing = None
 
-    def peek(self) -> Batch | None:
-        """The oldest batch not yet acknowledged, or None when the spool is empty."""
-        while self._segments:
-            if self._reading is None:
-                seq = self._segments[0]
-                if seq == self._writing_seq:
-                    self._seal()  # read only what no longer changes
-                self._reading = _Reading(seq, self.directory / _segment_name(seq))
-            if not self._reading.done:
-                return self._reading.batches[self._reading.sent]
-            self._finish_segment()
-        return None
+    # -- reading back and acknowledging (senders) --------------------------------------------
 
-    def mark_sent(self, batch: Batch) -> None:
-        """The server acknowledged `batch`, the one `peek` returned."""
-        reading = self._reading
-        if reading is None or reading.done or reading.batches[reading.sent] is not batch:
-            return
-        reading.mark_sent()
-        if reading.done:
-            self._finish_segment()
+    def peek(self, until: Location) -> tuple[Batch, Location] | None:
+        """The oldest batch before `until` the server has not acknowledged, and where it is."""
+        with self._lock:
+            cursor = self._cursor
+            while (segment := self._segment_from(cursor.seq)) is not None:
+                if segment.seq != cursor.seq:
+                    cursor.move_to(segment.seq)
+                location = Location(segment.seq, cursor.index)
+                if location >= until:
+                    return None
+                if segment.records is not None and cursor.index >= segment.records:
+                    if not segment.sealed:
+                        return None  # not written yet (until says otherwise: never, in practice)
+                    cursor.move_to(segment.seq + 1)
+                    continue
+                if cursor.batch is None:
+                    record = segment.read_at(cursor.offset)
+                    if record is None:  # the end of an adopted segment, or one that cannot be read
+                        if not segment.sealed:
+                            return None  # being written: try again at the next claim
+                        segment.records = cursor.index
+                        self._remove_if_complete(segment)
+                        cursor.move_to(segment.seq + 1)
+                        continue
+                    cursor.batch, cursor.next_offset = record
+                if segment.is_acked(cursor.index):
+                    cursor.advance()
+                    continue
+                return cursor.batch, location
+            return None
 
-    def _finish_segment(self) -> None:
-        assert self._reading is not None
-        self._reading.remove()
-        self._segments.popleft()
-        self._reading = None
+    def _segment_from(self, seq: int) -> Segment | None:
+        """The segment numbered `seq`, or the next one still there."""
+        segment = self._segments.get(seq)
+        if segment is not None:
+            return segment
+        return next((s for n, s in self._segments.items() if n > seq), None)
+
+    def acknowledge(self, location: Location) -> None:
+        """The server answered the batch at `location` for good: it is not to be sent again."""
+        with self._lock:
+            segment = self._segments.get(location.segment)
+            if segment is not None:
+                segment.acknowledge(location.record)
+                self._remove_if_complete(segment)
+
+    def _remove_if_complete(self, segment: Segment) -> None:
+        if segment.complete:
+            segment.remove()
+            del self._segments[segment.seq]
 
     def close(self) -> None:
-        """Release the directory; remove it when nothing is left to send."""
-        self._seal()
-        if self._reading is not None and self._reading.sent_file is not None:
-            self._reading.sent_file.close()
-            self._reading.sent_file = None
+        """Release the directory; remove it when nothing is left in it."""
+        with self._lock:
+            self._seal_writing()
+            for segment in self._segments.values():
+                segment.close()
         if self._lock_fd is None:
             return
-        if not self._segments:
-            with contextlib.suppress(OSError):
-                self.directory.rmdir()
-                _lock_path(self.directory).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # not empty: left for the next process
+            self.directory.rmdir()
+            _lock_path(self.directory).unlink(missing_ok=True)
         os.close(self._lock_fd)
         self._lock_fd = None

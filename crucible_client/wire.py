@@ -144,6 +144,22 @@ def to_events(items: list[Queued], clock: Clock) -> list[TelemetryEvent]:
     return events
 
 
+def encode_event(
+    name: EventName, measurements: dict[str, Any], metadata: dict[str, str], timestamp: float, event_id: str
+) -> bytes:
+    """One event as a whole ingest body, with the id and time given (a checkpoint's event,
+    encoded before its upload starts). Raises TypeError or NotImplementedError when a
+    value cannot be encoded."""
+    event = TelemetryEvent(
+        event_name=_split_name(name),
+        measurements=_finite(measurements),
+        metadata=metadata,
+        timestamp=_EPOCH + round(timestamp * 1_000_000) * dt.timedelta(microseconds=1),
+        id=event_id,
+    )
+    return _encoder.encode(IngestBatch(events=[event]))
+
+
 def encode_batches(events: list[TelemetryEvent], max_bytes: int, first_seq: int, origin: str) -> list[Batch]:
     """The events as ingest bodies of at most `max_bytes` (unless one event alone is larger).
 

@@ -30,7 +30,8 @@ STAGING_PREFIX = ".crucible-upload-"
 def upload_checkpoint(run: Run, path: Path, stage_in: Path, epoch: float, metrics: dict[str, float]) -> Future[Any]:
     """Upload `path` as a checkpoint of `run` from a hard link in a new directory under
     `stage_in` (on the file's file system, and out of reach of the framework's clean-ups),
-    removed once the upload has succeeded or failed."""
+    removed once the upload has succeeded or failed (kept when close() leaves it to the
+    next client)."""
     try:
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=stage_in))
     except OSError as exc:
@@ -48,8 +49,15 @@ def upload_checkpoint(run: Run, path: Path, stage_in: Path, epoch: float, metric
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    upload.add_done_callback(lambda _: shutil.rmtree(staging, ignore_errors=True))
+    upload.add_done_callback(lambda done: _unstage(done, staging))
     return upload
+
+
+def _unstage(upload: Future[Any], staging: Path) -> None:
+    # An upload cancelled by close() stays in the spool's upload journal, and the next
+    # client reads the file from this link: it must outlive this process then.
+    if not upload.cancelled():
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _submit(run: Run, path: Path, epoch: float, metrics: dict[str, float]) -> Future[Any]:

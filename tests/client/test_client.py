@@ -30,7 +30,8 @@ from aiohttp.test_utils import TestClient
 
 from crucible_client import CheckpointUploadError, Client, ClientClosed
 from crucible_client.outbox import Outbox
-from crucible_client.spool import SEGMENT_SUFFIX, Spool, read_segment
+from crucible_client.segment import SEGMENT_SUFFIX, read_segment
+from crucible_client.spool import Spool
 from crucible_client.stats import ClientStats
 from crucible_client.wire import Batch
 from service.app import create_app
@@ -191,7 +192,9 @@ async def test_a_training_run_arrives_as_the_worker_sent_it(client: TestClient, 
 
     run_id, logged, stats = await asyncio.to_thread(worker)
     sent = 1 + 1 + 750 + 7 + 1 + 1  # started, first log, progress, debug logs, evaluation, completed
-    assert (stats.batched, stats.accepted, stats.rejected, stats.spooled) == (sent, sent, 0, 0)
+    assert (stats.batched, stats.accepted, stats.rejected) == (sent, sent, 0)
+    assert stats.spooled == sent  # each batch written ahead...
+    assert segments(spool) == []  # ... and removed once acknowledged
 
     events = await stored_events(client, run_id, sent)
     assert len(events) == sent
@@ -468,18 +471,42 @@ async def test_a_crashed_process_leaves_a_spool_the_next_one_delivers(offline: O
 # -- the spool without a server ------------------------------------------------------------
 
 
-def test_with_the_server_down_and_a_small_memory_cap_events_go_to_the_spool(spool: Path) -> None:
+@pytest.mark.parametrize("write_ahead", [True, False])
+def test_with_the_server_down_and_a_small_memory_cap_events_go_to_the_spool(spool: Path, write_ahead: bool) -> None:
     url = f"http://127.0.0.1:{free_port()}"  # nothing listens
-    crucible = Client(url, "key", spool_dir=spool, max_memory_events=10, batch_events=5, spill_after=3600, **FAST)
+    crucible = Client(
+        url,
+        "key",
+        spool_dir=spool,
+        max_memory_events=10,
+        batch_events=5,
+        spill_after=3600,
+        write_ahead=write_ahead,
+        **FAST,
+    )
     for step in range(200):
         crucible.log_event("crucible.run.progress", {"step": step}, {"run_id": "run_cap"})
-    wait_until(lambda: crucible.stats.spooled >= 190)  # all but the cap
+    wait_until(lambda: crucible.stats.batched == 200 and crucible._outbox.memory_events <= 10)  # all but the cap
     stats = crucible.stats
-    assert stats.batched == 200 and stats.accepted == 0 and stats.dropped == 0
-    assert crucible._outbox.memory_events <= 10
+    assert stats.accepted == 0 and stats.dropped == 0
+    assert stats.spooled == (200 if write_ahead else 190)  # written ahead, or when they left memory
     assert segments(crucible.spool_directory)
     assert not crucible.close(timeout=0)
     assert crucible.stats.spooled == 200
+
+
+@pytest.mark.parametrize("write_ahead", [True, False])
+def test_after_spill_after_the_batches_are_on_disk_either_way(spool: Path, write_ahead: bool) -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens
+    crucible = Client(url, "key", spool_dir=spool, spill_after=0.2, write_ahead=write_ahead, **FAST)
+    for step in range(100):
+        crucible.log_event("crucible.run.progress", {"step": step}, {"run_id": "run_spill"})
+    wait_until(lambda: crucible.stats.spooled == 100)
+    time.sleep(0.5)  # past spill_after: without write-ahead, memory was emptied into the spool
+    # With write-ahead, memory keeps its copies: they are on disk already, and sending them
+    # from memory when the server is back is faster than reading them back one at a time.
+    assert crucible._outbox.memory_events == (100 if write_ahead else 0)
+    assert not crucible.close(timeout=0)
 
 
 def test_a_live_client_s_spool_is_not_taken_by_another(spool: Path) -> None:
@@ -510,8 +537,9 @@ def test_a_torn_record_at_the_end_of_a_segment_is_ignored(spool: Path) -> None:
     assert [b.events for b in batches] == [2, 2]
 
 
-def test_a_batch_acknowledged_while_it_was_being_spilled_is_not_sent_again(tmp_path: Path) -> None:
-    outbox = Outbox(Spool(tmp_path / "spool"), ClientStats())
+@pytest.mark.parametrize("write_ahead", [True, False])
+def test_a_batch_acknowledged_while_it_was_being_spilled_is_not_sent_again(tmp_path: Path, write_ahead: bool) -> None:
+    outbox = Outbox(Spool(tmp_path / "spool"), ClientStats(), write_ahead)
     batch = Batch(key="k1", seq=1, events=3, body=b"{}", origin=outbox.origin)
     outbox.add([batch])
     ticket = outbox.claim()
@@ -633,3 +661,33 @@ async def test_a_refused_checkpoint_is_reported_and_not_announced(
     assert names(events) == {"crucible.run.started": 1, "crucible.run.log": 2}
     levels = {e["metadata"]["level"] for e in events if e["event_name"][-1] == "log"}
     assert levels == {"error"}
+
+
+async def test_a_checkpoint_unfinished_at_close_is_uploaded_and_announced_by_the_next_client(
+    with_checkpoints: Any, spool: Path, tmp_path: Path
+) -> None:
+    faults = CheckpointFaults(fail_first=10**6)  # the service cannot take files for now
+    service = await with_checkpoints(faults)
+    path = tmp_path / "epoch-1.pt"
+    path.write_bytes(os.urandom(100_000))
+
+    def first_worker() -> str:
+        crucible = Client(base_url(service), service.secret, spool_dir=spool, **FAST)
+        run = crucible.start_run(service.experiment_id)
+        upload = run.checkpoint(path, epoch=1, val_loss=0.5)
+        run.complete()
+        assert not crucible.close(timeout=1)
+        with pytest.raises(CheckpointUploadError, match="the next client on this spool will upload it"):
+            upload.result(timeout=30)  # once its thread sees the client closed
+        assert crucible.stats.checkpoint_failures == 0
+        return run.id
+
+    run_id = await asyncio.to_thread(first_worker)
+    faults.fail_first = 0  # the service takes files again
+    await asyncio.to_thread(deliver_spool, base_url(service), service.secret, spool)  # its close waits for the upload
+
+    events = await stored_events(service, run_id, 3)
+    assert names(events) == {"crucible.run.started": 1, "crucible.run.checkpoint": 1, "crucible.run.completed": 1}
+    [checkpoint] = (await (await service.get(f"/api/v1/runs/{run_id}/checkpoints")).json())["data"]
+    assert checkpoint["size"] == 100_000 and checkpoint["reported_at"] is not None
+    assert [p for p in spool.rglob("*") if p.is_file()] == []  # the record went with the announcement
