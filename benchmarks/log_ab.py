@@ -25,7 +25,7 @@ from typing import Any
 
 from _support import CpuMeter, print_table, result_header, start_server
 from ingest_throughput import broker_process
-from request_size import phase
+from request_size import phase, print_ratios, top_threads
 
 MODES = ("embedded", "kafka")
 
@@ -81,13 +81,12 @@ def report(result: dict[str, Any]) -> None:
             f"{p['server_cpu_us_per_event']:.1f}",
             f"{p['broker_cpu_us_per_event']:.1f}" if "broker_cpu_us_per_event" in p else "-",
             f"{p['machine_idle_cores']:.2f}",
-            ", ".join(f"{name} {cores:.2f}" for name, cores in list(p["server_cores_by_thread"].items())[:5]),
+            top_threads(p),
         ]
         for p in result["phases"]
     ]
     print_table(["log", "end to end ev/s", "POST p50/p99 ms", "server µs/ev", "broker µs/ev", "idle", "cores"], rows)
-    ratios = ", ".join(f"{r:.2f}" for r in result["ratios"])
-    print(f"\nKafka / embedded, end to end, by pair: {ratios} (median {result['median_ratio']:.2f}; goal >= 0.8)")
+    print_ratios("Kafka / embedded", result)
 
 
 def main() -> int:

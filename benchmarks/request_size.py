@@ -108,7 +108,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     rows = []
     for p in result["phases"]:
-        threads = ", ".join(f"{name} {cores:.2f}" for name, cores in list(p["server_cores_by_thread"].items())[:5])
         rows.append(
             [
                 p["events_per_batch"],
@@ -118,13 +117,23 @@ def report(result: dict[str, Any]) -> None:
                 f"{p['post_latency_ms']['p50']:.1f} / {p['post_latency_ms']['p99']:.1f}",
                 f"{p['server_cpu_us_per_event']:.1f}",
                 f"{p['machine_idle_cores']:.2f}",
-                threads,
+                top_threads(p),
             ]
         )
     header = ["events/request", "end to end ev/s", "acked ev/s", "requests/s", "POST p50/p99 ms", "µs/event"]
     print_table([*header, "idle", "cores"], rows)
+    print_ratios("small / large", result)
+
+
+def top_threads(phase: dict[str, Any]) -> str:
+    """The five threads of the server that used the most cores in a phase."""
+    return ", ".join(f"{name} {cores:.2f}" for name, cores in list(phase["server_cores_by_thread"].items())[:5])
+
+
+def print_ratios(label: str, result: dict[str, Any]) -> None:
+    """Each pair's end-to-end ratio and their median, against the goal of 0.8."""
     ratios = ", ".join(f"{r:.2f}" for r in result["ratios"])
-    print(f"\nsmall / large, end to end, by pair: {ratios} (median {result['median_ratio']:.2f}; goal >= 0.8)")
+    print(f"\n{label}, end to end, by pair: {ratios} (median {result['median_ratio']:.2f}; goal >= 0.8)")
 
 
 def main() -> int:
