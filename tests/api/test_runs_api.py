@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 from typing import Any
 
 import pytest
@@ -281,6 +282,42 @@ async def test_metric_history_downsampling_keeps_extremes(client: TestClient) ->
     assert [p["value"] for p in full["points"]] == values
     for bad in ("1", "x", "1000000"):
         await error(client, "GET", f"{RUNS}/run_long/metrics/loss", 422, "validation_error", params={"max_points": bad})
+
+
+async def test_metric_history_buckets_match_a_sort_in_python(client: TestClient) -> None:
+    """Equal-count buckets over step order, each keeping its lowest and highest point, for points
+    sent out of step order in many inserts (so the warehouse reads them from many parts)."""
+    experiment_id = (await create_experiment(client))["id"]
+    rng = random.Random(7)
+    steps = list(range(1000))
+    rng.shuffle(steps)
+    values = {step: rng.random() for step in steps}  # distinct: one lowest and one highest per bucket
+    for batch in range(10):
+        chunk = steps[batch * 100 : (batch + 1) * 100]
+        events = [
+            run_event(
+                "progress",
+                "run_shuffled",
+                experiment_id,
+                T0 + dt.timedelta(seconds=step),
+                measurements={"step": step, "loss": values[step]},
+            )
+            for step in chunk
+        ]
+        await send(client, events)
+    await wait_events(client, experiment_id, len(steps))
+    await wait_run(client, "run_shuffled")
+    buckets = 50
+    kept: set[int] = set()
+    for bucket in range(buckets):
+        members = [position for position in range(1000) if position * buckets // 1000 == bucket]
+        kept.add(min(members, key=lambda position: values[position]))  # position == step here
+        kept.add(max(members, key=lambda position: values[position]))
+    history = (
+        await call(client, "GET", f"{RUNS}/run_shuffled/metrics/loss", 200, params={"max_points": str(2 * buckets)})
+    )["data"]
+    assert [(p["step"], p["value"]) for p in history["points"]] == [(s, values[s]) for s in sorted(kept)]
+    assert history["total_points"] == 1000 and history["downsampled"] is True
 
 
 async def test_logs_by_level_since_and_tail(trained: Any) -> None:
