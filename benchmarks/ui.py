@@ -48,7 +48,7 @@ TARGETS = {"usable_s": 1.0, "visible_p99_s": 1.5}
 READY = {
     "home": ("/", "#recent-experiments tbody a"),
     "experiments": ("/experiments", "main table tbody tr td a[href^='/experiments/']"),
-    "run": (f"/runs/{BIG_RUN}", "[data-metric=train_loss] .plot .main-svg"),
+    "run": (f"/runs/{BIG_RUN}", "[data-metric=train_loss] .plot[data-points]:not([data-points='0'])"),
 }
 
 
@@ -132,12 +132,13 @@ def page_loads(browser: Any, base: str, loads: int) -> dict[str, Any]:
 
 
 # Installed in the run page: when each new highest step first shows on the train_loss chart.
-RECORD_STEPS = """() => {
+RECORD_STEPS = """async () => {
   window.seenSteps = {};
+  const { seriesOf } = await import('/ui/charts.js');
   const plot = document.querySelector('[data-metric=train_loss] .plot');
   let highest = -1;
   const look = () => {
-    const xs = plot.data[0].x;
+    const xs = seriesOf(plot)[0].x;
     for (let i = xs.length - 1; i >= 0 && xs[i] > highest; i--) window.seenSteps[xs[i]] = Date.now();
     highest = Math.max(highest, xs[xs.length - 1]);
     requestAnimationFrame(look);

@@ -33,8 +33,8 @@ PAGE_PATHS = (
     "/models/{id}",
 )
 # Scripts only from this server's files (no inline script, no eval); styles may be inline
-# because plotly.js sets style attributes on the SVG it draws (its maintainers track strict
-# styles in plotly/plotly.js#7543); WebSockets and fetches to this origin only.
+# because BokehJS styles the elements it draws with style attributes and <style> elements
+# in their shadow roots; WebSockets and fetches to this origin only.
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'none'",
@@ -63,12 +63,17 @@ def _static() -> StaticFolder:
     return StaticFolder(STATIC, REVALIDATE)
 
 
+# The charting library: BokehJS's core and its plotting API, from the installed bokeh package.
+CHART_LIBRARY_FILES = ("bokeh.min.js", "bokeh-api.min.js")
+
+
 @cache
-def _plotly() -> StaticFile:
-    spec = importlib.util.find_spec("plotly")  # located, not imported: only its file is served
+def _chart_library() -> dict[str, StaticFile]:
+    spec = importlib.util.find_spec("bokeh")  # located, not imported: only its files are served
     if spec is None or spec.origin is None:
-        raise RuntimeError("the plotly package is not installed: `pip install crucible` installs it")
-    return StaticFile(Path(spec.origin).parent / "package_data" / "plotly.min.js", REVALIDATE)
+        raise RuntimeError("the bokeh package is not installed: `pip install crucible` installs it")
+    folder = Path(spec.origin).parent / "server" / "static" / "js"
+    return {name: StaticFile(folder / name, REVALIDATE) for name in CHART_LIBRARY_FILES}
 
 
 @page
@@ -82,10 +87,13 @@ for _path in PAGE_PATHS:
     routes.get(_path, name=None)(shell)
 
 
-@routes.get("/ui/vendor/plotly.min.js")
+@routes.get("/ui/vendor/{name}")
 @page
-async def plotly_script(request: web.Request) -> web.Response:
-    return await _plotly().response(request, UI_HEADERS)
+async def chart_library_file(request: web.Request) -> web.Response:
+    found = _chart_library().get(request.match_info["name"])
+    if found is None:
+        raise ApiError(404, "not_found", f"no file {request.path}")
+    return await found.response(request, UI_HEADERS)
 
 
 @routes.get("/ui/{name:.+}")

@@ -25,7 +25,7 @@ class StaticFile:
 
     def _read(self) -> tuple[bytes, bytes | None, str]:
         body = self.path.read_bytes()
-        # Level 6, gzip's default: plotly's 4.8 MB take about 0.2 s, once per process.
+        # Level 6, gzip's default: the charting library's 1.4 MB take about 0.06 s, once per process.
         gzipped = gzip.compress(body, 6, mtime=0) if len(body) >= _COMPRESS_FROM_BYTES else None
         return body, gzipped, '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
 

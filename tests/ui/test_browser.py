@@ -19,10 +19,10 @@ from tests.ui.conftest import UiServer
 pytestmark = pytest.mark.slow
 
 TIMEOUT_MS = 15_000
-# Every point on the page's charts (plotly keeps each chart's traces on its element).
-POINTS_ON_CHARTS = (
-    "[...document.querySelectorAll('.plot')].flatMap(p => p.data || []).reduce((n, t) => n + t.x.length, 0)"
-)
+# What the page's charts show, as charts.js reports it (expressions that await).
+SERIES_OF = "(await import('/ui/charts.js')).seriesOf"
+POINTS_ON_CHARTS = f"[...document.querySelectorAll('.plot')].flatMap({SERIES_OF}).reduce((n, s) => n + s.x.length, 0)"
+DRAWN_CHART = ".plot[data-points]:not([data-points='0'])"  # drawn, with its points
 
 
 def api(server: UiServer, path: str, body: dict[str, Any] | None = None, method: str | None = None) -> Any:
@@ -43,10 +43,10 @@ def demo_experiments(server: UiServer) -> list[dict[str, Any]]:
 
 
 def until(page: Any, expression: str, timeout_ms: int = TIMEOUT_MS) -> None:
-    """Poll a JavaScript expression from here until it is true. (Playwright's wait_for_function
-    compiles its text in the page, which the pages' policy refuses: no eval.)"""
+    """Poll a JavaScript expression (it may await) from here until it is true. (Playwright's
+    wait_for_function compiles its text in the page, which the pages' policy refuses: no eval.)"""
     deadline = time.monotonic() + timeout_ms / 1000
-    while not page.evaluate(f"(() => {{ try {{ return Boolean({expression}); }} catch {{ return false; }} }})()"):
+    while not page.evaluate(f"(async () => {{ try {{ return Boolean({expression}); }} catch {{ return false; }} }})()"):
         assert time.monotonic() < deadline, f"still false after {timeout_ms} ms: {expression}"
         page.wait_for_timeout(50)
 
@@ -142,7 +142,7 @@ def test_progress_and_learning_curves_move_without_a_reload(browser_page: Any, u
     try:
         experiment = _wait_for_running_demo(ui_server)
         page.goto(f"/experiments/{experiment['id']}")
-        page.locator(".plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator(DRAWN_CHART).first.wait_for(timeout=TIMEOUT_MS)
         page.evaluate("window.notReloaded = true")
         first_progress = page.locator("progress").first.evaluate("bar => bar.value")
         first_points = _points(page)
@@ -152,9 +152,9 @@ def test_progress_and_learning_curves_move_without_a_reload(browser_page: Any, u
         # A training run's own chart grows point by point from the live telemetry.
         page.click("td a[href^='/runs/']")
         page.wait_for_url(re.compile(r"/runs/run_"))
-        page.locator("[data-metric=train_loss] .plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
-        train_loss_points = "document.querySelector('[data-metric=train_loss] .plot').data[0].x.length"
-        before = page.evaluate(train_loss_points)
+        page.locator(f"[data-metric=train_loss] {DRAWN_CHART}").first.wait_for(timeout=TIMEOUT_MS)
+        train_loss_points = f"{SERIES_OF}(document.querySelector('[data-metric=train_loss] .plot'))[0].x.length"
+        before = page.evaluate(f"(async () => {train_loss_points})()")
         until(page, f"{train_loss_points} > {before + 5}")
         # History and live tail meet without a gap or an overlap: the demo logs train_loss at
         # every step, so the chart holds each step from its first to its last exactly once.
@@ -179,11 +179,7 @@ def _wait_for_running_demo(server: UiServer) -> dict[str, Any]:
 
 
 def _points(page: Any) -> int:
-    return int(
-        page.evaluate(
-            "[...document.querySelectorAll('.plot')].flatMap(p => p.data || []).reduce((n, t) => n + t.x.length, 0)"
-        )
-    )
+    return int(page.evaluate(f"(async () => {POINTS_ON_CHARTS})()"))
 
 
 def test_logs_filter_by_level_and_a_checkpoint_downloads_whole(browser_page: Any, ui_server: UiServer) -> None:
@@ -267,7 +263,7 @@ def test_explore_p99_latency_by_5_minutes_grouped_by_model(browser_page: Any, ui
     # Events a finished demo sent may still be on their way into the warehouse: the page and
     # the API are compared on the same data, read again until two readings agree.
     for _ in range(5):
-        page.locator(".plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator(DRAWN_CHART).first.wait_for(timeout=TIMEOUT_MS)
         expected = api(ui_server, P99_BY_MODEL)["data"]
         rows = page.locator("#aggregate-numbers tbody tr").all_inner_texts()
         shown = sorted(tuple(row.split("\t")[1:]) for row in rows)
@@ -275,7 +271,8 @@ def test_explore_p99_latency_by_5_minutes_grouped_by_model(browser_page: Any, ui
             break
         page.reload()
     assert shown and _same_numbers(shown, expected), (shown, expected)
-    assert page.evaluate("document.querySelector('.plot').data.length") == len({p["group"] for p in expected})
+    lines = page.evaluate(f"(async () => {SERIES_OF}(document.querySelector('.plot')).length)()")
+    assert lines == len({p["group"] for p in expected})
 
 
 def _same_numbers(shown: list[tuple[str, ...]], expected: list[dict[str, Any]]) -> bool:
@@ -340,15 +337,26 @@ NUMBER_CONTROLS = """() => {
   controls.forEach((e, i) => (e.dataset.control = String(i)));
   return controls.length;
 }"""
+# The element that has the focus, inside the charts' shadow roots too (a chart's buttons live
+# there): its own focus ring, the ring of the chart around it, and what the eye gets of it.
 FOCUSED = """() => {
-  const e = document.activeElement;
-  const style = getComputedStyle(e);
-  let opacity = 1; // what the eye gets: the element's and every ancestor's opacity
-  for (let node = e; node instanceof Element; node = node.parentElement) {
-    opacity *= parseFloat(getComputedStyle(node).opacity);
+  let e = document.activeElement;
+  let host = null; // the page's element whose shadow root holds the focus
+  while (e && e.shadowRoot && e.shadowRoot.activeElement) {
+    host = host || e;
+    e = e.shadowRoot.activeElement;
   }
-  return { control: e.dataset.control ?? null, tag: e.tagName, type: e.type, name: e.name, outline: style.outlineStyle,
-           width: parseFloat(style.outlineWidth), opacity };
+  const ring = (element) => {
+    const style = getComputedStyle(element);
+    return style.outlineStyle === "none" ? 0 : parseFloat(style.outlineWidth);
+  };
+  const up = (node) =>
+    node.parentElement || (node.getRootNode() instanceof ShadowRoot ? node.getRootNode().host : null);
+  let opacity = 1; // the element's and every ancestor's, across shadow roots
+  for (let node = e; node; node = up(node)) opacity *= parseFloat(getComputedStyle(node).opacity);
+  const chart = host && host.closest(".plot");
+  return { control: host ? null : e.dataset.control ?? null, tool: host ? e.title || null : null, tag: e.tagName,
+           className: String(e.className), width: ring(e), chartWidth: chart ? ring(chart) : 0, opacity };
 }"""
 
 
@@ -362,21 +370,31 @@ def test_every_control_is_reached_by_keyboard_with_a_visible_focus(
         runs = api(ui_server, f"/experiments/{demo_experiments(ui_server)[0]['id']}/runs")["data"]
         path = f"/runs/{runs[0]['id']}"
         page.goto(path)
-        page.locator(".plot .main-svg").first.wait_for(timeout=TIMEOUT_MS)
+        page.locator(DRAWN_CHART).first.wait_for(timeout=TIMEOUT_MS)
     else:
         page.goto(path)
         page.locator("tbody tr").first.wait_for()
     count = page.evaluate(NUMBER_CONTROLS)
     assert count > 5
     reached: set[str] = set()
+    tools: set[str] = set()
     unseen_focus = []
-    for _ in range(count + 100):  # a date field takes one Tab per part
+    for _ in range(count + 100):  # a date field takes one Tab per part, a chart one per tool
         page.keyboard.press("Tab")
         focused = page.evaluate(FOCUSED)
-        if focused["control"] is None:
+        if focused["control"] is not None:
+            reached.add(focused["control"])
+        elif focused["tool"] is not None:
+            tools.add(focused["tool"])
+        elif focused["tag"] == "BODY":
             continue
-        reached.add(focused["control"])
-        if focused["outline"] == "none" or focused["width"] < 2 or focused["opacity"] < 0.5:
+        # A chart's plot area takes the focus too (the charting library's keyboard events):
+        # the ring of the chart around it shows where it is. A button must show its own.
+        own = focused["tool"] or focused["control"]
+        ring = focused["width"] if own else max(focused["width"], focused["chartWidth"])
+        if ring < 2 or focused["opacity"] < 0.5:
             unseen_focus.append(focused)
     assert reached == {str(i) for i in range(count)}, f"not reached by Tab: {count - len(reached)} of {count}"
     assert not unseen_focus, json.dumps(unseen_focus)
+    if "/runs/" in path:
+        assert tools >= {"Pan", "Box Zoom", "Wheel Zoom", "Reset", "Save", "Hover"}, tools

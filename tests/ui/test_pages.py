@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import gzip
 import html.parser
+import importlib.util
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -15,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from service.http.appkeys import PROJECTOR, SETTINGS, SIGN_IN_LINKS
 from service.resources.credentials import SESSION_COOKIE
 from service.resources.keys import ADMIN_KEY_FILE
-from service.ui.pages import CONTENT_SECURITY_POLICY, PAGE_PATHS, STATIC
+from service.ui.pages import CHART_LIBRARY_FILES, CONTENT_SECURITY_POLICY, PAGE_PATHS, STATIC
 from service.ui.sign_in_link import SIGN_IN_LINK_SECONDS, local_sign_in_link
 from tests.keys_support import auth, create_key, session_cookie
 
@@ -93,16 +95,24 @@ async def test_static_files_are_revalidated_by_etag_and_gzipped(client: TestClie
         assert gzip.decompress(await answer.read()) == body
 
 
-async def test_the_charting_library_comes_from_the_plotly_package(client: TestClient, anonymous: Any) -> None:
+@pytest.mark.parametrize("name", CHART_LIBRARY_FILES)
+async def test_the_charting_library_comes_from_the_bokeh_package(client: TestClient, anonymous: Any, name: str) -> None:
+    installed = Path(importlib.util.find_spec("bokeh").origin).parent / "server" / "static" / "js" / name  # type: ignore[union-attr, arg-type]
     async with anonymous.get(
-        client.make_url("/ui/vendor/plotly.min.js"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
+        client.make_url(f"/ui/vendor/{name}"), headers={"Accept-Encoding": "gzip"}, auto_decompress=False
     ) as answer:
         assert answer.status == 200
         assert answer.content_type == "text/javascript"
+        assert "script-src 'self'" in answer.headers["Content-Security-Policy"]
         sent = await answer.read()
-    script = gzip.decompress(sent)
-    assert b"plotly.js" in script[:2000]
-    assert len(sent) < len(script) / 2  # what a first view transfers
+    assert gzip.decompress(sent) == installed.read_bytes()
+    assert len(sent) < installed.stat().st_size / 2  # what a first view transfers
+
+
+async def test_only_the_chart_library_files_are_served_from_its_package(client: TestClient, anonymous: Any) -> None:
+    for name in ("bokeh-widgets.min.js", "compiler.js", "..%2F..%2F__init__.py", "plotly.min.js"):
+        async with anonymous.get(client.make_url("/").with_path(f"/ui/vendor/{name}", encoded=True)) as answer:
+            assert answer.status == 404, name
 
 
 @pytest.mark.parametrize(

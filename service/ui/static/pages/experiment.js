@@ -2,7 +2,7 @@
 // latest metrics, learning curves of any metric across its runs, results, history (and the
 // experiment as of any instant), statistical results, and exports.
 import { api, describe } from "/ui/api.js";
-import { lineChart, plotly } from "/ui/charts.js";
+import { chartLibrary, lineChart } from "/ui/charts.js";
 import { downloadFrom } from "/ui/download.js";
 import { ACTIONS } from "/ui/pages/experiments.js";
 import { add, duration, h, number, percent, replace, statusBadge, table, when } from "/ui/dom.js";
@@ -12,7 +12,7 @@ const MAX_CURVES = 50;
 const REFRESH_MS = 1000;
 
 export async function render(main, { params, query, socket, notify, can, setTitle, navigate }) {
-  plotly().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
+  chartLibrary().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
   const id = params.id;
   const asOf = query.get("as_of");
   const answer = await api(`/experiments/${encodeURIComponent(id)}`, { params: { as_of: asOf } });

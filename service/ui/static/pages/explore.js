@@ -2,7 +2,7 @@
 // the URL), as a chart and a table of the same numbers, and a live stream of the matching
 // events from telemetry:<experiment|all>.
 import { api, describe, eventNameOf, query as toQuery } from "/ui/api.js";
-import { lineChart, plotly } from "/ui/charts.js";
+import { chartLibrary, lineChart } from "/ui/charts.js";
 import { add, h, number, replace, table, when } from "/ui/dom.js";
 
 const AGGREGATES = ["count", "avg", "sum", "min", "max", "p50", "p95", "p99"];
@@ -11,7 +11,7 @@ const FIELDS = ["metric", "agg", "interval", "group_by", "event_name", "experime
 const STREAM_LINES = 50;
 
 export async function render(main, { query, navigate, socket, notify, setTitle }) {
-  plotly().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
+  chartLibrary().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
   setTitle("Telemetry");
   const view = Object.fromEntries(FIELDS.map((f) => [f, query.get(f) || ""]));
   view.agg = view.agg || "p99";

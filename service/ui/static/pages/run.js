@@ -2,7 +2,7 @@
 // the run's progress events), its log with a level filter and a live tail, checkpoints to
 // download, hyperparameters, and the error of a failed run.
 import { api, describe, eventNameOf } from "/ui/api.js";
-import { extend, lineChart, plotly } from "/ui/charts.js";
+import { chartLibrary, extend, lineChart } from "/ui/charts.js";
 import { add, h, number, percent, replace, statusBadge, table, when } from "/ui/dom.js";
 
 const PROGRESS = "crucible.run.progress";
@@ -10,12 +10,11 @@ const LOG = "crucible.run.log";
 const LEVELS = ["debug", "info", "warning", "error"];
 const CHART_POINTS = 2000; // per metric: the server down-samples, keeping spikes
 const LOG_TAIL = 200;
-const JOIN_WAIT_MS = 2000;
 const RECONCILE_MS = 2500; // above the 202 → visible p99
 const NOT_CHARTED = new Set(["step", "epoch", "progress", "current_epoch", "current_step"]);
 
 export async function render(main, { params, query, socket, notify, setTitle, navigate, onLeave }) {
-  plotly().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
+  chartLibrary().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
   const run = (await api(`/runs/${encodeURIComponent(params.id)}`)).data;
   setTitle(`Run ${run.id}`);
   const level = LEVELS.includes(query.get("level")) ? query.get("level") : "debug";
@@ -49,10 +48,12 @@ export async function render(main, { params, query, socket, notify, setTitle, na
   );
 
   // Live points come from the log, ahead of the warehouse the histories are read from (by
-  // the writer's lag, well under RECONCILE_MS). So the channel is joined before the
-  // histories are asked for, and each chart is its history plus the live points after it;
-  // a point accepted just before the join can be in neither, so each join (the first, and
-  // after a reconnect) reads the histories again once the writer has caught up.
+  // the writer's lag, well under RECONCILE_MS). Each chart is its history plus the live
+  // points after it. The channel is joined while the histories are read, not before (a
+  // round trip less before the first chart); a point accepted around the join can be in
+  // neither, so once the charts are drawn, and after each join that ends later (the first,
+  // or one after a reconnect), the page reads the histories again once the writer has
+  // caught up.
   const live = run.status === "running" || run.status === "pending";
   const channel = live ? socket.channel(`telemetry:${run.experiment_id}`, { event_types: [PROGRESS, LOG] }) : null;
   const metricsOf = new Map(); // metric → { box, plot, drawing, history: {x, y}, tail: [{x, y}] since it }
@@ -69,7 +70,7 @@ export async function render(main, { params, query, socket, notify, setTitle, na
       if (drawn) reconcileSoon();
     });
     onLeave(() => channel.leave());
-    await joinedOrLate(channel);
+    channel.join();
   }
 
   const chart = (name) => {
@@ -87,7 +88,7 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     m.tail = m.tail.filter((p) => p.x > after);
     const series = [{ name, x: m.history.x.concat(m.tail.map((p) => p.x)), y: m.history.y.concat(m.tail.map((p) => p.y)) }];
     m.drawing = true;
-    m.plot = await lineChart(m.box, series, { title: name, xTitle: "step", yTitle: name });
+    m.plot = await lineChart(m.box, series, chartLabels(name));
     m.drawing = false;
     const missed = m.tail.filter((p) => p.x > lastOf(series[0].x)); // arrived while it was drawn
     if (missed.length) await extend(m.plot, missed.map((p) => [0, p]));
@@ -128,6 +129,9 @@ export async function render(main, { params, query, socket, notify, setTitle, na
 
   const logsAsked = api(`/runs/${encodeURIComponent(run.id)}/logs`, { params: { tail: LOG_TAIL, level } });
   const names = Object.keys(run.metrics).filter((m) => !NOT_CHARTED.has(m)).sort();
+  // Each chart's frame is laid out while its history is on the way (the charting library's
+  // first layout takes a fifth of a second); the history then lands in it.
+  for (const name of names) reported(lineChart(chart(name).box, [{ name, x: [], y: [] }], chartLabels(name)));
   await Promise.all(names.map(readHistory));
   await Promise.all([...metricsOf.keys()].filter((name) => metricsOf.get(name).plot === null).map(drawChart));
   drawn = true;
@@ -148,17 +152,8 @@ export async function render(main, { params, query, socket, notify, setTitle, na
   return null;
 }
 
-// Wait for the channel's join (so every event appended from then on is pushed), or go on
-// without it after JOIN_WAIT_MS: a page never waits long on its live part.
-function joinedOrLate(channel) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(resolve, JOIN_WAIT_MS);
-    channel.on("joined", () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    channel.join();
-  });
+function chartLabels(metric) {
+  return { title: metric, xTitle: "step", yTitle: metric };
 }
 
 // A log line as both the log endpoint and the channel give it (their timestamps may differ
