@@ -180,3 +180,27 @@ async def test_offsets_never_go_back_below_a_commit_after_retention_emptied_the_
     got = await (await reopened.consumer("writers", [TOPIC])).getmany(timeout=1, max_records=10)
     assert [r.value for r in got[TP]] == [b"after"]
     await reopened.stop()
+
+
+async def test_a_reader_at_the_end_reads_again_only_once_the_file_changed(tmp_path: Path) -> None:
+    """A reader polls for appends by other processes; while nothing was committed to the file
+    its polls ask SQLite's data version only, and an append by another process still arrives."""
+    log = SqliteLog(tmp_path)
+    await log.start()
+    await log.append([Record(TOPIC, b"k", b"one")])
+    reader = await log.reader(TOPIC)
+    assert [r.value for r in await reader.read(timeout=0.1, max_records=10)] == [b"one"]
+    statements: list[str] = []
+    assert log._reader is not None
+    log._reader.set_trace_callback(statements.append)
+    assert await reader.read(timeout=0.3, max_records=10) == []  # one read finds the end
+    assert await reader.read(timeout=0.5, max_records=10) == []  # then only the version, every poll
+    reads = [s for s in statements if "FROM records" in s]
+    polls = [s for s in statements if "data_version" in s]
+    assert len(reads) == 1 and len(polls) >= 5, statements
+    other = SqliteLog(tmp_path)  # another process's log on the same file (`crucible keys create`)
+    await other.start()
+    await other.append([Record(TOPIC, b"k", b"two")])
+    assert [r.value for r in await reader.read(timeout=2, max_records=10)] == [b"two"]
+    await other.stop()
+    await log.stop()
