@@ -9,7 +9,8 @@ dashboard costs the server.
    train_loss points through the API.
 2. Navigation → usable (the page's main content drawn: the home page's recent experiments,
    the experiments table, the run's train_loss chart over all its points), `--loads` times
-   per page in a fresh browser context (nothing cached), and once more warm.
+   per page in a fresh browser context (nothing cached), and once more warm; timed once the
+   server has gone quiet after the fill (chDB merges a 1 M-point fill for a minute or more).
 3. Bytes transferred by the first (cold) view of each page: bodies as sent (gzip) plus headers.
 4. Ingest → point visible on the open run chart: `--markers` single-event batches, one every
    0.25 s; the page records when each step first appears on the chart (requestAnimationFrame).
@@ -81,6 +82,20 @@ def fill_run(base: str, points: int) -> float:
         post(f"{base}/api/v1/telemetry/events", {"events": [progress_event(s, 2.0 / (1 + s / 1e4)) for s in steps]})
     while stored_points(base) < points:
         time.sleep(0.5)
+    return time.monotonic() - started
+
+
+def settle(pid: int, quiet_share: float = 0.05, most_seconds: float = 180.0) -> float:
+    """Seconds until the server (its writer's last inserts, chDB's merges of the fill) uses
+    under `quiet_share` of a core over a second; the pages are timed on a quiet server, the
+    live figure under ingest."""
+    started = time.monotonic()
+    while time.monotonic() - started < most_seconds:
+        meter = CpuMeter(pid)
+        meter.start()
+        time.sleep(1.0)
+        if meter.stop()["server_cpu_s"] < quiet_share:
+            break
     return time.monotonic() - started
 
 
@@ -236,6 +251,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     assert server.process is not None
     try:
         result["fill_seconds"] = fill_run(server.url, args.points)
+        result["settle_seconds"] = settle(server.process.pid)
+        result["idle_cores_after_settling"] = psutil.cpu_count() * (1 - psutil.cpu_percent(interval=1.0) / 100)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             result["pages"] = page_loads(browser, server.url, args.loads)
@@ -252,6 +269,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def report(result: dict[str, Any]) -> None:
     print(f"\nCrucible UI: {result['experiments']:,} experiments, a run of {result['points']:,} points")
     print(f"idle cores before the run: {result['idle_cores_before']:.2f}; run filled in {result['fill_seconds']:.1f} s")
+    print(
+        f"server quiet {result['settle_seconds']:.0f} s later (merges of the fill); "
+        f"idle cores then: {result['idle_cores_after_settling']:.2f}"
+    )
     print()
     rows = [
         [name, p["cold_median_s"], max(p["cold_s"]), p["warm_s"], p["first_view_bytes"] / 1024, TARGETS["usable_s"]]

@@ -105,6 +105,8 @@ async function draw() {
   const onLeave = (teardown) => (turn === drawing ? leaving.push(teardown) : teardown());
   notify(null);
   const route = match(location.pathname) || { name: "not-found", params: {} };
+  const pageLoading = import(`/ui/pages/${route.name}.js`); // fetched while the session is asked for
+  pageLoading.catch(() => {}); // a failure is shown below, where it is awaited
   if (route.name !== "sign-in" && session === null) {
     await loadSession();
     if (session === null) {
@@ -129,7 +131,7 @@ async function draw() {
   };
   replace(main, h("p", { class: "muted" }, "Loading…"));
   try {
-    const page = await import(`/ui/pages/${route.name}.js`);
+    const page = await pageLoading;
     if (turn !== drawing) return; // another navigation came first
     replace(main);
     const teardown = await page.render(main, context);
