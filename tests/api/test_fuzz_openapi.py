@@ -32,9 +32,16 @@ pytest.importorskip("schemathesis", reason="the test extra installs schemathesis
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 
 
-FUZZ_EXAMPLES = int(os.environ.get("CRUCIBLE_FUZZ_EXAMPLES", "100"))
+# 25 per operation in CI; CRUCIBLE_FUZZ_EXAMPLES=100 (the count before, ~6,700 cases, about
+# 90 s) or more for a full run. The count bounds only the fuzzing phase's random cases. The
+# coverage phase (each operation's boundary and invalid values, ~3,000 cases, about 10 s) and
+# the stateful phase (scenarios along the document's links) do not grow with it and run
+# whole (measured: the stateful phase reached no fewer operations at 25 than at 100); the fuzzing
+# phase still sends each of the 45 operations 25 generated requests. The seed is fixed, so CI
+# sends the same cases every run: a run with more examples or another seed explores further.
+FUZZ_EXAMPLES = int(os.environ.get("CRUCIBLE_FUZZ_EXAMPLES", "25"))
 FUZZ_SEED = os.environ.get("CRUCIBLE_FUZZ_SEED", "20261202")
-# A run takes about 2 s per unit of FUZZ_EXAMPLES (all operations together) on two busy cores.
+# A run takes about 1 s per unit of FUZZ_EXAMPLES (all operations together) on two busy cores.
 FUZZ_TIMEOUT_SECONDS = max(420, FUZZ_EXAMPLES * 4)
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 # What the fuzzer is kept away from, and why.
