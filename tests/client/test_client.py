@@ -40,7 +40,13 @@ from tests.ingest.test_durability import wait_caught_up
 from tests.support import ServerProcess, eventually, free_port, serve_processes
 
 EVENTS = "/api/v1/telemetry/events"
-DOWN_SECONDS = 30.0
+# An outage four times as long as the test's spill_after: within its first second the
+# senders' backoff reaches its cap (FAST's max_backoff), the state the client keeps for any
+# longer outage, each sender retrying dozens of times here. Nothing in the client counts an
+# outage's length beyond spill_after: its request timeout is for requests left unanswered,
+# and a server that is down refuses them at once. (It was 30 s: the same proof, 22 s longer.)
+SPILL_AFTER = 2.0
+DOWN_SECONDS = 4 * SPILL_AFTER
 # Short waits so that the tests do not idle; the defaults are for real workers.
 FAST = {"flush_interval": 0.05, "max_backoff": 0.5}
 
@@ -352,9 +358,11 @@ async def test_a_refused_key_is_retried_and_its_events_are_kept(client: TestClie
 
 
 @pytest.mark.slow
-async def test_the_client_waits_out_a_server_that_is_down_for_30_seconds(offline: Offline, spool: Path) -> None:
+async def test_the_client_waits_out_a_server_that_is_down_for_longer_than_spill_after(
+    offline: Offline, spool: Path
+) -> None:
     server, secret = offline.server, offline.secret
-    crucible = Client(server.url, secret, spool_dir=spool, spill_after=5.0, **FAST)  # before the server starts
+    crucible = Client(server.url, secret, spool_dir=spool, spill_after=SPILL_AFTER, **FAST)  # before the server starts
     run = crucible.start_run("exp_outage", {"lr": 0.1})
     steps = 0
     started = asyncio.get_running_loop().time()
