@@ -58,9 +58,9 @@ class Topology:
     def writer_args(self, name: str) -> list[str]:
         return kafka_args("writer", self.broker, self.root / name, PARTITIONS, "--clickhouse", self.clickhouse.url)
 
-    def start(self, name: str, args: list[str]) -> ServerProcess:
+    def start(self, name: str, args: list[str], wait_ready: bool = True) -> ServerProcess:
         server = ServerProcess(args, free_port(), env=self.env, log=self.root / f"{name}.log")
-        return server.start(timeout=120)
+        return server.start(wait_ready=wait_ready, timeout=120)
 
     def stored(self, id_prefix: str = "") -> tuple[int, int]:
         """(rows, distinct event ids) in the warehouse, of the events whose ids start with
@@ -118,14 +118,23 @@ def build(root: Path, broker: str, s3: tuple[str, dict[str, str]], apis: int = 2
     clickhouse = ClickHouseEndpoint(root / "clickhouse").start()
     topology = Topology(broker, clickhouse, root, s3[0], {**os.environ, **s3[1]})
     migrate = [sys.executable, "-m", "service", "migrate", "--clickhouse", clickhouse.url, "--data-dir", str(root)]
-    subprocess.run(migrate, check=True, capture_output=True, timeout=120)
+    # The migration (on the warehouse) and the admin key (on the log) at the same time.
+    migrating = subprocess.Popen(migrate, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     topology.admin = create_admin_key(
         ["--kafka", broker, "--kafka-partitions", str(PARTITIONS), "--no-kafka-idempotence"]
     )
-    topology.apis = [topology.start(f"api-{n}", topology.api_args(f"api-{n}")) for n in range(1, apis + 1)]
-    topology.writers = [
-        topology.start(f"writer-{n}", topology.writer_args(f"writer-{n}")) for n in range(1, writers + 1)
-    ]
+    output, _ = migrating.communicate(timeout=120)
+    if migrating.returncode != 0:
+        raise subprocess.CalledProcessError(migrating.returncode, migrate, output)
+    # Every API process and writer starts at once, as compose starts the replicas: their
+    # imports overlap, and the writers join the group in one round instead of one after
+    # the other (a join takes ~5 s on tansu). Then each must become ready.
+    names = [f"api-{n}" for n in range(1, apis + 1)]
+    topology.apis = [topology.start(name, topology.api_args(name), wait_ready=False) for name in names]
+    names = [f"writer-{n}" for n in range(1, writers + 1)]
+    topology.writers = [topology.start(name, topology.writer_args(name), wait_ready=False) for name in names]
+    for server in [*topology.apis, *topology.writers]:
+        server.wait_ready(timeout=120)
     return topology
 
 
