@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -23,9 +22,14 @@ pytestmark = pytest.mark.kafka
 VISIBLE_WITHIN_SECONDS = 1.0
 
 
-@pytest.fixture
-def two_servers(tmp_path: Path) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
-    """`serve --kafka` twice on a broker of this test's own (the second without a writer), and an admin key."""
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, ServerProcess, str]]:
+    """`serve --kafka` twice on a broker of this module's own (the second without a writer), and an admin key.
+
+    One pair for the module's tests (starting it takes 7-8 s): each test makes experiments,
+    keys and runs of its own, and reads only those.
+    """
+    tmp_path = tmp_path_factory.mktemp("two_servers")
     with tansu_broker() as bootstrap:
         log_args = ["--kafka", bootstrap, "--no-kafka-idempotence", "--kafka-partitions", "2"]
         secret = create_admin_key(log_args)
