@@ -11,6 +11,7 @@ dashboard costs the server.
    the experiments table, the run's train_loss chart over all its points), `--loads` times
    per page in a fresh browser context (nothing cached), and once more warm; timed once the
    server has gone quiet after the fill (chDB merges a 1 M-point fill for a minute or more).
+   The run page's API reads are also timed alone over HTTP, with no browser on the cores.
 3. Bytes transferred by the first (cold) view of each page: bodies as sent (gzip) plus headers.
 4. Ingest → point visible on the open run chart: `--markers` single-event batches, one every
    0.25 s; the page records when each step first appears on the chart (requestAnimationFrame).
@@ -106,6 +107,25 @@ def stored_points(base: str) -> int:
         if error.code == 404:  # the run's first event is not folded yet
             return 0
         raise
+
+
+# What the run page asks the API for, timed alone over HTTP (no browser on the same cores).
+RUN_PAGE_READS = {
+    "run": f"/api/v1/runs/{BIG_RUN}",
+    "history": f"/api/v1/runs/{BIG_RUN}/metrics/train_loss?max_points=2000",
+    "log tail": f"/api/v1/runs/{BIG_RUN}/logs?tail=200&level=debug",
+}
+
+
+def run_page_reads(base: str, times: int = 7) -> dict[str, list[float]]:
+    """Milliseconds of each read the run page makes, `times` each, interleaved."""
+    found: dict[str, list[float]] = {name: [] for name in RUN_PAGE_READS}
+    for _ in range(times):
+        for name, path in RUN_PAGE_READS.items():
+            started = time.perf_counter()
+            get(base + path)
+            found[name].append((time.perf_counter() - started) * 1000)
+    return found
 
 
 def signed_in(context: Any) -> Any:
@@ -253,6 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         result["fill_seconds"] = fill_run(server.url, args.points)
         result["settle_seconds"] = settle(server.process.pid)
         result["idle_cores_after_settling"] = psutil.cpu_count() * (1 - psutil.cpu_percent(interval=1.0) / 100)
+        result["run_page_reads_ms"] = run_page_reads(server.url)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             result["pages"] = page_loads(browser, server.url, args.loads)
@@ -279,6 +300,11 @@ def report(result: dict[str, Any]) -> None:
         for name, p in result["pages"].items()
     ]
     print_table(["page", "usable cold s (median)", "cold max", "warm s", "first view KiB", "goal s"], rows)
+    reads = result["run_page_reads_ms"]
+    print(
+        "\nthe run page's reads alone over HTTP, median (max) ms: "
+        + ", ".join(f"{name} {statistics.median(ms):.0f} ({max(ms):.0f})" for name, ms in reads.items())
+    )
     live = result["live"]
     visible = live["visible_ms"]
     print(
