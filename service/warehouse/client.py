@@ -84,12 +84,15 @@ class Warehouse:
         # The embedded warehouse's queries and inserts run below the API's priority (service/core/thread_priority.py).
         nice = (settings.warehouse_nice if settings.embedded_warehouse else 0,)
         query_nice = (settings.query_nice if settings.embedded_warehouse else 0,)
-        self._query_pool = ThreadPoolExecutor(
+        # Queries made while the writer inserts run on threads below the inserts; the others
+        # at the API's own priority (a thread cannot raise its priority again once lowered).
+        self._busy_query_pool = ThreadPoolExecutor(
             settings.query_threads,
-            thread_name_prefix="warehouse-query",
+            thread_name_prefix="warehouse-query-busy",
             initializer=lower_this_thread,
             initargs=query_nice,
         )
+        self._query_pool = ThreadPoolExecutor(settings.query_threads, thread_name_prefix="warehouse-query")
         self._insert_pool = ThreadPoolExecutor(
             1, thread_name_prefix="warehouse-insert", initializer=lower_this_thread, initargs=nice
         )
@@ -139,6 +142,7 @@ class Warehouse:
 
     async def stop(self) -> None:
         self._query_pool.shutdown(wait=True, cancel_futures=True)
+        self._busy_query_pool.shutdown(wait=True, cancel_futures=True)
         self._insert_pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             for client in self._all_clients:
@@ -164,7 +168,7 @@ class Warehouse:
                     self._all_clients.remove(client)
             client.close()
 
-    async def _with_query_client(self, work: Callable[[Client], T]) -> T:
+    async def _with_query_client(self, work: Callable[[Client], T], busy: bool = False) -> T:
         def run() -> T:
             client = self._query_clients.get()
             try:
@@ -172,8 +176,9 @@ class Warehouse:
             finally:
                 self._query_clients.put(client)
 
+        pool = self._busy_query_pool if busy else self._query_pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._query_pool, run)
+            return await asyncio.get_running_loop().run_in_executor(pool, run)
         except WarehouseError:
             raise
         except Exception as exc:
@@ -186,25 +191,26 @@ class Warehouse:
         sql, parameters = queries.load(name), parameters or {}
 
         def run() -> Awaitable[bytes]:
-            settings = self._query_settings()
+            busy = self.busy()
+            settings = self._busy_query_settings if busy else QUERY_SETTINGS
             return self._with_query_client(
-                lambda client: client.raw_query(sql, parameters=parameters, fmt="JSONEachRow", settings=settings)
+                lambda client: client.raw_query(sql, parameters=parameters, fmt="JSONEachRow", settings=settings),
+                busy,
             )
 
         if shared:
             return await self.shared_reads.read(name, parameters, run)
         return await run()
 
-    def _query_settings(self) -> dict[str, Any]:
-        """While the writer inserts, a query keeps to `busy_query_threads` threads: chDB's
-        own query threads take no niceness, the query thread does (query_nice), so a
-        single-threaded query yields the CPU to ingest. Measured with 20 dashboards at half
-        load: POST p99 74 against 1,412 ms and 202 -> visible p99 1.1 against 12.3 s. When
-        nothing is being inserted a query uses every core (p99 by 5 minutes over 1 M values:
-        145 ms on one thread against 85 ms on two)."""
-        if self._inserting or time.monotonic() - self._inserted_at < BUSY_SECONDS:
-            return self._busy_query_settings
-        return QUERY_SETTINGS
+    def busy(self) -> bool:
+        """Whether the writer inserts now or did within BUSY_SECONDS. Then a query keeps to
+        `busy_query_threads` threads on a thread niced to query_nice: chDB's own query
+        threads take no niceness, the query thread does, so a single-threaded query yields
+        the CPU to ingest. Measured with 20 dashboards at half load: POST p99 74 against
+        1,412 ms and 202 -> visible p99 1.1 against 12.3 s. Otherwise a query uses every core
+        (p99 by 5 minutes over 1 M values: 145 ms on one thread against 85 ms on two) at the
+        API's priority, level with whatever else the machine runs."""
+        return bool(self._inserting) or time.monotonic() - self._inserted_at < BUSY_SECONDS
 
     async def command(self, sql: str) -> None:
         """Run a statement that returns nothing (a migration)."""

@@ -1,8 +1,12 @@
 """While the writer inserts, queries of the embedded warehouse keep to `busy_query_threads`
-threads (and yield the CPU to ingest); when it is idle they use every core. On chDB."""
+threads on threads niced below the inserts (and yield the CPU to ingest); when it is idle
+they use every core at the API's priority. On chDB."""
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -32,11 +36,31 @@ async def warehouse(settings: Settings) -> AsyncIterator[Warehouse]:
 
 async def threads_a_query_may_use(warehouse: Warehouse) -> int:
     # The settings a named query would run with, as the engine applies them.
-    settings = warehouse._query_settings()
+    busy = warehouse.busy()
+    settings = warehouse._busy_query_settings if busy else warehouse_client.QUERY_SETTINGS
     answer = await warehouse._with_query_client(
-        lambda client: client.raw_query("SELECT getSetting('max_threads') AS n", fmt="JSONEachRow", settings=settings)
+        lambda client: client.raw_query("SELECT getSetting('max_threads') AS n", fmt="JSONEachRow", settings=settings),
+        busy,
     )
     return int(msgspec.json.decode(answer)["n"])
+
+
+async def niceness_of_a_query_thread(warehouse: Warehouse) -> int:
+    # The thread a named query would run on, now.
+    return await warehouse._with_query_client(
+        lambda _: os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), warehouse.busy()
+    )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread niceness is set on Linux only")
+async def test_queries_run_below_the_inserts_only_while_the_writer_inserts(
+    warehouse: Warehouse, settings: Settings, monkeypatch: Any
+) -> None:
+    assert await niceness_of_a_query_thread(warehouse) == os.getpriority(os.PRIO_PROCESS, 0)
+    await warehouse.insert_json_lines("telemetry_records", RECORD, "busy:0-0")
+    assert await niceness_of_a_query_thread(warehouse) == settings.query_nice
+    monkeypatch.setattr(warehouse_client, "BUSY_SECONDS", 0.0)  # the writer has been idle long enough
+    assert await niceness_of_a_query_thread(warehouse) == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 async def test_queries_keep_to_one_thread_while_the_writer_inserts(warehouse: Warehouse, monkeypatch: Any) -> None:
