@@ -3,8 +3,12 @@ per session, and `crucible` processes on a broker of a test's own."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import io
+import itertools
 import os
+import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +22,8 @@ from schemas.resources import RateLimits
 from service.app import create_app
 from service.cli.log_commands import keys_create
 from service.settings import Settings
+from service.warehouse.client import Warehouse
+from service.warehouse.migrations import migrate
 from tests.support import ClickHouseEndpoint, Http, ServerProcess, create_admin_key, free_port, tansu_broker
 
 KAFKA_ENV = "CRUCIBLE_TEST_KAFKA"
@@ -66,16 +72,67 @@ def bearer(secret: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {secret}"}
 
 
+@pytest.fixture(scope="session")
+def migrated_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An embedded warehouse (chDB's directory) with every migration applied, made once.
+
+    Applying the migrations to an empty chDB directory takes about 0.25 s, more than the
+    rest of an app's start, and app_client starts some 800 apps: each copies this instead
+    (under 0.1 s) and the app's start-up then finds every migration applied, as a restarted
+    server does. What a fresh directory's migrations do is tested where it is the subject
+    (tests/warehouse/test_sql_files.py, tests/cli/test_cli.py) and by every test that runs
+    `crucible serve` as a process on a data dir of its own.
+    """
+    settings = make_settings(tmp_path_factory.mktemp("migrated") / "data")
+    warehouse = Warehouse(settings)
+
+    async def apply() -> None:
+        await warehouse.start()
+        try:
+            await migrate(warehouse)
+        finally:
+            await warehouse.stop()
+
+    asyncio.run(apply())
+    return warehouse.chdb_path
+
+
+# Each app's start-up collects the garbage of the whole process and then freezes what is
+# left (service/app.py's _gc_context). In the test process that means every object the
+# session has imported and made, torch and transformers included (tests/client): some
+# 550,000, 0.2-0.4 s a collection, in each of some 800 app starts. So app_client first
+# freezes what the process holds: the app's collection then scans what was made since, and
+# the app still runs with its own objects frozen and its thresholds, as in production. The
+# app unfreezes everything when it stops; every FULL_COLLECTION_EVERY starts, a whole
+# collection frees what earlier tests left behind.
+FULL_COLLECTION_EVERY = 50
+_app_starts = itertools.count()
+
+
+def _freeze_what_the_process_holds() -> None:
+    if next(_app_starts) % FULL_COLLECTION_EVERY == 0:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+
+
 @pytest.fixture
-async def app_client(aiohttp_client: Any, tmp_path: Path) -> AsyncIterator[AppClientFactory]:
+async def app_client(aiohttp_client: Any, tmp_path: Path, migrated_warehouse: Path) -> AsyncIterator[AppClientFactory]:
     """Start the whole service in-process as an admin: `await app_client(**settings_changes)`.
 
-    The client sends an unlimited admin key with every request; `client.secret` is it.
+    The client sends an unlimited admin key with every request; `client.secret` is it. The
+    first start on the test's data dir begins from a copy of `migrated_warehouse` (embedded
+    warehouse only); a later one (a restart) finds the warehouse it left.
     """
 
     async def start(**changes: Any) -> TestClient:
         settings = make_settings(tmp_path / "data", **changes)
+        chdb_path = Warehouse(settings).chdb_path
+        if settings.embedded_warehouse and not chdb_path.exists():
+            # What the migrations leave in a fresh directory, copied (chDB's links inside are relative).
+            shutil.copytree(migrated_warehouse, chdb_path, symlinks=True)
         secret = await admin_secret(settings)
+        _freeze_what_the_process_holds()
         client = await aiohttp_client(create_app(settings), headers=bearer(secret))
         client.secret = secret
         return client
