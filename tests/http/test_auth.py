@@ -32,7 +32,7 @@ from tests.resource_helpers import assert_error
 
 PUBLIC_PATHS = {"/healthz", "/readyz", "/metrics"}
 # The web UI's pages and files hold no data (each page asks the API as the signed-in browser).
-UI_PATHS = {*PAGE_PATHS, "/ui/vendor/plotly.min.js", "/ui/{name}", SIGN_IN_LINK_PATH}
+UI_PATHS = {*PAGE_PATHS, "/ui/vendor/{name}", "/ui/{name}", SIGN_IN_LINK_PATH}
 
 
 def group_patterns(pattern: str) -> dict[str, str]:
