@@ -169,7 +169,8 @@ class IngestWorkers:
         """The most recently used idle worker, or None while none is alive (being replaced)."""
         while self._all:
             try:
-                worker = await asyncio.wait_for(self._idle.get(), 0.5)
+                async with asyncio.timeout(0.5):  # not wait_for, which can lose a cancellation on 3.11
+                    worker = await self._idle.get()
             except TimeoutError:
                 continue
             if worker.alive:

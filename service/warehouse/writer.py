@@ -506,10 +506,11 @@ class WarehouseWriter:
                 if batch.records:  # else every record was a retry stored already: only commit
                     await self._insert(batch)
                 # Bounded: aiokafka retries a commit for a topic the broker lost forever, which
-                # held this loop, and every rebalance waiting on it, with it.
-                await asyncio.wait_for(
-                    self._require_consumer().commit({batch.partition: batch.last + 1}), COMMIT_TIMEOUT_SECONDS
-                )
+                # held this loop, and every rebalance waiting on it, with it. asyncio.timeout,
+                # not wait_for: on Python 3.11 wait_for loses a cancellation that arrives as the
+                # commit completes, and the writer's stop then waited for this loop forever.
+                async with asyncio.timeout(COMMIT_TIMEOUT_SECONDS):
+                    await self._require_consumer().commit({batch.partition: batch.last + 1})
                 self.committed_records += len(batch.records)
                 self._progress.advance(batch.partition.topic, batch.partition.partition, batch.last + 1)
             except Exception as exc:  # the Kafka client's commit errors have no common base
