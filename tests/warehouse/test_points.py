@@ -48,6 +48,14 @@ async def warehouse(settings: Settings) -> AsyncIterator[Warehouse]:
     await warehouse.stop()
 
 
+def apply_migrations_before(client: Any, first: int) -> None:
+    """The warehouse as a server left it before migration `first` existed."""
+    for number, name, sql in queries.migrations():
+        if number < first:
+            client.command(sql)
+            client.insert("schema_migrations", [[number, name]], column_names=["version", "name"])
+
+
 def insert_record(client: Any, token: str, partition: int = 0, offset: int = 5) -> None:
     client.command(RECORD, parameters={"token": token, "partition": partition, "offset": offset})
 
@@ -64,10 +72,7 @@ async def test_each_measurement_of_each_event_is_one_point_stored_once(warehouse
 
 async def test_events_stored_before_the_points_table_get_their_points_once(warehouse: Warehouse) -> None:
     with warehouse.dedicated_client() as client:
-        for number, name, sql in queries.migrations():
-            if number < POINTS_FIRST_MIGRATION:
-                client.command(sql)
-                client.insert("schema_migrations", [[number, name]], column_names=["version", "name"])
+        apply_migrations_before(client, POINTS_FIRST_MIGRATION)
         insert_record(client, "telemetry:0:5-5")
     assert await migrate(warehouse) == [
         f"{number:04d}_{name}" for number, name, _ in queries.migrations() if number >= POINTS_FIRST_MIGRATION
@@ -122,10 +127,7 @@ async def test_a_runs_latest_values_follow_time_then_step_and_leave_out_other_ev
 
 async def test_points_stored_before_the_latest_values_table_get_their_latest_values(warehouse: Warehouse) -> None:
     with warehouse.dedicated_client() as client:
-        for number, name, sql in queries.migrations():
-            if number < LATEST_FIRST_MIGRATION:
-                client.command(sql)
-                client.insert("schema_migrations", [[number, name]], column_names=["version", "name"])
+        apply_migrations_before(client, LATEST_FIRST_MIGRATION)
         insert_three_progress_records(client)
     await migrate(warehouse)
     with warehouse.dedicated_client() as client:
