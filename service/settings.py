@@ -117,8 +117,9 @@ HELP: dict[str, str] = {
     "writer_retry_window": "records of batches sent with an Idempotency-Key the writer remembers per partition"
     " (within idempotency_ttl_seconds), to drop a retry appended by another API process",
     "query_threads": "threads running warehouse queries",
-    "busy_query_threads": "embedded warehouse: threads one query may use while the writer is inserting, so that"
-    " dashboards leave the other cores to ingest (0 = no limit; when the writer is idle, queries use every core)",
+    "busy_query_threads": "embedded warehouse: threads one query may use while the writer is under load (inserting"
+    " a quarter of the last 2 s or more), so that dashboards leave the other cores to ingest (0 = no limit;"
+    " otherwise queries use every core)",
     "ingest_workers": "processes that decode large ingest batches, so the event loop does not"
     " (0 = decode on the event loop); one keeps up with ~300 batches/s, more help with more cores",
     "ingest_max_writer_lag_events": "when this process's appends are more events than this ahead of what"

@@ -29,6 +29,10 @@ SHARED_READS = Counter(
     "crucible_warehouse_shared_reads_total",
     "Dashboard queries answered by an identical query already in flight instead of running again",
 )
+YIELDING_QUERIES = Counter(
+    "crucible_warehouse_yielding_queries_total",
+    "Embedded warehouse queries run on one thread below the inserts, because the writer was under load",
+)
 DLQ_RECORDS = Counter("crucible_dlq_records_total", "Log records sent to the dead-letter topic")
 RETRIES_DROPPED = Counter(
     "crucible_writer_retries_dropped_total",
