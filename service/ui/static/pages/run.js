@@ -16,8 +16,17 @@ const NOT_CHARTED = new Set(["step", "epoch", "progress", "current_epoch", "curr
 export async function render(main, { params, query, socket, notify, setTitle, navigate, onLeave }) {
   chartLibrary().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
   const run = (await api(`/runs/${encodeURIComponent(params.id)}`)).data;
-  setTitle(`Run ${run.id}`);
   const level = LEVELS.includes(query.get("level")) ? query.get("level") : "debug";
+  // The histories and the log are asked for before anything is drawn: the page's first
+  // view waits on them, and laying the page out (its first dates load the locale's data)
+  // takes tens of milliseconds.
+  const askHistory = (name) =>
+    api(`/runs/${encodeURIComponent(run.id)}/metrics/${encodeURIComponent(name)}`, { params: { max_points: CHART_POINTS } });
+  const names = Object.keys(run.metrics).filter((m) => !NOT_CHARTED.has(m)).sort();
+  const historiesAsked = names.map(askHistory);
+  const logsAsked = api(`/runs/${encodeURIComponent(run.id)}/logs`, { params: { tail: LOG_TAIL, level } });
+  for (const asked of [...historiesAsked, logsAsked]) asked.catch(() => {}); // failures are shown where awaited
+  setTitle(`Run ${run.id}`);
   const status = h("span", {}, statusBadge(run.status));
   const progressBar = h("progress", { max: 1, value: run.progress, "aria-label": "progress" });
   const progressText = h("span", {}, percent(run.progress));
@@ -93,13 +102,12 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     const missed = m.tail.filter((p) => p.x > lastOf(series[0].x)); // arrived while it was drawn
     if (missed.length) await extend(m.plot, missed.map((p) => [0, p]));
   };
-  const readHistory = async (name) => {
-    const path = `/runs/${encodeURIComponent(run.id)}/metrics/${encodeURIComponent(name)}`;
-    const points = (await api(path, { params: { max_points: CHART_POINTS } })).data.points;
+  const readHistory = async (name, asked = askHistory(name)) => {
+    const points = (await asked).data.points;
     chart(name).history = { x: points.map((p, i) => (p.step === null ? i : p.step)), y: points.map((p) => p.value) };
     await drawChart(name);
   };
-  const reconcile = () => Promise.all([...metricsOf.keys()].map(readHistory));
+  const reconcile = () => Promise.all([...metricsOf.keys()].map((name) => readHistory(name)));
 
   function liveEvent(event) {
     const metadata = event.metadata || {};
@@ -127,12 +135,10 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     }
   }
 
-  const logsAsked = api(`/runs/${encodeURIComponent(run.id)}/logs`, { params: { tail: LOG_TAIL, level } });
-  const names = Object.keys(run.metrics).filter((m) => !NOT_CHARTED.has(m)).sort();
   // Each chart's frame is laid out while its history is on the way (the charting library's
   // first layout takes a fifth of a second); the history then lands in it.
   for (const name of names) reported(lineChart(chart(name).box, [{ name, x: [], y: [] }], chartLabels(name)));
-  await Promise.all(names.map(readHistory));
+  await Promise.all(names.map((name, i) => readHistory(name, historiesAsked[i])));
   await Promise.all([...metricsOf.keys()].filter((name) => metricsOf.get(name).plot === null).map(drawChart));
   drawn = true;
   if (metricsOf.size === 0) charts.append(h("p", { class: "muted" }, "No metrics reported yet."));
