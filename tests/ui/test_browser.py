@@ -166,6 +166,54 @@ def test_progress_and_learning_curves_move_without_a_reload(browser_page: Any, u
         demo.wait()
 
 
+def test_learning_curves_grow_from_the_live_channel_without_reading_the_histories_again(
+    browser_page: Any, ui_server: UiServer
+) -> None:
+    """The experiment page reads its curves whole once; after that each run's progress events
+    extend them (a page reading 50 curves every second cost the server a query per run per second)."""
+    page = browser_page
+    experiment_id = api(
+        ui_server,
+        "/experiments",
+        {"experiment": {"name": f"live curves {time.time_ns()}", "config": {"metric": "loss"}}},
+    )["data"]["id"]
+    api(ui_server, f"/experiments/{experiment_id}/start", {})
+    run_ids = [f"run_live_{time.time_ns()}_{n}" for n in range(2)]
+
+    def progress(run_id: str, steps: range) -> None:
+        events = [
+            {
+                "event_name": ["crucible", "run", "progress"],
+                "measurements": {"step": step, "loss": 1.0 / (1 + step)},
+                "metadata": {"run_id": run_id, "experiment_id": experiment_id},
+            }
+            for step in steps
+        ]
+        api(ui_server, "/telemetry/events", {"events": events})
+
+    for run_id in run_ids:
+        progress(run_id, range(10))
+    deadline = time.monotonic() + TIMEOUT_MS / 1000
+    while (
+        len([r for r in api(ui_server, f"/experiments/{experiment_id}/runs")["data"] if r["metrics"].get("loss")]) < 2
+    ):
+        assert time.monotonic() < deadline, "the runs were not folded"
+        time.sleep(0.1)
+    sign_in(page.context, ui_server.secret)
+    history_reads: list[str] = []
+    page.on("request", lambda request: history_reads.append(request.url) if "/metrics/" in request.url else None)
+    page.goto(f"/experiments/{experiment_id}")
+    until(page, f"{POINTS_ON_CHARTS} === 20")
+    reads_at_first_draw = len(history_reads)
+    for run_id in run_ids:
+        progress(run_id, range(10, 15))
+    until(page, f"{POINTS_ON_CHARTS} === 30")
+    curves = page.evaluate(f"(async () => {SERIES_OF}(document.querySelector('.plot')))()")
+    assert sorted(c["name"] for c in curves) == sorted(run_ids)
+    assert all(c["x"] == list(range(15)) for c in curves)
+    assert len(history_reads) == reads_at_first_draw == 2
+
+
 def _wait_for_running_demo(server: UiServer) -> dict[str, Any]:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

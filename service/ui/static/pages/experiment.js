@@ -1,8 +1,8 @@
 // One experiment: status and progress live (experiment:<id>), its config, runs and their
 // latest metrics, learning curves of any metric across its runs, results, history (and the
 // experiment as of any instant), statistical results, and exports.
-import { api, describe } from "/ui/api.js";
-import { chartLibrary, lineChart } from "/ui/charts.js";
+import { api, describe, eventNameOf } from "/ui/api.js";
+import { chartLibrary, extend, lineChart } from "/ui/charts.js";
 import { downloadFrom } from "/ui/download.js";
 import { ACTIONS } from "/ui/pages/experiments.js";
 import { add, duration, h, number, percent, replace, statusBadge, table, when } from "/ui/dom.js";
@@ -10,6 +10,13 @@ import { add, duration, h, number, percent, replace, statusBadge, table, when } 
 const CURVE_POINTS = 1000; // per run: the server down-samples, keeping spikes
 const MAX_CURVES = 50;
 const REFRESH_MS = 1000;
+const PROGRESS = "crucible.run.progress";
+// The curves are read whole when the runs on them or the metric change, and every
+// CURVES_RECONCILE_MS (a point accepted as the channel was joined, or while it was
+// reconnecting, is in neither); in between they grow from the runs' progress events.
+// Reading 50 curves every second cost the server a query per run per second.
+const CURVES_RECONCILE_MS = 30_000;
+const LIVE_FLUSH_MS = 250; // live points are added to the chart in batches, not one draw each
 
 export async function render(main, { params, query, socket, notify, can, setTitle, navigate }) {
   chartLibrary().catch(() => {}); // loads while the data is asked for; a failure shows where a chart is drawn
@@ -73,6 +80,9 @@ export async function render(main, { params, query, socket, notify, can, setTitl
       ),
     );
   };
+  // What the chart shows: its metric, its runs in series order, each one's highest step,
+  // and live points not yet added (or that arrived while it was read whole).
+  const shownCurves = { metric: null, runIds: [], lastX: [], plot: null, readAt: 0, reading: false, pending: [] };
   const drawCurves = async () => {
     const metric = metricChoice.value;
     if (!metric) {
@@ -80,15 +90,53 @@ export async function render(main, { params, query, socket, notify, can, setTitl
       return;
     }
     const shown = runs.slice(0, MAX_CURVES);
-    const histories = await Promise.all(
-      shown.map((r) => api(`/runs/${encodeURIComponent(r.id)}/metrics/${encodeURIComponent(metric)}`, { params: { max_points: CURVE_POINTS } })),
-    );
-    const series = histories.map(({ data }) => ({
-      name: data.run_id,
-      x: data.points.map((p, i) => (p.step === null ? i : p.step)),
-      y: data.points.map((p) => p.value),
-    }));
-    await lineChart(curves, series, { xTitle: "step", yTitle: metric });
+    shownCurves.reading = true;
+    try {
+      const histories = await Promise.all(
+        shown.map((r) => api(`/runs/${encodeURIComponent(r.id)}/metrics/${encodeURIComponent(metric)}`, { params: { max_points: CURVE_POINTS } })),
+      );
+      const series = histories.map(({ data }) => ({
+        name: data.run_id,
+        x: data.points.map((p, i) => (p.step === null ? i : p.step)),
+        y: data.points.map((p) => p.value),
+      }));
+      Object.assign(shownCurves, {
+        metric,
+        runIds: series.map((s) => s.name),
+        lastX: series.map((s) => (s.x.length ? s.x[s.x.length - 1] : -Infinity)),
+        plot: await lineChart(curves, series, { xTitle: "step", yTitle: metric }),
+        readAt: Date.now(),
+      });
+    } finally {
+      shownCurves.reading = false;
+    }
+    await addLivePoints();
+  };
+  const curvesOutOfDate = () =>
+    metricChoice.value !== shownCurves.metric ||
+    runs.slice(0, MAX_CURVES).map((r) => r.id).join("\n") !== shownCurves.runIds.join("\n") ||
+    Date.now() - shownCurves.readAt >= CURVES_RECONCILE_MS;
+  let flushing = null;
+  const addLivePoints = async () => {
+    if (shownCurves.reading || shownCurves.plot === null) return;
+    const points = [];
+    for (const { metric, runId, x, y } of shownCurves.pending.splice(0)) {
+      const index = shownCurves.runIds.indexOf(runId);
+      if (metric !== shownCurves.metric || index < 0 || x <= shownCurves.lastX[index]) continue; // not on the chart, or in it already
+      shownCurves.lastX[index] = x;
+      points.push([index, { x, y }]);
+    }
+    if (points.length) await extend(shownCurves.plot, points);
+  };
+  const livePoint = (event) => {
+    const measurements = event.measurements || {};
+    const y = measurements[shownCurves.metric];
+    if (eventNameOf(event) !== PROGRESS || typeof y !== "number") return;
+    shownCurves.pending.push({ metric: shownCurves.metric, runId: (event.metadata || {}).run_id, x: measurements.step ?? 0, y });
+    flushing ??= setTimeout(() => {
+      flushing = null;
+      addLivePoints().catch((error) => notify(describe(error)));
+    }, LIVE_FLUSH_MS);
   };
   const drawResults = () => {
     const summary = experiment.results_summary;
@@ -158,7 +206,7 @@ export async function render(main, { params, query, socket, notify, can, setTitl
         experiment = (await api(`/experiments/${encodeURIComponent(id)}`)).data;
         drawResults();
         await drawRuns();
-        await drawCurves();
+        if (curvesOutOfDate()) await drawCurves();
       } catch (error) {
         notify(describe(error));
       }
@@ -179,9 +227,14 @@ export async function render(main, { params, query, socket, notify, can, setTitl
   channel.on("run_completed", refreshSoon);
   channel.on("run_status_changed", refreshSoon); // a run started, ended, timed out or was heard again
   channel.join();
+  const telemetry = socket.channel(`telemetry:${id}`, { event_types: [PROGRESS] });
+  telemetry.on("event", livePoint);
+  telemetry.join();
   return () => {
     clearTimeout(refresh);
+    clearTimeout(flushing);
     channel.leave();
+    telemetry.leave();
   };
 }
 
