@@ -42,6 +42,7 @@ __all__ = [
     "events_parser",
     "free_port",
     "get_json",
+    "idle_cores",
     "metric_value",
     "percentiles_ms",
     "print_table",
@@ -282,6 +283,13 @@ class CpuMeter:
                 k: v / wall for k, v in sorted(by_name.items(), key=lambda kv: -kv[1]) if v / wall >= 0.005
             },
         }
+
+
+def idle_cores(seconds: float) -> float:
+    """The machine's idle cores over `seconds`, measured while this process sleeps."""
+    meter = CpuMeter(os.getpid()).start()
+    time.sleep(seconds)
+    return float(meter.stop()["machine_idle_cores"])
 
 
 class PySpy:

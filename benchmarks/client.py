@@ -39,6 +39,7 @@ from _support import (  # also sets sys.path
     AUTH_HEADERS,
     CpuMeter,
     ServerProcess,
+    idle_cores,
     print_table,
     source_revision,
     start_server,
@@ -97,13 +98,6 @@ def deliver(client: Client, events: int) -> dict[str, Any]:
         "accepted": client.stats.accepted - before,
         "client_cpu_s": (used.user - cpu.user) + (used.system - cpu.system),
     }
-
-
-def idle_cores(seconds: float) -> float:
-    """The machine's idle cores over `seconds`, measured while this process sleeps."""
-    meter = CpuMeter(os.getpid()).start()
-    time.sleep(seconds)
-    return float(meter.stop()["machine_idle_cores"])
 
 
 def phase(

@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 import clickhouse_connect
 import psutil
-from _support import AUTH_HEADERS, percentiles_ms, print_table, result_header, start_server
+from _support import AUTH_HEADERS, idle_cores, percentiles_ms, print_table, result_header, start_server
 
 from service.settings import Settings
 from service.warehouse.client import Warehouse
@@ -318,7 +318,7 @@ def cpu_seconds(topology: Topology, broker: TansuBroker) -> dict[str, float]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result = result_header("topology", seconds=args.seconds, connections=args.connections)
-    result["idle_cores_before"] = 2 - psutil.cpu_percent(interval=1.0) / 100 * psutil.cpu_count()
+    result["idle_cores_before"] = idle_cores(1.0)
     rounds: list[dict[str, Any]] = []
     tansu = TansuBroker().start()
     with tempfile.TemporaryDirectory() as scratch, s3_store() as store:

@@ -39,8 +39,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
-from _support import AUTH_HEADERS, CpuMeter, percentiles_ms, print_table, result_header, run_and_report, start_server
+from _support import (
+    AUTH_HEADERS,
+    CpuMeter,
+    idle_cores,
+    percentiles_ms,
+    print_table,
+    result_header,
+    run_and_report,
+    start_server,
+)
 from resources import write_resources
 
 from tests.ui.browser_support import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, sign_in
@@ -290,7 +298,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
     result = result_header("ui", experiments=args.experiments, points=args.points)
-    result["idle_cores_before"] = psutil.cpu_count() * (1 - psutil.cpu_percent(interval=1.0) / 100)
+    result["idle_cores_before"] = idle_cores(1.0)
     work = Path(tempfile.mkdtemp(prefix="crucible-ui-bench-"))
     result["write_seconds"] = asyncio.run(write_resources(work / "data", args.experiments, args.experiments))
     server = start_server(work / "data", work / "serve.log", timeout=300)
@@ -298,7 +306,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         result["fill_seconds"] = fill_run(server.url, args.points)
         result["settle_seconds"] = settle(server.process.pid)
-        result["idle_cores_after_settling"] = psutil.cpu_count() * (1 - psutil.cpu_percent(interval=1.0) / 100)
+        result["idle_cores_after_settling"] = idle_cores(1.0)
         result["run_page_reads_ms"] = run_page_reads(server.url)
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
