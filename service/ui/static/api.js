@@ -41,6 +41,14 @@ export async function api(path, { method = "GET", body, params } = {}) {
   return payload;
 }
 
+// A run's metric as a chart draws it (GET /runs/:id/metrics/:name, down-sampled by the
+// server to maxPoints): x is the step, or the point's place where it has no step.
+export async function metricHistory(runId, name, maxPoints) {
+  const path = `/runs/${encodeURIComponent(runId)}/metrics/${encodeURIComponent(name)}`;
+  const points = (await api(path, { params: { max_points: maxPoints } })).data.points;
+  return { x: points.map((p, i) => (p.step === null ? i : p.step)), y: points.map((p) => p.value) };
+}
+
 // One sentence for the user, with the field-by-field details the API gave.
 export function describe(error) {
   if (!(error instanceof ApiError)) return String(error && error.message ? error.message : error);

@@ -1,7 +1,7 @@
 // One experiment: status and progress live (experiment:<id>), its config, runs and their
 // latest metrics, learning curves of any metric across its runs, results, history (and the
 // experiment as of any instant), statistical results, and exports.
-import { api, describe, eventNameOf } from "/ui/api.js";
+import { api, describe, eventNameOf, metricHistory } from "/ui/api.js";
 import { chartLibrary, extend, lineChart } from "/ui/charts.js";
 import { downloadFrom } from "/ui/download.js";
 import { ACTIONS } from "/ui/pages/experiments.js";
@@ -92,14 +92,8 @@ export async function render(main, { params, query, socket, notify, can, setTitl
     const shown = runs.slice(0, MAX_CURVES);
     shownCurves.reading = true;
     try {
-      const histories = await Promise.all(
-        shown.map((r) => api(`/runs/${encodeURIComponent(r.id)}/metrics/${encodeURIComponent(metric)}`, { params: { max_points: CURVE_POINTS } })),
-      );
-      const series = histories.map(({ data }) => ({
-        name: data.run_id,
-        x: data.points.map((p, i) => (p.step === null ? i : p.step)),
-        y: data.points.map((p) => p.value),
-      }));
+      const histories = await Promise.all(shown.map((r) => metricHistory(r.id, metric, CURVE_POINTS)));
+      const series = histories.map((history, i) => ({ name: shown[i].id, ...history }));
       Object.assign(shownCurves, {
         metric,
         runIds: series.map((s) => s.name),

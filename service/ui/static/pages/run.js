@@ -1,7 +1,7 @@
 // One run: its metrics charted and extended live while it trains (telemetry:<experiment>,
 // the run's progress events), its log with a level filter and a live tail, checkpoints to
 // download, hyperparameters, and the error of a failed run.
-import { api, describe, eventNameOf } from "/ui/api.js";
+import { api, describe, eventNameOf, metricHistory } from "/ui/api.js";
 import { chartLibrary, extend, lineChart } from "/ui/charts.js";
 import { add, h, number, percent, replace, statusBadge, table, when } from "/ui/dom.js";
 
@@ -20,8 +20,7 @@ export async function render(main, { params, query, socket, notify, setTitle, na
   // The histories and the log are asked for before anything is drawn: the page's first
   // view waits on them, and laying the page out (its first dates load the locale's data)
   // takes tens of milliseconds.
-  const askHistory = (name) =>
-    api(`/runs/${encodeURIComponent(run.id)}/metrics/${encodeURIComponent(name)}`, { params: { max_points: CHART_POINTS } });
+  const askHistory = (name) => metricHistory(run.id, name, CHART_POINTS);
   const names = Object.keys(run.metrics).filter((m) => !NOT_CHARTED.has(m)).sort();
   const historiesAsked = names.map(askHistory);
   const logsAsked = api(`/runs/${encodeURIComponent(run.id)}/logs`, { params: { tail: LOG_TAIL, level } });
@@ -103,8 +102,7 @@ export async function render(main, { params, query, socket, notify, setTitle, na
     if (missed.length) await extend(m.plot, missed.map((p) => [0, p]));
   };
   const readHistory = async (name, asked = askHistory(name)) => {
-    const points = (await asked).data.points;
-    chart(name).history = { x: points.map((p, i) => (p.step === null ? i : p.step)), y: points.map((p) => p.value) };
+    chart(name).history = await asked;
     await drawChart(name);
   };
   const reconcile = () => Promise.all([...metricsOf.keys()].map((name) => readHistory(name)));
