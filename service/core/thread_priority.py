@@ -7,12 +7,12 @@ follows (measured: a p99 of 60-100 ms at half load with every thread equal, 37 m
 with both at niceness 19). Nobody waits on a merge: merges get what is left.
 Inserts decide how fresh the data is, so they sit between the two, and ingest
 waits for them when they fall behind (service/warehouse/backpressure.py). Queries made
-while the writer inserts sit below the inserts: level with them, 20 dashboards polling at
-half load slowed the writer until data was 12 s stale and POST p99 reached 1.4 s. A
-query's own thread is niced, but chDB's query threads are not, so such a query also keeps
-to one thread (service/warehouse/client.py, busy_query_threads). With the writer idle there
-is no ingest to yield to, and a query runs at the API's priority: niced, a page's reads
-waited behind any other program on the machine (a browser on the same two cores).
+while the writer is under load sit below the inserts: level with them, 20 dashboards
+polling at half load slowed the writer until data was 12 s stale and POST p99 reached
+1.4 s. A query's own thread is niced, but chDB's query threads are not, so such a query
+also keeps to one thread (service/warehouse/client.py, busy_query_threads). Otherwise
+there is no ingest to yield to, and a query runs at the API's priority: niced, a page's
+reads waited behind any other program on the machine (a browser on the same two cores).
 
 chDB does not apply ClickHouse's own `os_threads_nice_value_merge_mutate`, so the
 threads are re-niced from here: Linux lets a process lower the priority of its own

@@ -197,7 +197,7 @@ class Warehouse:
             busy = self.busy()
             if busy:
                 metrics.YIELDING_QUERIES.inc()
-            settings = self._busy_query_settings if busy else QUERY_SETTINGS
+            settings = self.query_settings(busy)
             return self._with_query_client(
                 lambda client: client.raw_query(sql, parameters=parameters, fmt="JSONEachRow", settings=settings),
                 busy,
@@ -209,14 +209,18 @@ class Warehouse:
 
     def busy(self) -> bool:
         """Whether the writer is under load: it spent BUSY_SHARE of the last BUSY_SECONDS
-        inserting. Then a query keeps to
-        `busy_query_threads` threads on a thread niced to query_nice: chDB's own query
-        threads take no niceness, the query thread does, so a single-threaded query yields
-        the CPU to ingest. Measured with 20 dashboards at half load: POST p99 74 against
-        1,412 ms and 202 -> visible p99 1.1 against 12.3 s. Otherwise a query uses every core
-        (p99 by 5 minutes over 1 M values: 145 ms on one thread against 85 ms on two) at the
-        API's priority, level with whatever else the machine runs."""
+        inserting. Then a query keeps to `busy_query_threads` threads on a thread niced to
+        query_nice: chDB's own query threads take no niceness, the query thread does, so a
+        single-threaded query yields the CPU to ingest. Measured with 20 dashboards at half
+        load: POST p99 74 against 1,412 ms and 202 -> visible p99 1.1 against 12.3 s.
+        Otherwise a query uses every core (p99 by 5 minutes over 1 M values: 145 ms on one
+        thread against 85 ms on two) at the API's priority, level with whatever else the
+        machine runs."""
         return self.insert_load.share() >= BUSY_SHARE
+
+    def query_settings(self, busy: bool) -> dict[str, Any]:
+        """The settings a query runs with, while the writer is under load or not."""
+        return self._busy_query_settings if busy else QUERY_SETTINGS
 
     async def command(self, sql: str) -> None:
         """Run a statement that returns nothing (a migration)."""

@@ -37,7 +37,7 @@ async def warehouse(settings: Settings) -> AsyncIterator[Warehouse]:
 async def threads_a_query_may_use(warehouse: Warehouse) -> int:
     # The settings a named query would run with, as the engine applies them.
     busy = warehouse.busy()
-    settings = warehouse._busy_query_settings if busy else warehouse_client.QUERY_SETTINGS
+    settings = warehouse.query_settings(busy)
     answer = await warehouse._with_query_client(
         lambda client: client.raw_query("SELECT getSetting('max_threads') AS n", fmt="JSONEachRow", settings=settings),
         busy,
